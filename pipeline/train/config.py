@@ -1,0 +1,30 @@
+"""Configuration of the train stage (bottom stream + spatial context module)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pipeline.config import param
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Paper defaults (section 3): SGD, batch 64, lr 1e-3 -> 1e-4 after 100 of 200 epochs,
+    weight decay 5e-4. The embedded default trains fewer epochs (see params.yaml)."""
+
+    seed: int = param(0, ge=0)
+    epochs: int = param(200, ge=1)
+    batch_size: int = param(64, ge=1)
+    lr: float = param(1e-3, gt=0)
+    lr_step_epoch: int = param(100, ge=1, help="multiply lr by lr_gamma after this epoch")
+    lr_gamma: float = param(0.1, gt=0, le=1)
+    momentum: float = param(0.9, ge=0, lt=1)
+    weight_decay: float = param(5e-4, ge=0)
+    hidden: int = param(1024, ge=1, help="size of h2 in the context module")
+    use_offset: bool = param(True, help="false: ablation without the offset input (Fig. 3)")
+    loss: Literal["sum", "mean"] = param("sum", help="squared error summed or averaged")
+    device: str = param("auto")
+    amp: bool = param(False)
+    workers: int = param(0, ge=0)
+    resume: bool = param(True, help="continue from the last checkpoint when present")
