@@ -1,0 +1,71 @@
+"""The `scn` CLI: inspect and show on real artifacts; stage commands share the runner."""
+
+import h5py
+import numpy as np
+from click.testing import CliRunner
+
+from pipeline.cli import main
+from pipeline.runner import STAGES
+
+
+def test_every_stage_has_a_command_and_a_script():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    for name in STAGES:
+        assert name in main.commands
+        assert (root / "stages" / f"{name}.py").is_file()
+
+
+def test_inspect_h5_shows_shapes_dtypes_attrs_and_stats(tmp_path):
+    path = tmp_path / "f.h5"
+    with h5py.File(path, "w") as fh:
+        fh.attrs["backbone"] = "efficientnet_lite0"
+        fh.create_dataset("features", data=np.array([[0.0, 1.0], [0.0, 3.0]], np.float32),
+                          compression="gzip", chunks=(1, 2))
+    out = CliRunner().invoke(main, ["inspect", str(path)])
+    assert out.exit_code == 0, out.output
+    assert "@backbone = efficientnet_lite0" in out.output
+    assert "features: shape=(2, 2) dtype=float32, gzip" in out.output
+    assert "mean=1 " in out.output and "zeros=50.0%" in out.output
+
+
+def test_inspect_rejects_non_hdf5(tmp_path):
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(b"not hdf5")
+    out = CliRunner().invoke(main, ["inspect", str(bad)])
+    assert out.exit_code != 0
+    assert "bad.h5: not a readable HDF5 file" in out.output
+
+
+def test_inspect_voc_folder(tiny_voc):
+    out = CliRunner().invoke(main, ["inspect", str(tiny_voc)])
+    assert out.exit_code == 0, out.output
+    assert "split train: 4 images" in out.output
+    assert "8 annotations, 8 images" in out.output
+
+
+def test_show_renders_png(tiny_voc, tmp_path):
+    import yaml
+    from PIL import Image
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"scenes_root": str(tmp_path / "scenes")}}))
+    out_png = tmp_path / "shown.png"
+    out = CliRunner().invoke(
+        main, ["show", "000000", "--split", "train", "--params", str(params), "-o", str(out_png)]
+    )
+    assert out.exit_code == 0, out.output
+    im = np.asarray(Image.open(out_png).convert("RGB"))
+    assert im.shape == (96, 96, 3)
+    assert ((im == [0, 255, 0]).all(axis=2)).sum() > 20  # green ground-truth boxes drawn
+
+
+def test_show_unknown_image_is_a_clear_error(tiny_voc, tmp_path):
+    import yaml
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"scenes_root": str(tmp_path / "scenes")}}))
+    out = CliRunner().invoke(main, ["show", "nope", "--params", str(params)])
+    assert out.exit_code != 0
+    assert "nope" in out.output
