@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -50,19 +51,55 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ScenesConfig:
-    """The generated VOC-format scene dataset (see docs/scenes.md for its rules)."""
+    """The generated VOC-format scene dataset (rules and reasons: docs/scenes.md).
 
-    seed: int = param(0, ge=0)
-    name: str = param("SCENES", help="folder under VOCdevkit/")
+    Image ids are ``000000, 000001, ...``: the first ``n_train`` are ``train``, the next
+    ``n_val`` are ``val``, the last ``n_test`` are ``test``. Image ``k`` is drawn from its
+    own random stream ``(seed, k)``, so it does not depend on the split sizes.
+    """
+
+    seed: int = param(0, ge=0, help="same seed -> byte-identical images and annotations")
+    name: str = param(
+        "SCENES",
+        help="folder under VOCdevkit/; name it VOC2007 to load with torchvision's VOCDetection",
+    )
     n_train: int = param(300, ge=1)
     n_val: int = param(100, ge=0)
     n_test: int = param(300, ge=1)
-    image_size: int = param(256, ge=64, le=2048)
-    classes: tuple[str, ...] = param(SCENE_CLASSES, help="subset/order of the known classes")
-    difficult_max_size: int = param(
-        16, ge=0, help="objects whose shorter side is below this are marked difficult"
+    image_size: int = param(256, ge=64, le=2048, help="square images of this many pixels")
+    classes: tuple[str, ...] = param(
+        SCENE_CLASSES,
+        help="annotated classes; objects of the others are still drawn, unannotated",
     )
-    jpeg_quality: int = param(85, ge=10, le=100)
+    difficult_max_size: int = param(
+        12, ge=0, help="objects whose visible shorter side is below this (pixels) are difficult"
+    )
+    difficult_min_visible: float = param(
+        0.35, ge=0.0, le=1.0, help="objects with less than this share unoccluded are difficult"
+    )
+    nuisance: float = param(
+        1.0,
+        ge=0.0,
+        le=2.0,
+        help="strength of per-object appearance variation (texture contrast, blur, noise, "
+        "rotation); 0 gives flat clean shapes, 2 very noisy ones",
+    )
+    cue_probability: float = param(
+        0.6,
+        ge=0.0,
+        le=1.0,
+        help="chance that a round object (sun, ball, plate, wheel) shows its class detail "
+        "(rays, segments, rim, tyre); without it the four look alike",
+    )
+    out_of_context: float = param(
+        0.1, ge=0.0, le=1.0, help="chance per image of one object placed anywhere, ignoring context"
+    )
+    clutter: float = param(3.0, ge=0.0, le=50.0, help="mean number of unlabelled clutter shapes")
+    occluder_probability: float = param(
+        0.15, ge=0.0, le=1.0, help="chance per object that a clutter shape is drawn over it"
+    )
+    jpeg_quality: int = param(90, ge=10, le=100, help="highest JPEG quality of an image")
+    jpeg_quality_min: int = param(60, ge=10, le=100, help="lowest JPEG quality (drawn per image)")
 
     def validate(self) -> None:
         unknown = [c for c in self.classes if c not in SCENE_CLASSES]
@@ -72,4 +109,17 @@ class ScenesConfig:
                 f"allowed: {', '.join(SCENE_CLASSES)}"
             )
         if len(set(self.classes)) != len(self.classes) or not self.classes:
-            raise ConfigError(f"scenes.classes: {list(self.classes)!r} must be unique and non-empty")
+            raise ConfigError(
+                f"scenes.classes: {list(self.classes)!r} is not allowed; "
+                "allowed: a non-empty list without repeats"
+            )
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name):
+            raise ConfigError(
+                f"scenes.name: {self.name!r} is not a folder name; allowed: letters, digits, "
+                "'_', '.', '-', not starting with a dot"
+            )
+        if self.jpeg_quality_min > self.jpeg_quality:
+            raise ConfigError(
+                f"scenes.jpeg_quality_min: {self.jpeg_quality_min} is above "
+                f"scenes.jpeg_quality={self.jpeg_quality}; allowed: <= jpeg_quality"
+            )

@@ -11,6 +11,7 @@ This is the convention of ``torchvision.ops`` (RoIAlign, box_iou) up to the +1 w
 from __future__ import annotations
 
 import logging
+import math
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -22,6 +23,10 @@ from PIL import Image, UnidentifiedImageError
 from pipeline.errors import DataError, SkipPolicy
 
 log = logging.getLogger(__name__)
+
+# A box may poke out of the image by this many pixels (0-based corners, rounding in
+# some real VOC files); it is clipped. Further out it is an error.
+OUTSIDE_TOLERANCE = 1.0
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -69,9 +74,12 @@ def _text(node: ET.Element, tag: str, xml: Path) -> str:
 def _number(node: ET.Element, tag: str, xml: Path) -> float:
     raw = _text(node, tag, xml)
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
         raise DataError(xml, f"<{tag}> is not a number: {raw!r}", kind="malformed_xml") from None
+    if not math.isfinite(value):
+        raise DataError(xml, f"<{tag}> is not a finite number: {raw!r}", kind="malformed_xml")
+    return value
 
 
 def _flag(node: ET.Element, tag: str) -> bool:
@@ -89,9 +97,12 @@ def parse_annotation(
 ) -> tuple[int, int, tuple[VOCObject, ...]]:
     """Parse one VOC XML file into (width, height, objects); raise :class:`DataError`.
 
-    Checks: well-formed XML, a ``size`` with positive width and height, known class
-    names, boxes with positive area inside the image. ``part`` children of objects
-    (VOC2012 person layout) are ignored; float coordinates are accepted.
+    Checks: well-formed XML with an ``<annotation>`` root, a ``size`` with positive
+    width and height, known class names, finite corners with ``xmin < xmax`` and
+    ``ymin < ymax`` (equal corners are a zero-area box, reversed ones inverted), inside
+    the image up to :data:`OUTSIDE_TOLERANCE` pixels (then clipped). ``part`` children
+    of objects (VOC2012 person layout) and ``actions`` are ignored, only the object's
+    own ``name`` and ``bndbox`` count; float coordinates (``273.5``) are accepted.
     """
     try:
         root = ET.parse(xml).getroot()
@@ -99,6 +110,10 @@ def parse_annotation(
         raise DataError(xml, "annotation file not found", kind="missing_annotation") from None
     except ET.ParseError as err:
         raise DataError(xml, f"malformed XML: {err}", kind="malformed_xml") from None
+    if root.tag != "annotation":
+        raise DataError(
+            xml, f"root element is <{root.tag}>; allowed: <annotation>", kind="malformed_xml"
+        )
     size = root.find("size")
     if size is None:
         raise DataError(xml, "missing <size>", kind="malformed_xml")
@@ -119,23 +134,32 @@ def parse_annotation(
             raise DataError(xml, f"object {k} ({name}): missing <bndbox>", kind="malformed_xml")
         xmin, ymin = _number(bb, "xmin", xml), _number(bb, "ymin", xml)
         xmax, ymax = _number(bb, "xmax", xml), _number(bb, "ymax", xml)
-        box = (xmin - 1.0, ymin - 1.0, xmax, ymax)
         if xmax < xmin or ymax < ymin:
             raise DataError(
                 xml,
                 f"object {k} ({name}): inverted corners xmin={xmin} xmax={xmax} "
-                f"ymin={ymin} ymax={ymax}",
+                f"ymin={ymin} ymax={ymax}; allowed: xmin <= xmax and ymin <= ymax",
                 kind="bad_box",
             )
-        if box[2] - box[0] <= 0 or box[3] - box[1] <= 0:
-            raise DataError(xml, f"object {k} ({name}): box has zero area", kind="bad_box")
-        if box[0] < 0 or box[1] < 0 or box[2] > width or box[3] > height:
+        if xmax == xmin or ymax == ymin:
+            raise DataError(
+                xml,
+                f"object {k} ({name}): zero-area box xmin={xmin} xmax={xmax} ymin={ymin} "
+                f"ymax={ymax} (a degenerate line or point); allowed: xmin < xmax and ymin < ymax",
+                kind="bad_box",
+            )
+        box = [xmin - 1.0, ymin - 1.0, xmax, ymax]
+        over = max(-box[0], -box[1], box[2] - width, box[3] - height)
+        if over > OUTSIDE_TOLERANCE:
             raise DataError(
                 xml,
                 f"object {k} ({name}): box {xmin},{ymin},{xmax},{ymax} lies outside the "
-                f"{width}x{height} image",
+                f"{width}x{height} image; allowed: 1 <= xmin, xmax <= width, 1 <= ymin, "
+                f"ymax <= height",
                 kind="bad_box",
             )
+        if over > 0:  # off by at most a pixel (0-based corners in some files): clip
+            box = [max(box[0], 0.0), max(box[1], 0.0), min(box[2], width), min(box[3], height)]
         objects.append(
             VOCObject(
                 name=name,
@@ -148,14 +172,31 @@ def parse_annotation(
 
 
 def load_rgb(path: Path) -> np.ndarray:
-    """Decode an image to an (H, W, 3) uint8 RGB array (grayscale, CMYK, RGBA converted)."""
+    """Decode an image to an (H, W, 3) uint8 RGB array.
+
+    The format is read from the content, not the name (a PNG saved as ``.jpg`` works).
+    Grayscale, palette, CMYK and YCbCr convert to RGB; an alpha channel is dropped;
+    16-bit and 32-bit grayscale are scaled to 8 bits. EXIF orientation is not applied
+    (as in VOC's own tools and torchvision's VOCDetection: boxes refer to stored pixels).
+    """
     try:
         with Image.open(path) as im:
             im.load()
+            if im.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+                arr = np.asarray(im, dtype=np.float64)
+                top = 65535.0 if im.mode.startswith("I;16") or arr.max() > 255 else 255.0
+                gray = np.clip(arr / top * 255 + 0.5, 0, 255).astype(np.uint8)  # (H, W)
+                return np.repeat(gray[..., None], 3, axis=2)
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise DataError(path, "image file not found", kind="missing_image") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+    except (
+        UnidentifiedImageError,
+        Image.DecompressionBombError,
+        OSError,
+        SyntaxError,
+        ValueError,
+    ) as err:
         raise DataError(path, f"unreadable or corrupt image: {err}", kind="corrupt_image") from None
 
 
@@ -174,7 +215,9 @@ def read_split_ids(imagesets: Path, split: str) -> list[str]:
     f = imagesets / "Main" / f"{split}.txt"
     if not f.is_file():
         available = sorted(p.stem for p in (imagesets / "Main").glob("*.txt") if "_" not in p.stem)
-        raise DataError(f, f"split {split!r} not found; available: {available}", kind="missing_split")
+        raise DataError(
+            f, f"split {split!r} not found; available: {available}", kind="missing_split"
+        )
     ids = [line.split()[0] for line in f.read_text().splitlines() if line.strip()]
     if not ids:
         raise DataError(f, f"split {split!r} lists no images", kind="empty_split")
@@ -260,8 +303,9 @@ class VOCDataset:
                     parts = line.split()
                     if len(parts) != 2 or parts[1] not in ("1", "-1", "0"):
                         if line.strip():
-                            raise DataError(f, f"bad line {line!r}; expected 'id 1|-1|0'",
-                                            kind="bad_imageset")
+                            raise DataError(
+                                f, f"bad line {line!r}; expected 'id 1|-1|0'", kind="bad_imageset"
+                            )
                         continue
                     table[parts[0]] = int(parts[1])
                 for i, im in enumerate(self.images):
@@ -284,9 +328,16 @@ def dataset_dir(dataset: str, data_cfg, scenes_cfg, split: str) -> Path:
         return Path(data_cfg.voc_root) / "VOC2012"
     if dataset == "voc2007":
         if split == "test" and data_cfg.voc2007_test_root is not None:
-            return Path(data_cfg.voc2007_test_root) / "VOC2007"
+            # VOCtest_06-Nov-2007.tar unpacks to VOCdevkit/VOC2007: accept either folder.
+            root = Path(data_cfg.voc2007_test_root)
+            for candidate in (root / "VOC2007", root / "VOCdevkit" / "VOC2007"):
+                if candidate.is_dir():
+                    return candidate
+            return root / "VOC2007"
         return Path(data_cfg.voc_root) / "VOC2007"
-    raise ValueError(f"dataset: {dataset!r} is not a valid choice; allowed: scenes, voc2007, voc2012")
+    raise ValueError(
+        f"dataset: {dataset!r} is not a valid choice; allowed: scenes, voc2007, voc2012"
+    )
 
 
 def dataset_classes(dataset: str, scenes_cfg) -> tuple[str, ...]:

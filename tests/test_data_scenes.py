@@ -1,0 +1,284 @@
+"""The generated scenes: VOC layout, torchvision compatibility, determinism, context rules."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from torchvision.datasets import VOCDetection
+
+from pipeline.config import ConfigError, build
+from pipeline.data import scenes as scenes_mod
+from pipeline.data.config import SCENE_CLASSES, ScenesConfig
+from pipeline.data.scenes import generate_scenes, render_scene, split_ids
+from pipeline.data.voc import VOCDataset, open_split
+from pipeline.params import Params
+from pipeline.runner import run_stage
+
+TINY = ScenesConfig(n_train=6, n_val=2, n_test=4, image_size=128)
+
+
+def files(year: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(year)): p.read_bytes() for p in sorted(year.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("scenes")
+    metrics = generate_scenes(root, TINY)
+    return root / "VOCdevkit" / "SCENES", metrics
+
+
+@pytest.fixture(scope="module")
+def medium(tmp_path_factory) -> Path:
+    """80 images of 192 px, no out-of-context objects: enough to check the rules."""
+    root = tmp_path_factory.mktemp("scenes_medium")
+    cfg = ScenesConfig(n_train=60, n_val=0, n_test=20, image_size=192, out_of_context=0.0)
+    generate_scenes(root, cfg)
+    return root / "VOCdevkit" / "SCENES"
+
+
+def test_tiny_dataset_is_fast(tmp_path):
+    start = time.perf_counter()
+    generate_scenes(tmp_path, ScenesConfig(n_train=8, n_val=0, n_test=4, image_size=128))
+    assert time.perf_counter() - start < 5.0  # about 0.3 s on an idle 2-core machine
+
+
+def test_exact_voc_layout(tiny):
+    year, metrics = tiny
+    main = year / "ImageSets" / "Main"
+    ids = split_ids(TINY)
+    for split in ("train", "val", "trainval", "test"):
+        assert (main / f"{split}.txt").read_text().split() == ids[split]
+        for c in SCENE_CLASSES:
+            lines = (main / f"{c}_{split}.txt").read_text().splitlines()
+            assert [ln.split()[0] for ln in lines] == ids[split]
+            assert all(ln.split()[1] in ("1", "-1", "0") for ln in lines)
+    all_ids = ids["train"] + ids["val"] + ids["test"]
+    assert sorted(p.stem for p in (year / "JPEGImages").glob("*.jpg")) == all_ids
+    assert sorted(p.stem for p in (year / "Annotations").glob("*.xml")) == all_ids
+    assert ids["trainval"] == ids["train"] + ids["val"]
+    assert not set(ids["trainval"]) & set(ids["test"])
+    assert metrics["images"] == {"train": 6, "val": 2, "trainval": 8, "test": 4}
+    assert not list(year.parent.glob("*.tmp-*"))  # nothing left from the atomic write
+
+
+def test_reader_agrees_with_metrics_and_label_files(tiny):
+    year, metrics = tiny
+    n, difficult, counts = 0, 0, dict.fromkeys(SCENE_CLASSES, 0)
+    for split in ("trainval", "test"):
+        ds = VOCDataset(year, split, classes=SCENE_CLASSES)
+        assert len(ds) == len(split_ids(TINY)[split])
+        labels = ds.image_labels()  # from the {class}_{split}.txt files
+        derived = np.full_like(labels, -1)
+        for i, im in enumerate(ds):
+            assert (im.width, im.height) == (128, 128)
+            for o in im.objects:
+                n += 1
+                difficult += o.difficult
+                counts[o.name] += 1
+                c = SCENE_CLASSES.index(o.name)
+                derived[i, c] = 1 if not o.difficult or derived[i, c] == 1 else 0
+                x1, y1, x2, y2 = o.box
+                assert 0 <= x1 < x2 <= 128 and 0 <= y1 < y2 <= 128
+                short = min(x2 - x1, y2 - y1)
+                if short < TINY.difficult_max_size:
+                    assert o.difficult
+        assert np.array_equal(labels, derived)
+    assert metrics["objects"] == n and metrics["difficult"] == difficult
+    assert metrics["objects_per_class"] == counts
+    assert n > 3 * 12  # several objects per image
+
+
+@pytest.mark.parametrize("year, split", [("2012", "train"), ("2012", "val"), ("2007", "test")])
+def test_loads_with_torchvision_and_agrees_box_for_box(tiny, tmp_path, year, split):
+    folder, _ = tiny
+    # VOCDetection only knows VOCdevkit/VOC<year>: link the generated folder under that name
+    (tmp_path / "VOCdevkit").mkdir()
+    (tmp_path / "VOCdevkit" / f"VOC{year}").symlink_to(folder, target_is_directory=True)
+    tv = VOCDetection(str(tmp_path), year=year, image_set=split)
+    ours = VOCDataset(folder, split, classes=SCENE_CLASSES)
+    assert len(tv) == len(ours) > 0
+    for k, im in enumerate(ours):
+        image, target = tv[k]
+        ann = target["annotation"]
+        assert ann["filename"] == f"{im.id}.jpg"
+        assert image.size == (im.width, im.height)
+        assert np.array_equal(np.asarray(image.convert("RGB")), ours.load_image(im))
+        objs = ann.get("object", [])
+        assert len(objs) == len(im.objects)
+        for t, o in zip(objs, im.objects, strict=True):
+            bb = t["bndbox"]
+            voc = [float(bb[key]) for key in ("xmin", "ymin", "xmax", "ymax")]
+            # project convention: x1 = xmin - 1, y1 = ymin - 1, x2 = xmax, y2 = ymax
+            assert o.box == (voc[0] - 1, voc[1] - 1, voc[2], voc[3])
+            assert t["name"] == o.name and int(t["difficult"]) == int(o.difficult)
+
+
+def test_same_seed_is_byte_identical_and_seeds_differ(tmp_path):
+    cfg = dataclasses.replace(TINY, n_train=4, n_val=0, n_test=2)
+    a = files(generate_scenes(tmp_path / "a", cfg) and tmp_path / "a" / "VOCdevkit" / "SCENES")
+    b = files(generate_scenes(tmp_path / "b", cfg) and tmp_path / "b" / "VOCdevkit" / "SCENES")
+    assert a == b
+    assert any(k.endswith(".jpg") for k in a) and any(k.endswith(".xml") for k in a)
+    other = dataclasses.replace(cfg, seed=1)
+    generate_scenes(tmp_path / "c", other)
+    c = files(tmp_path / "c" / "VOCdevkit" / "SCENES")
+    assert c.keys() == a.keys()
+    for key in a:
+        if key.startswith(("JPEGImages", "Annotations")):
+            assert a[key] != c[key], key
+
+
+def test_images_do_not_depend_on_split_sizes_or_class_subset():
+    base = render_scene(TINY, 3)
+    bigger = render_scene(dataclasses.replace(TINY, n_train=50, n_test=9), 3)
+    subset = render_scene(dataclasses.replace(TINY, classes=("ball", "sun")), 3)
+    assert np.array_equal(base[0], bigger[0]) and np.array_equal(base[0], subset[0])
+    assert [o.name for o in subset[1]] == [o.name for o in base[1] if o.name in ("ball", "sun")]
+
+
+def test_regenerating_replaces_atomically_and_failure_keeps_old(tmp_path, monkeypatch):
+    cfg = dataclasses.replace(TINY, n_train=2, n_val=0, n_test=1)
+    generate_scenes(tmp_path, cfg)
+    year = tmp_path / "VOCdevkit" / "SCENES"
+    (year / "stale.txt").write_text("old")
+    generate_scenes(tmp_path, cfg)
+    assert not (year / "stale.txt").exists()
+    before = files(year)
+
+    def broken(cfg, index):
+        if index == 1:
+            raise RuntimeError("boom")
+        return render_scene(cfg, index)
+
+    monkeypatch.setattr(scenes_mod, "render_scene", broken)
+    with pytest.raises(RuntimeError, match="boom"):
+        generate_scenes(tmp_path, dataclasses.replace(cfg, seed=5))
+    assert files(year) == before
+    assert sorted(p.name for p in (tmp_path / "VOCdevkit").iterdir()) == ["SCENES"]
+
+
+@pytest.mark.parametrize("size", [64, 97, 256])
+def test_any_image_size_renders(size):
+    cfg = dataclasses.replace(TINY, image_size=size, out_of_context=1.0)
+    for k in range(25):
+        image, objects, scene, quality = render_scene(cfg, k)
+        assert image.shape == (size, size, 3) and image.dtype == np.uint8
+        assert scene in scenes_mod.SCENE_TYPES and 60 <= quality <= 90
+        for o in objects:
+            assert 1 <= o.box[0] <= o.box[2] <= size and 1 <= o.box[1] <= o.box[3] <= size
+
+
+def test_nuisance_zero_gives_clean_flat_objects_and_more_gives_noise():
+    clean = render_scene(dataclasses.replace(TINY, nuisance=0.0, clutter=0.0), 0)[0]
+    noisy = render_scene(dataclasses.replace(TINY, nuisance=2.0), 0)[0]
+    # neighbouring-pixel differences: flat colours without texture/noise are mostly zero
+    d_clean = np.abs(np.diff(clean.astype(int), axis=1)).mean()
+    d_noisy = np.abs(np.diff(noisy.astype(int), axis=1)).mean()
+    assert d_noisy > 2 * d_clean
+
+
+# ----------------------------------------------------------------------------- context
+
+
+def boxes_by_class(ds: VOCDataset) -> list[dict[str, np.ndarray]]:
+    out = []
+    for im in ds:
+        per: dict[str, list] = {}
+        for o in im.objects:
+            per.setdefault(o.name, []).append(o.box)
+        out.append({k: np.array(v) for k, v in per.items()})
+    return out
+
+
+def test_context_rules_hold(medium):
+    ds = VOCDataset(medium, "trainval", classes=SCENE_CLASSES)
+    images = boxes_by_class(ds)
+    s = 192
+    wheels_under_cars = wheels = 0
+    for per in images:
+        # plates only in dining scenes: never with cars, houses or suns
+        if "plate" in per:
+            assert not {"car", "wheel", "house", "sun"} & per.keys()
+            ys = per["plate"][:, 3]
+            assert ys.max() - ys.min() < 0.2 * s  # a row on one table
+        if "sun" in per:
+            assert per["sun"][:, 1].min() < 0.5 * s  # high in the sky
+        for wb in per.get("wheel", []):
+            wheels += 1
+            cx, cy = (wb[0] + wb[2]) / 2, (wb[1] + wb[3]) / 2
+            for cb in per.get("car", []):
+                if cb[0] - 2 <= cx <= cb[2] + 2 and abs(cy - cb[3]) < 0.1 * s:
+                    wheels_under_cars += 1
+                    break
+    assert wheels > 10 and wheels_under_cars >= 0.8 * wheels
+    present = {c for per in images for c in per}
+    assert present == set(SCENE_CLASSES)
+
+
+def test_round_lookalikes_share_size_range(medium):
+    """Sun, ball, plate and wheel overlap in size, so size alone does not name them."""
+    ds = VOCDataset(medium, "trainval", classes=SCENE_CLASSES)
+    sizes: dict[str, list[float]] = {c: [] for c in ("sun", "ball", "plate", "wheel")}
+    for im in ds:
+        for o in im.objects:
+            if o.name in sizes and not o.truncated:
+                sizes[o.name].append(min(o.box[2] - o.box[0], o.box[3] - o.box[1]))
+    ranges = {c: (np.percentile(v, 25), np.percentile(v, 75)) for c, v in sizes.items() if v}
+    assert len(ranges) == 4
+    lo = max(r[0] for r in ranges.values())
+    hi = min(r[1] for r in ranges.values())
+    assert lo < 2.0 * hi, ranges
+
+
+# ----------------------------------------------------------------------------- config, stage
+
+
+@pytest.mark.parametrize(
+    "patch, message",
+    [
+        ({"classes": ["sun", "moon"]}, "scenes.classes: 'moon' is not a known scene class"),
+        ({"classes": ["sun", "sun"]}, "scenes.classes: ['sun', 'sun'] is not allowed"),
+        ({"name": "../x"}, "scenes.name: '../x' is not a folder name"),
+        ({"jpeg_quality": 50, "jpeg_quality_min": 70}, "scenes.jpeg_quality_min: 70 is above"),
+        ({"nuisance": 3.0}, "scenes.nuisance: 3.0 is out of range"),
+        ({"n_test": 0}, "scenes.n_test: 0 is out of range"),
+    ],
+)
+def test_config_errors(patch, message):
+    with pytest.raises(ConfigError) as err:
+        build(ScenesConfig, patch, "scenes")
+    assert message in str(err.value)
+
+
+def test_params_yaml_scenes_section_matches_config():
+    data = yaml.safe_load((Path(__file__).resolve().parent.parent / "params.yaml").read_text())
+    assert set(data["scenes"]) == {f.name for f in dataclasses.fields(ScenesConfig)}
+    build(ScenesConfig, data["scenes"], "scenes")
+
+
+def test_stage_writes_dataset_and_metrics(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    params = {
+        "scenes": {"n_train": 3, "n_val": 1, "n_test": 2, "image_size": 96, "name": "VOC2007"},
+        "data": {"scenes_root": "out/scenes"},
+        "paths": {"metrics": "out/metrics"},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    metrics = run_stage("scenes", "params.yaml")
+    saved = json.loads((tmp_path / "out" / "metrics" / "scenes.json").read_text())
+    assert saved["images"] == {"train": 3, "val": 1, "trainval": 4, "test": 2}
+    assert saved["objects"] == sum(saved["objects_per_class"].values()) > 0
+    assert saved["seconds"] >= 0 and metrics["stage"] == "scenes"
+    p = build(Params, params)
+    assert len(open_split(p, "test")) == 2
+    # named VOC2007, the folder loads directly with torchvision
+    assert len(VOCDetection(str(tmp_path / "out" / "scenes"), year="2007", image_set="test")) == 2
