@@ -28,6 +28,7 @@ STAGES: dict[str, str] = {
     "scenes": "pipeline.data.scenes:stage",
     "proposals": "pipeline.proposals.stage:stage",
     "yolo": "pipeline.proposals.yolo:stage",
+    "detect_proposals": "pipeline.proposals.stage:detect_stage",
     "pairs": "pipeline.pairs.manifest:stage",
     "targets": "pipeline.targets.cache:stage",
     "train": "pipeline.train.loop:stage",

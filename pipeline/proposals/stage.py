@@ -1,0 +1,186 @@
+"""The ``proposals`` and ``detect_proposals`` stages, and the proposal metrics.
+
+``proposals`` mines the patches SCN trains on: the method named by the top-level
+``proposal`` switch, on ``data.scn_split`` and ``data.eval_test_split``, into
+``<paths.proposals>/<split>.h5``. ``detect_proposals`` mines the detector's RoIs with
+``proposals.detect_method`` on ``data.eval_train_split`` and ``data.eval_test_split``
+into ``<paths.proposals>/detect/<split>.h5``, independent of the ``proposal`` switch so
+SCN experiments over that switch do not rerun it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.config import to_dict
+from pipeline.data.voc import VOCDataset, open_split
+from pipeline.proposals.base import METHODS, ProposalSet, get_method
+from pipeline.proposals.store import write_proposals
+from pipeline.seed import seed_everything
+
+if TYPE_CHECKING:
+    from pipeline.params import Params
+
+log = logging.getLogger(__name__)
+
+#: modules that register a method in :data:`pipeline.proposals.base.METHODS`
+METHOD_MODULES = (
+    "pipeline.proposals.edgebox",
+    "pipeline.proposals.bbox",
+    "pipeline.proposals.random_crops",
+    "pipeline.proposals.yolo",
+)
+IOU_THRESHOLDS = (0.5, 0.7)
+
+
+def load_methods() -> dict:
+    """Import every method module so that it registers itself; return the registry."""
+    for name in METHOD_MODULES:
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            if err.name != name:  # a missing dependency inside the module is a real error
+                raise
+            log.debug("proposal module %s is not present", name)
+    return METHODS
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def recall_at(
+    gt: list[np.ndarray], proposals: list[np.ndarray], thresholds=IOU_THRESHOLDS
+) -> dict[float, float]:
+    """Share of ground-truth boxes covered by a proposal with IoU >= t, for each t.
+
+    ``gt[k]`` and ``proposals[k]`` are (G_k, 4) and (K_k, 4) boxes of image k;
+    IoU by ``torchvision.ops.box_iou``. With no ground truth at all the recall is NaN.
+    """
+    import torch
+    from torchvision.ops import box_iou
+
+    best = []
+    for g, p in zip(gt, proposals, strict=True):
+        if len(g) == 0:
+            continue
+        if len(p) == 0:
+            best.append(np.zeros(len(g)))
+            continue
+        iou = box_iou(
+            torch.as_tensor(g, dtype=torch.float32), torch.as_tensor(p, dtype=torch.float32)
+        )
+        best.append(iou.max(dim=1).values.numpy())  # (G,) best IoU of each gt box
+    if not best:
+        return {t: float("nan") for t in thresholds}
+    best_all = np.concatenate(best)
+    return {t: float(np.mean(best_all >= t)) for t in thresholds}
+
+
+def split_metrics(dataset: VOCDataset, props: ProposalSet) -> dict[str, Any]:
+    """The metrics of one split (``metrics/proposals.json``)."""
+    gt = [dataset.by_id(i).boxes(include_difficult=False) for i in props.image_ids]
+    recall = recall_at(gt, props.boxes)
+    n = len(props)
+    counts = [len(b) for b in props.boxes]
+    policy = props.policy or dataset.policy
+    return {
+        "method": props.provenance.get("method", ""),
+        "images": n,
+        "images_listed": len(dataset.ids_listed),
+        "boxes": int(sum(counts)),
+        "boxes_per_image": round(float(np.mean(counts)), 3) if n else 0.0,
+        "images_without_boxes": int(sum(c == 0 for c in counts)),
+        "gt_boxes": int(sum(len(g) for g in gt)),
+        **{f"recall_iou{t}": round(r, 4) for t, r in recall.items()},
+        **policy.metrics(),
+        "images_per_s": round(n / props.seconds, 2) if props.seconds > 0 else None,
+    }
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def unique_splits(*splits: str) -> list[str]:
+    return list(dict.fromkeys(splits))
+
+
+def mine(
+    params: Params,
+    method: str,
+    splits: list[str],
+    out_dir: Path,
+    stage_name: str,
+    method_key: str,
+) -> dict[str, Any]:
+    """Run ``method`` on each split, write ``<out_dir>/<split>.h5``; return the metrics."""
+    load_methods()
+    propose = get_method(method, key=method_key)  # refuse an unknown method before any work
+    seed_everything(params.proposals.seed)
+    stage_params = {
+        "dataset": params.dataset,
+        method_key: method,
+        "proposals": to_dict(params.proposals),
+        "data": to_dict(params.data),
+    }
+    metrics: dict[str, Any] = {"method": method, "dataset": params.dataset, "splits": {}}
+    for split in splits:
+        dataset = open_split(params, split, stage=stage_name)
+        log.info(
+            "%s: %s on %s/%s (%d images)", stage_name, method, params.dataset, split, len(dataset)
+        )
+        props = propose(dataset, params, split)
+        path = out_dir / f"{split}.h5"
+        write_proposals(
+            path,
+            props,
+            {
+                "dataset": params.dataset,
+                "split": split,
+                "created_by": stage_name,
+                "params": stage_params,
+            },
+        )
+        m = split_metrics(dataset, props)
+        log.info(
+            "%s %s: %d images, %.1f boxes/image, recall@0.5 %.3f, @0.7 %.3f, "
+            "%s images/s, skipped %d",
+            stage_name,
+            split,
+            m["images"],
+            m["boxes_per_image"],
+            m["recall_iou0.5"],
+            m["recall_iou0.7"],
+            m["images_per_s"],
+            m["skipped"],
+        )
+        metrics["splits"][split] = m
+    return metrics
+
+
+def stage(params: Params) -> dict[str, Any]:
+    """Stage ``proposals``: the ``proposal`` method on the SCN and held-out test splits."""
+    return mine(
+        params,
+        params.proposal,
+        unique_splits(params.data.scn_split, params.data.eval_test_split),
+        Path(params.paths.proposals),
+        "proposals",
+        "proposal",
+    )
+
+
+def detect_stage(params: Params) -> dict[str, Any]:
+    """Stage ``detect_proposals``: ``proposals.detect_method`` on the detection splits."""
+    return mine(
+        params,
+        params.proposals.detect_method,
+        unique_splits(params.data.eval_train_split, params.data.eval_test_split),
+        Path(params.paths.proposals) / "detect",
+        "detect_proposals",
+        "proposals.detect_method",
+    )
