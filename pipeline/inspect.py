@@ -10,7 +10,7 @@ import numpy as np
 
 from pipeline.errors import DataError
 
-STATS_ROWS = 100_000  # feature statistics read at most this many rows
+STATS_BYTES = 64 << 20  # feature statistics read at most this many bytes of leading rows
 
 
 def _attr(value) -> str:
@@ -50,7 +50,10 @@ def summarise_h5(path: Path, stats: bool = True) -> str:
             chunks = f", chunks={obj.chunks}" if obj.chunks else ""
             line = f"  {name}: shape={obj.shape} dtype={obj.dtype}{comp}{chunks}"
             if stats and obj.dtype.kind == "f" and obj.size:
-                line += "\n      " + feature_stats(obj[: min(len(obj), STATS_ROWS)])
+                row_bytes = max(1, obj.size // max(1, len(obj)) * obj.dtype.itemsize)
+                rows = max(1, min(len(obj), STATS_BYTES // row_bytes))
+                sample = "" if rows == len(obj) else f" (first {rows} rows)"
+                line += "\n      " + feature_stats(obj[:rows]) + sample
             lines.append(line)
             for key, value in sorted(obj.attrs.items()):
                 lines.append(f"    @{key} = {_attr(value)}")

@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.config import param
+from pipeline.config import ConfigError, param
+
+DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Paper defaults (section 3): SGD, batch 64, lr 1e-3 -> 1e-4 after 100 of 200 epochs,
-    weight decay 5e-4. The embedded default trains fewer epochs (see params.yaml)."""
+    weight decay 5e-4. The embedded default trains fewer epochs (see params.yaml).
+
+    ``loss``: ``sum`` is the paper's objective, the squared error summed over the
+    feature dimension and over the pairs of a batch; its gradient grows with the batch
+    size, so a stable learning rate is smaller than with ``mean`` (see params.yaml).
+    """
 
     seed: int = param(0, ge=0)
     epochs: int = param(200, ge=1)
-    batch_size: int = param(64, ge=1)
+    batch_size: int = param(64, ge=1, help="global batch (split over DDP processes)")
     lr: float = param(1e-3, gt=0)
     lr_step_epoch: int = param(100, ge=1, help="multiply lr by lr_gamma after this epoch")
     lr_gamma: float = param(0.1, gt=0, le=1)
@@ -24,7 +32,17 @@ class TrainConfig:
     hidden: int = param(1024, ge=1, help="size of h2 in the context module")
     use_offset: bool = param(True, help="false: ablation without the offset input (Fig. 3)")
     loss: Literal["sum", "mean"] = param("sum", help="squared error summed or averaged")
-    device: str = param("auto")
-    amp: bool = param(False)
-    workers: int = param(0, ge=0)
+    device: str = param("auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    amp: bool = param(False, help="mixed precision (float16 on the GPU, bfloat16 on the CPU)")
+    workers: int = param(0, ge=0, help="DataLoader worker processes")
     resume: bool = param(True, help="continue from the last checkpoint when present")
+    preload_max_mb: int = param(
+        2048, ge=0, help="read cached targets/trunk arrays up to this size into memory"
+    )
+
+    def validate(self) -> None:
+        if not DEVICE_PATTERN.match(self.device):
+            raise ConfigError(
+                f"train.device: {self.device!r} is not a valid device; "
+                "allowed: auto, cpu, cuda, cuda:N"
+            )

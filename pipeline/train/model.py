@@ -1,0 +1,246 @@
+"""The spatial context network: trainable bottom stream + context module (paper section 3).
+
+    h1 = head(trunk(X_j))                 # (B, D) bottom stream, trunk frozen, head trained
+    h3 = f([h1, o_ij]; V)                 # (B, D_T) the context module
+    loss = || g(X_i; W_T) - h3 ||^2       # g(X_i; W_T): the frozen top stream's features
+
+The top stream is frozen by construction: its outputs are the cached ``features`` of the
+target cache. ``trunk`` is the frozen part of the bottom stream below the fine-tuning
+scope (``nn.Identity`` for scope ``all``); with a trunk cache it is never run.
+
+After training, :func:`save_trained` writes ``model.pt`` (the whole bottom stream as a
+state dict of the backbone's model, the context module, the resolved config and the
+provenance) and :func:`load_trained` gives back a :class:`TrainedSCN` whose
+``features(x)`` is h1 of the trained bottom stream and whose ``backbone`` is a
+:class:`~pipeline.backbones.registry.Backbone` carrying the trained weights.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from pipeline.errors import DataError
+from pipeline.io import atomic_path
+from pipeline.models.context import ContextModule, assert_frozen
+from pipeline.provenance import sha256_file
+
+log = logging.getLogger(__name__)
+
+MODEL_FORMAT = "scn-model/1"
+
+
+class SCN(nn.Module):
+    """Bottom stream (frozen ``trunk`` + trainable ``head``) and the context module.
+
+    ``forward(x, offset, from_trunk)``: ``x`` is a trunk output row batch when
+    ``from_trunk`` (the cached path), else normalised images (B, 3, S, S).
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        head: nn.Module,
+        feature_dim: int,
+        target_dim: int,
+        hidden: int = 1024,
+        use_offset: bool = True,
+    ):
+        super().__init__()
+        self.trunk = trunk.requires_grad_(False).eval()
+        self.head = head.requires_grad_(True)
+        self.context = ContextModule(feature_dim, target_dim, hidden=hidden, use_offset=use_offset)
+
+    def train(self, mode: bool = True) -> SCN:
+        super().train(mode)
+        self.trunk.eval()  # the frozen trunk always runs in inference mode
+        return self
+
+    def bottom(self, x: torch.Tensor, from_trunk: bool) -> torch.Tensor:
+        """h1 of the bottom stream, (B, D)."""
+        if not from_trunk:
+            with torch.no_grad():
+                x = self.trunk(x)  # (B, ...) frozen trunk output
+        return self.head(x)  # (B, D) = h1
+
+    def forward(
+        self, x: torch.Tensor, offset: torch.Tensor | None, from_trunk: bool = True
+    ) -> torch.Tensor:
+        h1 = self.bottom(x, from_trunk)  # (B, D)
+        return self.context(h1, offset)  # (B, D_T) = h3
+
+    def trainable(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def check_frozen(self) -> None:
+        """The trunk stays frozen (MoCo-style sanity check, run each epoch)."""
+        assert_frozen(self.trunk, "bottom-stream trunk")
+
+
+def build_scn(
+    backbone, scope: str, target_dim: int, hidden: int = 1024, use_offset: bool = True
+) -> SCN:
+    """An SCN whose bottom stream starts from ``backbone``'s weights (W_B = W_T)."""
+    trunk, head = backbone.split(scope)  # fresh copies, trunk frozen, head trainable
+    return SCN(trunk, head, backbone.feature_dim, target_dim, hidden, use_offset)
+
+
+def bottom_stream_state(backbone, scope: str, model: SCN) -> dict[str, torch.Tensor]:
+    """State dict of ``backbone.model`` with the (trained) trunk and head of ``model``.
+
+    The backbone's stages share their parameters with ``backbone.model``; the trunk and the
+    head are sequences of copies of those stages (``Backbone.split``), loaded back stage by
+    stage. ``backbone`` is modified in place (it then carries the trained weights).
+    """
+    start = [s.name for s in backbone.stages].index(backbone.scope_starts[scope])
+    trunk = list(model.trunk) if start else []
+    head = list(model.head)
+    if len(trunk) + len(head) != len(backbone.stages):
+        raise ValueError(
+            f"model has {len(trunk)}+{len(head)} stages, backbone {backbone.name} has "
+            f"{len(backbone.stages)}: not built from this backbone/scope"
+        )
+    for stage, module in zip(backbone.stages, trunk + head, strict=True):
+        stage.module.load_state_dict(module.state_dict())
+    return {k: v.detach().cpu().clone() for k, v in backbone.model.state_dict().items()}
+
+
+def save_trained(
+    path: str | Path,
+    model: SCN,
+    backbone,
+    scope: str,
+    config: dict[str, Any],
+    provenance: dict[str, Any],
+    history: list[dict[str, float]] | None = None,
+) -> None:
+    """Write ``model.pt`` atomically: bottom stream, context module, config, provenance.
+
+    ``backbone`` is a freshly built backbone of the same name/input size (its stages are
+    overwritten with the trained weights). Only plain types and tensors are stored, so
+    the file loads with ``torch.load(weights_only=True)``.
+    """
+    ctx = model.context
+    payload = {
+        "format": MODEL_FORMAT,
+        "backbone": backbone.name,
+        "input_size": int(backbone.input_size),
+        "scope": scope,
+        "layer": backbone.layer,
+        "mean": list(backbone.mean),
+        "std": list(backbone.std),
+        "feature_dim": int(backbone.feature_dim),
+        "target_dim": int(ctx.v2.out_features),
+        "hidden": int(ctx.v1.out_features),
+        "use_offset": bool(ctx.use_offset),
+        "bottom_stream": bottom_stream_state(backbone, scope, model),
+        "context": {k: v.detach().cpu().clone() for k, v in ctx.state_dict().items()},
+        "config": config,
+        "provenance": provenance,
+        "history": history or [],
+    }
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+@dataclass
+class TrainedSCN:
+    """A trained SCN loaded from ``model.pt`` (eval mode, frozen, on ``device``).
+
+    ``features(x)``: h1 of the trained bottom stream for normalised images (B, 3, S, S);
+    ``context(h1, offset)``: h3 predicted by the context module; ``backbone``: a Backbone
+    whose model/stages carry the trained bottom-stream weights (``detection_parts()``,
+    ``split()`` work on it); ``config``: the resolved config sections saved by the train
+    stage (``train``, ``network``, ...) plus the model metadata (``backbone``, ``scope``,
+    ``input_size``, ``mean``, ``std``, ``provenance``, ``history``, ...).
+    """
+
+    backbone: Any
+    trunk: nn.Module
+    head: nn.Module
+    context_module: ContextModule
+    config: dict[str, Any]
+    path: Path
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def input_size(self) -> int:
+        return int(self.config["input_size"])
+
+    @property
+    def mean(self) -> tuple[float, ...]:
+        return tuple(self.config["mean"])
+
+    @property
+    def std(self) -> tuple[float, ...]:
+        return tuple(self.config["std"])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.config["feature_dim"])
+
+    @property
+    def use_offset(self) -> bool:
+        return bool(self.config["use_offset"])
+
+    def to(self, device: str | torch.device) -> TrainedSCN:
+        self.device = torch.device(device)
+        for m in (self.trunk, self.head, self.context_module, self.backbone.model):
+            m.to(self.device)
+        return self
+
+    @torch.no_grad()
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, 3, S, S) normalised images -> (B, D) h1 of the trained bottom stream."""
+        x = x.to(self.device)
+        return self.head(self.trunk(x))  # (B, D)
+
+    @torch.no_grad()
+    def context(self, h1: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, D) h1 and (B, 8) offsets -> (B, D_T) h3."""
+        h1 = h1.to(self.device)
+        offset = offset.to(self.device) if offset is not None else None
+        if not self.use_offset:
+            offset = None
+        return self.context_module(h1, offset)  # (B, D_T)
+
+
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> TrainedSCN:
+    """Load ``model.pt`` written by the train stage into a :class:`TrainedSCN`."""
+    from pipeline.backbones import build_backbone
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "trained model not found (run the train stage)", "missing_file")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a bad file
+        raise DataError(path, f"not a readable model file: {err}") from None
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise DataError(path, f"format {got!r}; allowed: {MODEL_FORMAT}")
+    bb = build_backbone(payload["backbone"], pretrained=False, input_size=payload["input_size"])
+    try:
+        bb.model.load_state_dict(payload["bottom_stream"], strict=True)
+    except RuntimeError as err:
+        raise DataError(path, f"bottom stream does not fit {payload['backbone']}: {err}") from None
+    bb.model.eval().requires_grad_(False)
+    bb.weights_path, bb.weights_sha256 = str(path), sha256_file(path)
+    trunk, head = bb.split(payload["scope"])
+    head.eval().requires_grad_(False)
+    ctx = ContextModule(
+        payload["feature_dim"],
+        payload["target_dim"],
+        hidden=payload["hidden"],
+        use_offset=payload["use_offset"],
+    )
+    ctx.load_state_dict(payload["context"])
+    ctx.eval().requires_grad_(False)
+    meta = {k: v for k, v in payload.items() if k not in ("bottom_stream", "context", "config")}
+    config = {**payload["config"], **meta}  # train/network/... sections + model metadata
+    return TrainedSCN(bb, trunk, head, ctx, config, path).to(device)

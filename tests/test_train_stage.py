@@ -1,0 +1,112 @@
+"""The train stage end to end on a tiny VOC dataset: trunk cache and image paths."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_tiny_voc
+from test_train_helpers import one_thread, write_pairs
+
+from pipeline.backbones import build_backbone
+from pipeline.config import build
+from pipeline.data.voc import open_split
+from pipeline.errors import DataError
+from pipeline.pairs.manifest import pair_offsets
+from pipeline.params import Params
+from pipeline.targets.cache import build_targets, read_patches
+from pipeline.train.loop import stage
+from pipeline.train.model import load_trained
+
+__all__ = ["one_thread"]  # autouse fixture
+SIZE = 64
+
+
+def _params(tmp_path, scope: str, **train) -> Params:
+    cfg = {
+        "epochs": 2, "batch_size": 8, "lr": 1e-4, "lr_step_epoch": 1, "hidden": 16,
+        "loss": "sum", "device": "cpu", **train,
+    }  # fmt: skip
+    return build(
+        Params,
+        {
+            "dataset": "scenes",
+            "backbone": "efficientnet_lite0",
+            "paths": {k: str(tmp_path / k) for k in ("pairs", "targets", "train", "plots",
+                                                     "metrics")},
+            "data": {"scenes_root": str(tmp_path / "scenes")},
+            "network": {"input_size": SIZE, "scope": scope},
+            "train": cfg,
+        },
+    )  # fmt: skip
+
+
+def _prepare(tmp_path, params: Params, trunk_cache: bool = True) -> None:
+    """Pairs of ground-truth boxes and their target cache, built with the project's code."""
+    if not (tmp_path / "scenes").exists():
+        write_tiny_voc(tmp_path / "scenes", n_images=8, size=96)
+    bb = build_backbone("efficientnet_lite0", input_size=SIZE)
+    for split in ("train", "test"):
+        ds = open_split(params, split)
+        ids, sizes, p_img, p_box, top, bottom, off = [], [], [], [], [], [], []
+        for im in ds:
+            boxes = im.boxes()
+            base = len(p_box)
+            ids.append(im.id)
+            sizes.append((im.width, im.height))
+            p_img += [len(ids) - 1] * len(boxes)
+            p_box += list(boxes)
+            for i in range(len(boxes)):
+                for j in range(len(boxes)):
+                    if i != j:
+                        top.append(base + i)
+                        bottom.append(base + j)
+                        off.append(pair_offsets(boxes[i : i + 1], boxes[j : j + 1],
+                                                im.width, im.height, "image")[0])  # fmt: skip
+        pairs = write_pairs(tmp_path / "pairs" / f"{split}.h5", ids, np.array(sizes),
+                            np.array(p_img), np.array(p_box), np.array(top), np.array(bottom),
+                            np.array(off))  # fmt: skip
+        build_targets(read_patches(pairs), {im.id: im.path for im in ds},
+                      tmp_path / "targets" / f"{split}.h5", bb, scope=params.network.scope,
+                      trunk_cache=trunk_cache, batch_size=16, workers=0, device="cpu")  # fmt: skip
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("scope", "trunk_cache", "source"),
+                         [("fc", True, "trunk"), ("all", False, "image")])  # fmt: skip
+def test_stage_writes_model_plots_and_metrics(tmp_path, scope, trunk_cache, source):
+    params = _params(tmp_path, scope)
+    _prepare(tmp_path, params, trunk_cache)
+    metrics = stage(params)
+    assert metrics["source"] == source and metrics["epochs"] == 2
+    assert metrics["resumed_from_epoch"] == 0 and metrics["device"] == "cpu"
+    assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["test_loss"])
+    assert metrics["pairs_per_s"] > 0 and metrics["train_pairs"] > 0
+    out = tmp_path / "train"
+    assert (out / "checkpoint.pt").is_file()
+    rows = list(csv.DictReader(open(tmp_path / "plots" / "train_loss.csv")))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[1]["lr"]) == pytest.approx(1e-5)  # stepped after epoch 1
+    assert (tmp_path / "plots" / "train_loss.png").read_bytes()[:4] == b"\x89PNG"
+    trained = load_trained(out / "model.pt")
+    assert trained.config["provenance"]["source"] == source
+    assert trained.config["train"]["hidden"] == 16
+    json.dumps(trained.config["provenance"])  # JSON-safe provenance
+    x = torch.randn(2, 3, SIZE, SIZE)
+    original = build_backbone("efficientnet_lite0", input_size=SIZE).features(x)
+    assert trained.features(x).shape == original.shape
+    assert not torch.allclose(trained.features(x), original)  # the bottom stream trained
+
+    # resume: two more epochs continue the checkpoint instead of starting over
+    more = stage(_params(tmp_path, scope, epochs=3))
+    assert more["resumed_from_epoch"] == 2 and more["epochs"] == 3
+
+
+def test_stage_refuses_targets_of_another_configuration(tmp_path):
+    params = _params(tmp_path, "fc")
+    _prepare(tmp_path, params)
+    with pytest.raises(DataError, match="scope"):
+        stage(_params(tmp_path, "fc+conv5"))
