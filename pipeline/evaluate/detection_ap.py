@@ -1,0 +1,160 @@
+"""PASCAL VOC detection AP with py-faster-rcnn ``voc_eval`` semantics.
+
+For one class, detections from all images are ranked by score (stable sort, so tied
+scores keep their input order). Each detection is matched to the ground truth of the
+same image and class with which it has the largest IoU. When that IoU is above the
+threshold (``> 0.5``, strictly, as in VOC):
+
+- a "difficult" ground truth makes the detection neither a true nor a false positive
+  (it is dropped from the ranking);
+- an unmatched, non-difficult ground truth makes it a true positive and is marked;
+- an already matched one makes it a false positive (a duplicate).
+
+Otherwise it is a false positive. Recall is over the non-difficult ground truths. The AP
+is the area AP (VOC2010+) or the 11-point AP (VOC2007) of :mod:`pipeline.evaluate.ap`.
+
+Boxes use the project convention (continuous corners, width ``x2 - x1``); the VOC
+devkit's ``+1`` on integer corners is already folded into that convention, so IoU here
+is the plain continuous IoU (identical to the devkit's on VOC's integer boxes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.evaluate.ap import ap_11point, ap_area, mean_ap
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """The ground truth of one image: boxes (G, 4), class indices (G,), difficult (G,)."""
+
+    boxes: np.ndarray
+    labels: np.ndarray
+    difficult: np.ndarray
+
+    @staticmethod
+    def make(boxes, labels, difficult=None) -> GroundTruth:
+        b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+        lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+        d = (
+            np.zeros(len(lab), dtype=bool)
+            if difficult is None
+            else np.asarray(difficult, dtype=bool).reshape(-1)
+        )
+        if not (len(b) == len(lab) == len(d)):
+            raise ValueError(f"boxes {b.shape}, labels {lab.shape}, difficult {d.shape} differ")
+        return GroundTruth(b, lab, d)
+
+
+def box_iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """IoU of one (4,) box with (G, 4) boxes, continuous convention -> (G,)."""
+    ix1 = np.maximum(boxes[:, 0], box[0])
+    iy1 = np.maximum(boxes[:, 1], box[1])
+    ix2 = np.minimum(boxes[:, 2], box[2])
+    iy2 = np.minimum(boxes[:, 3], box[3])
+    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    union = area + areas - inter
+    return inter / np.maximum(union, np.finfo(np.float64).eps)
+
+
+def voc_eval_class(
+    image_index: np.ndarray,
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    gt_boxes: Sequence[np.ndarray],
+    gt_difficult: Sequence[np.ndarray],
+    iou_threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, int]:
+    """Recall and precision of one class's ranked detections; returns (rec, prec, n_pos).
+
+    ``image_index`` (N,), ``scores`` (N,), ``boxes`` (N, 4): the detections of this
+    class. ``gt_boxes[k]`` (G_k, 4) and ``gt_difficult[k]`` (G_k,): this class's ground
+    truth in image k. Detections matching a difficult box are removed from the curve.
+    """
+    image_index = np.asarray(image_index, dtype=np.int64).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not (len(image_index) == len(scores) == len(boxes)):
+        raise ValueError("image_index, scores and boxes must have the same length")
+    n_pos = int(sum(int((~np.asarray(d, dtype=bool)).sum()) for d in gt_difficult))
+    matched = [np.zeros(len(g), dtype=bool) for g in gt_boxes]
+    order = np.argsort(-scores, kind="mergesort")
+    tp = np.zeros(len(order))
+    fp = np.zeros(len(order))
+    keep = np.ones(len(order), dtype=bool)
+    for rank, d in enumerate(order):
+        k = int(image_index[d])
+        g = np.asarray(gt_boxes[k], dtype=np.float64).reshape(-1, 4)
+        if len(g) == 0:
+            fp[rank] = 1
+            continue
+        ious = box_iou_one(boxes[d], g)
+        j = int(np.argmax(ious))
+        if ious[j] > iou_threshold:
+            if gt_difficult[k][j]:
+                keep[rank] = False  # neither counted nor penalised
+            elif not matched[k][j]:
+                tp[rank] = 1
+                matched[k][j] = True
+            else:
+                fp[rank] = 1  # duplicate detection
+        else:
+            fp[rank] = 1
+    tp, fp = np.cumsum(tp[keep]), np.cumsum(fp[keep])
+    rec = tp / max(n_pos, 1)
+    prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
+    return rec, prec, n_pos
+
+
+def evaluate_detections(
+    detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ground_truth: Sequence[GroundTruth],
+    classes: Sequence[str],
+    iou_threshold: float = 0.5,
+) -> dict:
+    """Per-class and mean AP (area and 11-point) over a test set.
+
+    ``detections[k]`` = (boxes (N, 4), scores (N,), labels (N,)) of image k, labels being
+    class indices into ``classes``; ``ground_truth[k]`` its :class:`GroundTruth`. A class
+    with no non-difficult ground truth has AP ``nan`` and is left out of the means
+    (listed in ``classes_without_positives``).
+    """
+    if len(detections) != len(ground_truth):
+        raise ValueError(f"{len(detections)} detection lists for {len(ground_truth)} images")
+    per_class: dict[str, dict] = {}
+    for c, name in enumerate(classes):
+        idx, sc, bx = [], [], []
+        for k, (boxes, scores, labels) in enumerate(detections):
+            sel = np.asarray(labels).reshape(-1) == c
+            idx.append(np.full(int(sel.sum()), k, dtype=np.int64))
+            sc.append(np.asarray(scores, dtype=np.float64).reshape(-1)[sel])
+            bx.append(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[sel])
+        gtb = [gt.boxes[gt.labels == c] for gt in ground_truth]
+        gtd = [gt.difficult[gt.labels == c] for gt in ground_truth]
+        rec, prec, n_pos = voc_eval_class(
+            np.concatenate(idx), np.concatenate(sc), np.concatenate(bx), gtb, gtd, iou_threshold
+        )
+        if n_pos == 0:
+            area = eleven = float("nan")
+        else:
+            area, eleven = ap_area(rec, prec), ap_11point(rec, prec)
+        per_class[name] = {
+            "ap": area,
+            "ap_11point": eleven,
+            "n_pos": n_pos,
+            "n_det": len(rec),
+            "recall": float(rec[-1]) if len(rec) and n_pos else 0.0,
+        }
+    return {
+        "map": mean_ap(v["ap"] for v in per_class.values()),
+        "map_11point": mean_ap(v["ap_11point"] for v in per_class.values()),
+        "per_class": per_class,
+        "classes_without_positives": [n for n, v in per_class.items() if v["n_pos"] == 0],
+        "iou_threshold": iou_threshold,
+    }

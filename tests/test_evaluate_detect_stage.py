@@ -1,0 +1,152 @@
+"""The detect stage end to end on tiny data: proposals, model.pt, metrics, outputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import TINY_CLASSES, write_tiny_voc
+
+from pipeline.config import build
+from pipeline.data.voc import VOCDataset
+from pipeline.errors import DataError
+from pipeline.params import Params
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _write_proposals(year: Path, out: Path, split: str, scale: float = 1.0) -> None:
+    """Proposals = jittered ground truth + a few random boxes (documented CSR format)."""
+    from pipeline.proposals.base import ProposalSet
+    from pipeline.proposals.store import write_proposals
+
+    ds = VOCDataset(year, split, classes=TINY_CLASSES)
+    rng = np.random.default_rng(0)
+    boxes, scores = [], []
+    for im in ds:
+        gt = im.boxes()
+        jit = gt + rng.normal(0, 3, gt.shape)
+        rnd = rng.uniform(0, im.width / 2, (6, 2))
+        rnd = np.concatenate([rnd, rnd + rng.uniform(10, im.width / 2, (6, 2))], 1)
+        b = np.clip(np.concatenate([gt, jit, rnd]), 0, im.width).astype(np.float32) * scale
+        boxes.append(b)
+        scores.append(np.linspace(1, 0.1, len(b)).astype(np.float32))
+    sizes = np.array([[im.width, im.height] for im in ds], np.int32)
+    write_proposals(
+        out / "detect" / f"{split}.h5",
+        ProposalSet(ds.ids, sizes, boxes, scores, provenance={"method": "edgebox"}),
+        {"split": split, "dataset": "scenes", "created_by": "test"},
+    )
+
+
+def _params(tmp_path: Path, **detect) -> Params:
+    cfg = {
+        "seed": 0, "iterations": 6, "lr": 0.01, "lr_step": 4, "rois_per_image": 8,
+        "min_size": 64, "max_size": 128, "train_body": False, "roi_size": 7,
+        "frozen_head_layers": 1, "n_examples": 2, "device": "cpu", "threads": 1,
+    }  # fmt: skip
+    cfg.update(detect)
+    data = {
+        "dataset": "scenes",
+        "backbone": "efficientnet_lite0",
+        "paths": {
+            k: str(tmp_path / k) for k in ("proposals", "train", "detect", "metrics", "plots")
+        },
+        "data": {"scenes_root": str(tmp_path / "scenes")},
+        "network": {"input_size": 64},
+        "detect": cfg,
+    }
+    return build(Params, data)
+
+
+def _scn_model(path: Path) -> None:
+    """A model.pt in the train stage's format whose fc-scope layers differ from ImageNet's."""
+    from pipeline.backbones import build_backbone
+    from pipeline.train.model import build_scn, save_trained
+
+    bb = build_backbone("efficientnet_lite0", input_size=64)
+    scn = build_scn(bb, "fc", bb.feature_dim, hidden=16)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for p in scn.head.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_trained(path, scn, build_backbone("efficientnet_lite0", input_size=64), "fc", {}, {})
+
+
+@pytest.mark.slow
+def test_detect_stage_end_to_end(tmp_path):
+    from pipeline.evaluate.detect import stage
+
+    year = write_tiny_voc(tmp_path / "scenes", n_images=8, size=96)
+    for split in ("train", "test"):
+        _write_proposals(year, tmp_path / "proposals", split)
+    _scn_model(tmp_path / "train" / "model.pt")
+    metrics = stage(_params(tmp_path))
+    for net in ("original", "scn"):
+        m = metrics[net]
+        assert set(m["per_class"]) == set(TINY_CLASSES)
+        assert m["map"] is None or 0.0 <= m["map"] <= 1.0
+        assert m["loss_last"] > 0 and np.isfinite(m["loss_last"])
+    assert "map_diff" in metrics and "ap_diff" in metrics
+    json.dumps(metrics, allow_nan=False)  # valid strict JSON: NaN became null
+    assert metrics["n_test_images"] == 4
+    with h5py.File(tmp_path / "detect" / "detections.h5") as fh:
+        assert len(fh["image_ids"]) == 4
+        for net in ("original", "scn"):
+            off = fh[net]["offsets"][:]
+            assert off[0] == 0 and off[-1] == len(fh[net]["boxes"]) == len(fh[net]["scores"])
+            assert fh[net]["labels"][:].max(initial=0) < len(TINY_CLASSES)
+    assert (tmp_path / "plots" / "detect_examples.png").stat().st_size > 0
+    assert (tmp_path / "detect" / "history.csv").read_text().count("\n") == 1 + 2 * 6
+
+
+def test_same_backbone_twice_gives_identical_results(tmp_path):
+    """Identical schedule and seed: the two runs differ only by the backbone."""
+    from pipeline.backbones import build_backbone
+    from pipeline.evaluate.detect import run_detect
+
+    year = write_tiny_voc(tmp_path / "scenes", n_images=6, size=64)
+    for split in ("train", "test"):
+        _write_proposals(year, tmp_path / "proposals", split)
+    bb = build_backbone("efficientnet_lite0", pretrained=False, input_size=64)
+    twin = build_backbone("efficientnet_lite0", pretrained=False, input_size=64)
+    twin.model.load_state_dict(bb.model.state_dict())
+    metrics = run_detect(
+        _params(tmp_path, iterations=3, n_examples=0), {"original": bb, "scn": twin}
+    )
+    a, b = metrics["original"], metrics["scn"]
+    assert a["loss_first"] == b["loss_first"] and a["loss_last"] == b["loss_last"]
+    assert a["per_class"] == b["per_class"]
+    with h5py.File(tmp_path / "detect" / "detections.h5") as fh:
+        np.testing.assert_array_equal(fh["original"]["scores"][:], fh["scn"]["scores"][:])
+
+
+def test_proposals_for_another_image_size_are_refused(tmp_path):
+    from pipeline.evaluate.detect import detection_images
+
+    year = write_tiny_voc(tmp_path / "scenes", n_images=4, size=64)
+    _write_proposals(year, tmp_path / "proposals", "train")
+    path = tmp_path / "proposals" / "detect" / "train.h5"
+    with h5py.File(path, "r+") as fh:
+        fh["image_sizes"][0] = [128, 128]  # made for an upscaled image: wrong frame
+    with pytest.raises(DataError, match="128x128"):
+        detection_images(VOCDataset(year, "train", classes=TINY_CLASSES), path, 100, True)
+
+
+def test_bad_detect_config_is_refused(tmp_path):
+    from pipeline.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"detect\.bg_iou_low"):
+        _params(tmp_path, bg_iou_low=0.6)
+    with pytest.raises(ConfigError, match=r"detect\.min_size"):
+        _params(tmp_path, min_size=900, max_size=600)
