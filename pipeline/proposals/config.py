@@ -93,6 +93,12 @@ class ProposalsConfig:
         "edgebox",
         help="method of the detect_proposals stage (detector's RoIs), independent of `proposal`",
     )
+    detect_max_boxes: int = param(
+        50,
+        ge=1,
+        help="detect_proposals keeps this many boxes per image (replaces edgebox.max_boxes "
+        "and yolo.max_det there): Fast R-CNN wants recall, SCN pairs want few patches",
+    )
     edgebox: EdgeBoxConfig = field(default_factory=EdgeBoxConfig)
     yolo: YoloConfig = field(default_factory=YoloConfig)
     random: RandomConfig = field(default_factory=RandomConfig)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,7 +176,20 @@ def stage(params: Params) -> dict[str, Any]:
 
 
 def detect_stage(params: Params) -> dict[str, Any]:
-    """Stage ``detect_proposals``: ``proposals.detect_method`` on the detection splits."""
+    """Stage ``detect_proposals``: ``proposals.detect_method`` on the detection splits.
+
+    The per-image cap is ``proposals.detect_max_boxes`` whatever the method.
+    """
+    cfg = params.proposals
+    cap = cfg.detect_max_boxes
+    params = replace(
+        params,
+        proposals=replace(
+            cfg,
+            edgebox=replace(cfg.edgebox, max_boxes=cap),
+            yolo=replace(cfg.yolo, max_det=cap),
+        ),
+    )
     return mine(
         params,
         params.proposals.detect_method,

@@ -1,0 +1,210 @@
+"""The classify stage end to end on the tiny VOC fixture with a tiny SCN model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from conftest import write_tiny_voc
+
+from pipeline.backbones import build_backbone
+from pipeline.backbones.preprocess import crop_resize, normalize
+from pipeline.config import ConfigError, build
+from pipeline.data.voc import open_split
+from pipeline.evaluate.classify import context_offsets, object_pairs, run_classify
+from pipeline.evaluate.config import ClassifyConfig
+from pipeline.evaluate.features import ObjectTable, cached_features, original_extractor
+from pipeline.params import Params
+from pipeline.train.model import build_scn, save_trained
+
+SIZE = 64  # tiny input size: fast on the CPU
+
+
+def make_params(root: Path, **classify) -> Params:
+    return build(
+        Params,
+        {
+            "dataset": "scenes",
+            "paths": {
+                "train": str(root / "train"),
+                "classify": str(root / "classify"),
+                "metrics": str(root / "metrics"),
+                "plots": str(root / "plots"),
+            },
+            "data": {"scenes_root": str(root / "scenes")},
+            "network": {"input_size": SIZE},
+            "classify": {
+                "costs": [0.1, 1.0, 10.0],
+                "max_context_pairs": 40,
+                "batch_size": 16,
+                "device": "cpu",
+                **classify,
+            },
+        },
+    )
+
+
+def write_model(path: Path, perturb: float, seed: int = 0) -> None:
+    """A 'trained' SCN through the train stage's own API; ``perturb`` moves its head."""
+    torch.manual_seed(seed)
+    bb = build_backbone("efficientnet_lite0", input_size=SIZE)
+    model = build_scn(bb, "fc", target_dim=bb.feature_dim, hidden=16)
+    with torch.no_grad():
+        for p in model.head.parameters():
+            p.add_(perturb * torch.randn_like(p))
+    fresh = build_backbone("efficientnet_lite0", input_size=SIZE)
+    save_trained(path, model, fresh, "fc", config={}, provenance={})
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("classify")
+    write_tiny_voc(root / "scenes", n_images=12, size=96, seed=3)
+    write_model(root / "train" / "model.pt", perturb=0.05)
+    return root
+
+
+def test_config_rejects_bad_costs():
+    with pytest.raises(ConfigError, match=r"classify\.costs"):
+        build(ClassifyConfig, {"costs": [0.0, 1.0]}, "classify")
+    with pytest.raises(ConfigError, match=r"classify\.device"):
+        build(ClassifyConfig, {"device": "tpu"}, "classify")
+
+
+def test_original_features_equal_backbone_on_crops(workspace):
+    params = make_params(workspace)
+    ds = open_split(params, "train")
+    bb = build_backbone("efficientnet_lite0", input_size=SIZE)
+    ext = original_extractor(bb, torch.device("cpu"))
+    out = cached_features(workspace / "feat_check", ds, "obj", ext, "scenes", batch_size=5)
+    table = ObjectTable.from_dataset(ds)
+    assert out["features"].shape == (len(table), bb.feature_dim)
+    im = ds.images[0]
+    crops = crop_resize(ds.load_image(im), im.boxes(), SIZE)  # (K, 3, S, S)
+    ref = bb.features(torch.from_numpy(normalize(crops, bb.mean, bb.std))).numpy()  # (K, D)
+    np.testing.assert_allclose(out["features"][: len(ref)], ref, rtol=1e-4, atol=1e-5)
+    # labels: own class 1 (0 when difficult), -1 elsewhere
+    assert (out["labels"] == 1).sum() + (out["labels"] == 0).sum() == len(table)
+
+
+@pytest.mark.slow
+def test_original_features_equal_the_top_stream_cache(workspace, tmp_path):
+    """The same crops through the targets stage (the frozen top stream) give the same rows."""
+    from pipeline.targets.cache import Patches, build_targets
+
+    params = make_params(workspace)
+    ds = open_split(params, "test")
+    bb = build_backbone("efficientnet_lite0", input_size=SIZE)
+    ours = cached_features(
+        tmp_path, ds, "obj", original_extractor(bb, torch.device("cpu")), "scenes", batch_size=7
+    )
+    table = ObjectTable.from_dataset(ds)
+    (tmp_path / "manifest.h5").write_bytes(b"stand-in manifest")  # hashed into provenance
+    patches = Patches(
+        path=tmp_path / "manifest.h5",
+        image_ids=ds.ids,
+        image_sizes=np.array([(im.width, im.height) for im in ds.images], np.int32),
+        image_index=table.image_index,
+        boxes=table.box,
+    )
+    files = {im.id: im.path for im in ds.images}
+    out = tmp_path / "targets.h5"
+    build_targets(patches, files, out, bb, scope="fc", trunk_cache=False, workers=0, device="cpu")
+    with h5py.File(out) as fh:
+        np.testing.assert_allclose(fh["features"][()], ours["features"], rtol=1e-4, atol=1e-5)
+
+
+def test_object_pairs_same_image_distinct_and_capped():
+    table = ObjectTable(
+        image_index=np.array([0, 0, 0, 1, 1, 2], np.int32),
+        box=np.zeros((6, 4), np.float32),
+        class_index=np.array([0, 1, 1, 2, 2, 3], np.int16),
+        difficult=np.array([False, False, True, False, False, False]),
+    )
+    top, bottom = object_pairs(table, 100, np.random.default_rng(0))
+    pairs = sorted(zip(top.tolist(), bottom.tolist(), strict=True))
+    assert pairs == [(0, 1), (1, 0), (3, 4), (4, 3)]
+    top2, _ = object_pairs(table, 3, np.random.default_rng(0))
+    assert len(top2) == 3
+
+
+def test_context_offsets_are_the_pairs_stage_offsets():
+    """o_ij = b_top - b_bottom over TL, TR, BL, BR corners, x / width and y / height."""
+
+    ds = SimpleNamespace(  # the attributes context_offsets reads
+        images=[SimpleNamespace(width=100, height=50), SimpleNamespace(width=200, height=200)]
+    )
+    table = ObjectTable(
+        image_index=np.array([0, 0, 1, 1], np.int32),
+        box=np.array(
+            [[10, 20, 30, 40], [0, 0, 10, 10], [0, 0, 20, 20], [100, 100, 120, 140]], np.float32
+        ),
+        class_index=np.zeros(4, np.int16),
+        difficult=np.zeros(4, bool),
+    )
+    off = context_offsets(ds, table, np.array([0, 3]), np.array([1, 2]), "image")
+    # pair 0: corners TL (10,20)-(0,0), TR (30,20)-(10,0), BL (10,40)-(0,10), BR (30,40)-(10,10)
+    np.testing.assert_allclose(off[0], [0.1, 0.4, 0.2, 0.4, 0.1, 0.6, 0.2, 0.6], rtol=1e-6)
+    np.testing.assert_allclose(off[1], [0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.5, 0.6], rtol=1e-6)
+    pixels = context_offsets(ds, table, np.array([0]), np.array([1]), "none")
+    np.testing.assert_allclose(pixels[0], [10, 20, 20, 20, 10, 30, 20, 30])
+
+
+def _check_metrics(metrics: dict, max_pairs: int) -> None:
+    for setting in ("obj", "img"):
+        res = metrics[setting]
+        for net in ("original", "scn"):
+            assert 0.0 <= res[net]["map"] <= 1.0
+            assert set(res[net]["per_class"]) == set(metrics["classes"])
+        diff = res["scn"]["map"] - res["original"]["map"]
+        assert res["map_diff"] == pytest.approx(diff, abs=1e-5)
+    ctx = metrics["context"]
+    for name in ("own", "context", "both"):
+        assert 0.0 <= ctx[name]["accuracy"] <= 1.0
+    assert 0 < ctx["n_train_pairs"] <= max_pairs and 0 < ctx["n_test_pairs"] <= max_pairs
+    assert 0.0 <= ctx["same_class_share_train"] <= 1.0
+    json.dumps(metrics)  # serialisable as the runner writes it
+
+
+@pytest.mark.slow
+def test_stage_end_to_end(workspace):
+    """Untrained SCN (W_B = W_T) first: its features equal the original ones and the mAP
+    difference is 0. Then a changed model: only the SCN caches are recomputed, and the
+    original network's results are the same (seeded)."""
+    write_model(workspace / "train" / "model.pt", perturb=0.0)
+    params = make_params(workspace)
+    first = run_classify(params)
+    _check_metrics(first, 40)
+    assert first["obj"]["map_diff"] == pytest.approx(0.0, abs=1e-4)
+    assert first["img"]["map_diff"] == pytest.approx(0.0, abs=1e-4)
+    cache = workspace / "classify"
+    names = sorted(p.name for p in cache.glob("*.h5"))
+    assert names == [
+        f"{n}_{s}_{r}.h5"
+        for n in ("original", "scn")
+        for s in ("img", "obj")
+        for r in ("test", "train")
+    ]
+    with h5py.File(cache / "original_obj_test.h5") as a, h5py.File(cache / "scn_obj_test.h5") as b:
+        np.testing.assert_allclose(a["features"][()], b["features"][()], rtol=1e-4, atol=1e-5)
+        assert b.attrs["created_by"] == "classify" and len(b.attrs["model_sha256"]) == 64
+        old_sha = b.attrs["model_sha256"]
+    png = workspace / "plots" / "classify_ap.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    write_model(workspace / "train" / "model.pt", perturb=0.05)
+    mtimes = {p: p.stat().st_mtime_ns for p in cache.glob("*.h5")}
+    second = run_classify(params)
+    _check_metrics(second, 40)
+    changed = {p.name for p in mtimes if p.stat().st_mtime_ns != mtimes[p]}
+    assert changed == {n for n in names if n.startswith("scn_")}
+    with h5py.File(cache / "scn_obj_test.h5") as b:
+        assert b.attrs["model_sha256"] != old_sha
+    for setting in ("obj", "img"):
+        assert second[setting]["original"] == first[setting]["original"]
+    assert second["context"]["own"] == first["context"]["own"]
