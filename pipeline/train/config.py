@@ -32,6 +32,17 @@ class TrainConfig:
     hidden: int = param(1024, ge=1, help="size of h2 in the context module")
     use_offset: bool = param(True, help="false: ablation without the offset input (Fig. 3)")
     loss: Literal["sum", "mean"] = param("sum", help="squared error summed or averaged")
+    context_lr_mult: float = param(
+        1.0, gt=0, help="learning rate of the context module = lr * context_lr_mult"
+    )
+    bn: Literal["frozen", "batch"] = param(
+        "frozen", help="BatchNorm of the trained head: frozen running statistics or batch ones"
+    )
+    dropout: bool = param(False, help="dropout/drop-connect in the trained head while training")
+    output_bias: Literal["mean", "zero"] = param(
+        "zero", help="initial b2 of the context module: zero (paper) or the mean training target"
+    )
+    warmup_epochs: int = param(0, ge=0, help="linear learning-rate warm-up over these epochs")
     device: str = param("auto", help="auto (GPU when present), cpu, cuda, cuda:N")
     amp: bool = param(False, help="mixed precision (float16 on the GPU, bfloat16 on the CPU)")
     workers: int = param(0, ge=0, help="DataLoader worker processes")

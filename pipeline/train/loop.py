@@ -168,25 +168,56 @@ def evaluate(
     from_trunk: bool,
     info: DistInfo | None = None,
     amp: bool = False,
-) -> float:
-    """Per-pair loss on every pair of ``ds`` (each process takes a shard; exact, no padding)."""
+) -> dict[str, float]:
+    """Per-pair loss on every pair of ``ds`` (each process takes a shard; exact, no padding)
+    and ``h3_var``: the total variance of h3 over the pairs (sum over dims of the variance
+    across pairs; 0 when the context module predicts one constant, e.g. the mean target).
+    """
     info = info or DistInfo()
     was_training = model.training
     model.eval()
     idx = np.arange(info.rank, len(ds), info.world_size)
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum, count)
+    moments = None  # (2, D): sum of h3, sum of h3^2
     for start in range(0, len(idx), EVAL_BATCH):
         batch = ds[idx[start : start + EVAL_BATCH]]
         x, target = batch["x"].to(device), batch["target"].to(device)  # (B, ...), (B, D)
         offset = batch["offset"].to(device)  # (B, 8)
         with _autocast(device, amp):
-            h3 = model(x, offset, from_trunk)  # (B, D)
-        total[0] += scn_loss(h3.float(), target, "sum").double()
+            h3 = model(x, offset, from_trunk).float()  # (B, D)
+        total[0] += scn_loss(h3, target, "sum").double()
         total[1] += len(x)
+        h3 = h3.double()  # (B, D)
+        m = torch.stack([h3.sum(0), h3.pow(2).sum(0)])  # (2, D)
+        moments = m if moments is None else moments + m
     if info.enabled:
         dist.all_reduce(total)
+        dist.all_reduce(moments)
     model.train(was_training)
-    return float(total[0] / total[1].clamp(min=1))
+    n = total[1].clamp(min=1)
+    mean = moments[0] / n  # (D,)
+    h3_var = float((moments[1] / n - mean.pow(2)).clamp(min=0).sum())
+    return {"loss": float(total[0] / n), "h3_var": h3_var}
+
+
+def target_variance(ds: PairDataset, center: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+    """(mean over the pairs of ||target - center||^2, the mean target (D,)).
+
+    With ``center`` None it is the targets' own mean: the loss of the best constant
+    prediction, the "predict-the-mean" baseline that a useful context module beats.
+    """
+    feats = ds._array("features")
+    d = ds.target_dim
+    total, sq = np.zeros(d), np.zeros(d)
+    for start in range(0, len(ds), 4096):
+        t = ds._rows(feats, ds.top[start : start + 4096]).astype(np.float64)  # (b, D)
+        total += t.sum(0)
+        sq += (t**2).sum(0)
+    n = max(len(ds), 1)
+    mean = total / n  # (D,)
+    c = mean if center is None else np.asarray(center, dtype=np.float64)
+    # E||t - c||^2 = E||t||^2 - 2 c.E[t] + ||c||^2
+    return float(sq.sum() / n - 2 * c @ mean + c @ c), mean
 
 
 def _autocast(device: torch.device, amp: bool):
@@ -268,8 +299,16 @@ def fit(
         net = DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
+    head_params = [p for p in model.head.parameters() if p.requires_grad]
+    context_params = [p for p in model.context.parameters() if p.requires_grad]
     opt = torch.optim.SGD(
-        model.trainable(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        [
+            {"params": head_params, "lr": cfg.lr},
+            {"params": context_params, "lr": cfg.lr * cfg.context_lr_mult},
+        ],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
     )
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.lr_step_epoch], gamma=cfg.lr_gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
@@ -299,6 +338,23 @@ def fit(
     loader = _loader(train_set, sampler, per_rank, cfg.workers, device.type == "cuda")
     # DDP averages gradients over processes: scale a summed loss back to the global sum.
     loss_scale = float(info.world_size) if cfg.loss == "sum" else 1.0
+    # the predict-the-mean baseline: a context module that ignores its inputs scores this
+    test_var, _ = target_variance(test_set)
+    _, train_mean = target_variance(train_set)
+    test_var_train_mean, _ = target_variance(test_set, center=train_mean)
+    log.info(
+        "held-out targets: variance %.4g per pair (predicting the training mean: %.4g)",
+        test_var,
+        test_var_train_mean,
+    )
+    if ckpt is None and cfg.output_bias == "mean":
+        # start from the predict-the-mean solution: the first steps then see zero-mean
+        # residuals instead of the targets' large mean, which otherwise drives the
+        # sigmoid units into saturation (a constant h3) at a useful learning rate
+        with torch.no_grad():
+            model.context.v2.bias.copy_(torch.as_tensor(train_mean, dtype=torch.float32))
+    warmup_steps = cfg.warmup_epochs * len(loader)
+    step = start_epoch * len(loader)
     train_seconds, pairs_seen = 0.0, 0
     for epoch in range(start_epoch, cfg.epochs):
         model.check_frozen()
@@ -311,7 +367,12 @@ def fit(
         t0 = time.perf_counter()
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    disable=None if info.is_main else True)  # fmt: skip
+        scheduled = [g["lr"] for g in opt.param_groups]
         for batch in bar:
+            if step < warmup_steps:  # linear warm-up of every group's scheduled lr
+                for g, base in zip(opt.param_groups, scheduled, strict=True):
+                    g["lr"] = base * (step + 1) / warmup_steps
+            step += 1
             x = batch["x"].to(device, non_blocking=True)  # (b, ...) trunk rows or images
             offset = batch["offset"].to(device, non_blocking=True)  # (b, 8)
             target = batch["target"].to(device, non_blocking=True)  # (b, D)
@@ -325,6 +386,8 @@ def fit(
             with torch.no_grad():
                 per_pair = loss.detach() * (len(x) if cfg.loss == "mean" else 1)
                 total += torch.stack([per_pair.double(), torch.tensor(len(x), device=device)])
+        for g, base in zip(opt.param_groups, scheduled, strict=True):
+            g["lr"] = base  # the scheduler steps from the un-warmed lr
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
@@ -339,21 +402,29 @@ def fit(
                 f"epoch {epoch + 1}: training loss is {train_loss}; lower train.lr={cfg.lr} "
                 "(the summed loss needs a smaller lr than the mean, see params.yaml)"
             )
-        test_loss = evaluate(model, test_set, device, from_trunk, info, cfg.amp)
+        test = evaluate(model, test_set, device, from_trunk, info, cfg.amp)
+        test_loss = test["loss"]
         record = {
             "epoch": epoch + 1,
             "train_loss": train_loss,
             "test_loss": test_loss,
+            # 1 - test loss / variance of the test targets: > 0 beats predicting the mean
+            "test_explained": 1.0 - test_loss / test_var if test_var > 0 else float("nan"),
+            # std of h3 over the test pairs relative to the targets' (0: a constant h3)
+            "h3_spread": float(np.sqrt(test["h3_var"] / test_var)) if test_var > 0 else 0.0,
             "lr": lr,
             "seconds": round(seconds, 3),
         }
         history.append(record)
         log.info(
-            "epoch %d/%d: train %.4g, test %.4g, lr %.3g, %.0f pairs/s",
+            "epoch %d/%d: train %.4g, test %.4g (%.1f%% of the variance explained), h3 "
+            "spread %.3g, lr %.3g, %.0f pairs/s",
             epoch + 1,
             cfg.epochs,
             train_loss,
             test_loss,
+            100 * record["test_explained"],
+            record["h3_spread"],
             lr,
             float(total[1]) / max(seconds, 1e-9),
         )
@@ -390,20 +461,30 @@ def fit(
         resumed_epoch=start_epoch,
         device=str(device),
         world_size=info.world_size,
+        extra={"test_target_variance": test_var, "test_loss_train_mean": test_var_train_mean},
     )
 
 
 # ----------------------------------------------------------------------------- outputs
 
 
-def write_history(history: list[dict[str, float]], csv_path: Path, png_path: Path) -> None:
-    """The per-epoch losses as a CSV (a DVC plot) and a PNG loss curve, atomically."""
-    fields = ["epoch", "train_loss", "test_loss", "lr", "seconds"]
+def write_history(
+    history: list[dict[str, float]],
+    csv_path: Path,
+    png_path: Path,
+    baseline: float | None = None,
+) -> None:
+    """The per-epoch losses as a CSV (a DVC plot) and a PNG loss curve, atomically.
+
+    ``baseline``: the variance of the test targets (the loss of predicting their mean),
+    drawn as a horizontal line.
+    """
+    fields = ["epoch", "train_loss", "test_loss", "test_explained", "h3_spread", "lr", "seconds"]
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
         for row in history:
-            writer.writerow({k: row[k] for k in fields})
+            writer.writerow({k: row.get(k, "") for k in fields})
 
     import matplotlib
 
@@ -414,6 +495,8 @@ def write_history(history: list[dict[str, float]], csv_path: Path, png_path: Pat
     epochs = [r["epoch"] for r in history]
     ax.plot(epochs, [r["train_loss"] for r in history], "o-", ms=3, label="train")
     ax.plot(epochs, [r["test_loss"] for r in history], "s-", ms=3, label="held-out test")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls="--", lw=1, label="test: predict the mean")
     ax.set_xlabel("epoch")
     ax.set_ylabel("loss per pair (squared error)")
     ax.set_title("SCN training")
@@ -505,7 +588,8 @@ def stage(params) -> dict:
         sets.append(PairDataset(pairs, targets, source, images, crop, cfg.preload_max_mb))
     train_set, test_set = sets
     log.info("train: %s; test: %s", train_set.describe(), test_set.describe())
-    model = build_scn(bb, scope, train_set.target_dim, cfg.hidden, cfg.use_offset)
+    model = build_scn(bb, scope, train_set.target_dim, cfg.hidden, cfg.use_offset, cfg.bn,
+                      cfg.dropout)  # fmt: skip
     provenance = {
         "backbone": bb.name,
         "weights_sha256": bb.weights_sha256,
@@ -542,11 +626,16 @@ def stage(params) -> dict:
         save_trained(out_dir / "model.pt", result.model.cpu(), bb, scope, config, provenance,
                      result.history)  # fmt: skip
         plots = Path(params.paths.plots)
-        write_history(result.history, plots / "train_loss.csv", plots / "train_loss.png")
+        write_history(result.history, plots / "train_loss.csv", plots / "train_loss.png",
+                      result.extra["test_target_variance"])  # fmt: skip
         last = result.history[-1]
         metrics = {
             "train_loss": last["train_loss"],
             "test_loss": last["test_loss"],
+            # the predict-the-mean baseline and the share of it the model explains
+            "test_target_variance": result.extra["test_target_variance"],
+            "test_explained": last["test_explained"],
+            "h3_spread": last["h3_spread"],
             "epochs": last["epoch"],
             "resumed_from_epoch": result.resumed_epoch,
             "pairs_per_s": round(result.pairs_per_s, 1),

@@ -33,6 +33,7 @@ from pipeline.provenance import sha256_file
 log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "scn-model/1"
+BN_MODES = ("frozen", "batch")
 
 
 class SCN(nn.Module):
@@ -50,15 +51,35 @@ class SCN(nn.Module):
         target_dim: int,
         hidden: int = 1024,
         use_offset: bool = True,
+        bn: str = "frozen",
+        dropout: bool = False,
     ):
         super().__init__()
+        if bn not in BN_MODES:
+            raise ValueError(f"bn: {bn!r} is not a valid choice; allowed: {', '.join(BN_MODES)}")
+        self.bn, self.dropout = bn, bool(dropout)
         self.trunk = trunk.requires_grad_(False).eval()
         self.head = head.requires_grad_(True)
         self.context = ContextModule(feature_dim, target_dim, hidden=hidden, use_offset=use_offset)
 
     def train(self, mode: bool = True) -> SCN:
+        """Training mode for the context module; the trunk always runs in inference mode.
+
+        In the head, BatchNorm layers use batch statistics (and update their running
+        statistics) only with ``bn="batch"``; with ``bn="frozen"`` (default) they keep the
+        pretrained running statistics while their affine parameters still train. The
+        other train-mode behaviours of the head (dropout, EfficientNet's drop-connect)
+        are on only with ``dropout=True``. With the defaults the head computes exactly
+        the original network's features at step 0, as the top stream did for the targets.
+        """
         super().train(mode)
-        self.trunk.eval()  # the frozen trunk always runs in inference mode
+        self.trunk.eval()
+        if mode:
+            for m in self.head.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.train(self.bn == "batch")
+                else:
+                    m.train(self.dropout)
         return self
 
     def bottom(self, x: torch.Tensor, from_trunk: bool) -> torch.Tensor:
@@ -83,11 +104,17 @@ class SCN(nn.Module):
 
 
 def build_scn(
-    backbone, scope: str, target_dim: int, hidden: int = 1024, use_offset: bool = True
+    backbone,
+    scope: str,
+    target_dim: int,
+    hidden: int = 1024,
+    use_offset: bool = True,
+    bn: str = "frozen",
+    dropout: bool = False,
 ) -> SCN:
     """An SCN whose bottom stream starts from ``backbone``'s weights (W_B = W_T)."""
     trunk, head = backbone.split(scope)  # fresh copies, trunk frozen, head trainable
-    return SCN(trunk, head, backbone.feature_dim, target_dim, hidden, use_offset)
+    return SCN(trunk, head, backbone.feature_dim, target_dim, hidden, use_offset, bn, dropout)
 
 
 def bottom_stream_state(backbone, scope: str, model: SCN) -> dict[str, torch.Tensor]:
