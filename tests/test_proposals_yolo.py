@@ -121,3 +121,14 @@ def test_train_one_epoch_offline_then_mine_boxes(tmp_path, tiny_voc, no_network)
         )
         assert np.all(np.diff(s) <= 0)  # best first
     assert no_network == []  # nothing tried the network
+
+
+def test_unused_marker_is_the_same_for_every_other_method(tmp_path):
+    """The marker is a dependency of the proposal stages: switching between non-YOLO
+    methods must leave it byte-identical, so detect_proposals does not rerun."""
+    texts = set()
+    for method in ("edgebox", "bbox", "random"):
+        params = make_params(tmp_path, proposal=method)
+        yolo.stage(params)
+        texts.add((yolo.yolo_dir(params) / yolo.MARKER_NAME).read_bytes())
+    assert len(texts) == 1

@@ -302,9 +302,13 @@ def stage(params: Params) -> dict:
     if reason:
         log.info("yolo: nothing to train (%s); writing a marker only", reason)
         metrics = {"trained": False, "reason": reason}
+        # The marker's content must not depend on which non-YOLO method is chosen or on
+        # the code version: it is a dependency of the proposal stages, and a changed
+        # marker would rerun detect_proposals on every `proposal` switch.
+        stable = {"trained": False, "weights": to_dict(cfg.weights)}
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
-            write_json(tmp / MARKER_NAME, {**marker, **metrics})
+            write_json(tmp / MARKER_NAME, stable)
         return metrics
     seed_everything(params.proposals.seed)
     dataset = open_split(params, params.data.scn_split, stage="yolo")
