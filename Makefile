@@ -42,5 +42,8 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
+results: $(STAMP)
+	$(BIN)/python bench/results.py
+
 clean-venv:
 	rm -rf $(VENV)

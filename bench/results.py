@@ -1,0 +1,595 @@
+"""The results table: one DVC experiment per proposal mechanism, written to RESULTS.md.
+
+    .venv/bin/python bench/results.py                          # all four mechanisms
+    .venv/bin/python bench/results.py --proposals bbox,random --set train.epochs=1
+
+For each mechanism it runs ``dvc exp run -S proposal=<m> --name results-<m> [-S ...]``
+in the repository's workspace, one after the other (stages whose inputs did not change
+are skipped or restored from DVC's run cache), then reads every experiment's params and
+metrics back with ``dvc exp show --json`` and writes RESULTS.md: the paper's Table 2
+(linear-SVM mAP, original vs SCN, Obj and Img), Table 1 (context classification),
+Table 4 (detection mAP), the synthetic Figure 3 figures, each beside the paper's VOC
+number (REFERENCE.md section 3), the proposals' recall and pair counts, and the exact
+provenance: the git commit, the files that differed from it, each experiment's commit
+and the params it ran with (the ones that differ from the commit's params.yaml, a
+SHA-256 of all of them, and the commit's params.yaml in full).
+
+DVC 3 runs workspace experiments in place: after ``dvc exp run`` the workspace holds the
+experiment's params.yaml, dvc.lock, data and metrics. The script runs the workspace's
+own ``proposal`` last, and at the end writes params.yaml back byte for byte (DVC
+rewrites it, e.g. ``null`` as an empty value), so without ``--set`` the workspace ends
+as it started. An experiment of the same name on the same commit is removed before its
+rerun starts (so a failed rerun leaves none). The
+numbers are reported as they come out; the "Analysis" section is left for a person.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.io import atomic_path  # noqa: E402
+
+log = logging.getLogger("bench.results")
+
+MECHANISMS = ("edgebox", "yolo", "bbox", "random")
+# Column order and labels of the paper's Table 2.
+PAPER_COLUMNS = (("bbox", "BBox"), ("yolo", "YOLO"), ("edgebox", "EdgeBox"), ("random", "Random"))
+
+# REFERENCE.md section 3 (percent).
+PAPER_TABLE2 = {
+    "CNN M": {
+        "original": (75.3, 68.5),
+        "bbox": (78.7, 70.8),
+        "yolo": (79.2, 70.7),
+        "edgebox": (79.9, 72.8),
+        "random": (78.8, 70.0),
+    },
+    "VGG 19": {
+        "original": (81.4, 78.1),
+        "bbox": (82.6, 78.8),
+        "yolo": (83.0, 79.0),
+        "edgebox": (83.6, 79.5),
+        "random": (83.2, 79.2),
+    },
+}
+PAPER_TABLE1 = {"own": 78.3, "context": 56.3, "both": 79.5, "same_class_share": 45.0,
+                "n_train_pairs": 34378, "n_test_pairs": 34722}  # fmt: skip
+PAPER_TABLE4 = {"original": 58.7, "scn_edgebox": 59.4}  # VOC2007 test, CNN M, Fast R-CNN
+PAPER_FIG3 = {"offset": "near 0 after about 25 epochs", "no_offset": "about 30"}
+
+
+@dataclass
+class Run:
+    """One mechanism's experiment: what ran, and what DVC recorded for it."""
+
+    mechanism: str
+    name: str
+    status: str = "not run"  # ok | failed | not run
+    seconds: float | None = None
+    rev: str | None = None  # the experiment's git commit
+    params: dict = field(default_factory=dict)  # params.yaml as recorded by DVC
+    metrics: dict = field(default_factory=dict)  # stage -> metrics dict
+    error: str | None = None
+    overrides: list[str] = field(default_factory=list)  # the -S values it was run with
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def get(d: Any, *keys: str) -> Any:
+    """``d[k1][k2]...`` or None when any level is missing."""
+    for key in keys:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def pct(x: float | None) -> str:
+    """A fraction as percent with two decimals; n/a when missing."""
+    return "n/a" if x is None else f"{100 * x:.2f}"
+
+
+def diff_pct(a: float | None, b: float | None) -> str:
+    """``b - a`` in percentage points, signed."""
+    return "n/a" if a is None or b is None else f"{100 * (b - a):+.2f}"
+
+
+def num(x: Any, fmt: str = "{:.4g}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dict -> {'a.b.c': value}; lists stay values."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for key, value in d.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(flatten(value, name) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def params_diff(base: dict, params: dict) -> dict[str, Any]:
+    """Flattened keys whose value in ``params`` differs from ``base`` (None: absent)."""
+    a, b = flatten(base), flatten(params)
+    return {k: b.get(k) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+def params_sha256(params: dict) -> str:
+    """SHA-256 of the params as canonical JSON (key-sorted)."""
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
+def table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    return lines + ["| " + " | ".join(r) + " |" for r in rows]
+
+
+def same_values(values: list[Any]) -> bool:
+    return all(v == values[0] for v in values[1:])
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def _original(ok: list[Run], *keys: str) -> tuple[str, list[float]]:
+    """The original network's value across experiments (identical when all is well)."""
+    vals = [v for v in (get(r.metrics, *keys) for r in ok) if v is not None]
+    if not vals:
+        return "n/a", vals
+    if max(vals) == min(vals):
+        return pct(vals[0]), vals
+    return f"{pct(min(vals))}–{pct(max(vals))}", vals
+
+
+def _compare(label: str, what: str, mech: str, orig: float | None, scn: float | None) -> str:
+    if orig is None or scn is None:
+        return f"- {label}, {mech}: not available."
+    d = 100 * (scn - orig)
+    rel = "equal to" if round(d, 2) == 0 else ("above" if d > 0 else "below")
+    by = "" if rel == "equal to" else f" by {abs(d):.2f} points"
+    return (
+        f"- SCN is {rel} the original on {what}{by} for {mech} "
+        f"(original {pct(orig)}, SCN {pct(scn)})."
+    )
+
+
+def render_results(runs: list[Run], context: dict) -> str:
+    """RESULTS.md from the runs and the provenance ``context``; pure (no I/O).
+
+    ``context``: ``commit``, ``dirty`` (list of paths), ``generated`` (ISO time),
+    ``command``, ``dvc_version``, ``base_params`` (the commit's params.yaml as a dict),
+    ``base_params_text`` and ``base_params_sha256`` (of its bytes).
+    """
+    ok = [r for r in runs if r.status == "ok"]
+    by_mech = {r.mechanism: r for r in ok}
+    base = context.get("base_params", {})
+    backbone = ok[0].params.get("backbone", "?") if ok else base.get("backbone", "?")
+    dataset = ok[0].params.get("dataset", "?") if ok else base.get("dataset", "?")
+    out: list[str] = [
+        "# Results: SCN across proposal mechanisms",
+        "",
+        f"Generated {context.get('generated', '?')} by `{context.get('command', '?')}` "
+        f"(DVC {context.get('dvc_version', '?')}), backbone `{backbone}`, dataset "
+        f"`{dataset}`. Paper numbers: VOC, REFERENCE.md section 3. Our numbers are "
+        "percent with two decimals; differences are SCN minus original, in points.",
+        "",
+        "## Experiments",
+        "",
+        f"Git commit `{context.get('commit', '?')}`"
+        + (
+            "; the working tree differed from it in: "
+            + ", ".join(f"`{p}`" for p in context["dirty"])
+            + " (DVC experiments include these changes)."
+            if context.get("dirty")
+            else "; clean working tree."
+        ),
+        "",
+    ]
+    rows = []
+    for r in runs:
+        diff = params_diff(base, r.params) if r.params else {}
+        over = ", ".join(f"`{k}={json.dumps(v)}`" for k, v in diff.items()) or "none"
+        if not r.params and r.overrides:
+            over = "requested: " + ", ".join(f"`{o}`" for o in r.overrides)
+        rows.append([
+            r.mechanism,
+            f"`{r.name}`",
+            r.status,
+            f"`{r.rev[:12]}`" if r.rev else "—",
+            num(r.seconds, "{:.0f}"),
+            f"`{params_sha256(r.params)[:16]}`" if r.params else "—",
+            over,
+        ])  # fmt: skip
+    out += table(
+        ["mechanism", "experiment", "status", "commit", "seconds",
+         "params SHA-256", "params that differ from the commit's params.yaml"],
+        rows,
+    )  # fmt: skip
+    for r in runs:
+        if r.status == "failed":
+            out += ["", f"`{r.name}` failed:", "", "```", (r.error or "").strip(), "```"]
+
+    # ---- Table 2
+    out += [
+        "",
+        "## Table 2: linear-SVM mAP on h1, Obj / Img",
+        "",
+        "Obj: cropped ground-truth objects; Img: whole images, multi-label. The original "
+        "network is the same for every mechanism.",
+        "",
+    ]
+    orig_obj, obj_vals = _original(ok, "classify", "obj", "original", "map")
+    orig_img, img_vals = _original(ok, "classify", "img", "original", "map")
+    header = ["net", "Original"] + [label for _, label in PAPER_COLUMNS]
+    rows = []
+    for net, vals in PAPER_TABLE2.items():
+        rows.append([f"{net} (paper, VOC2012), Obj / Img"]
+                    + [f"{vals[k][0]:.1f} / {vals[k][1]:.1f}"
+                       for k in ("original", *(m for m, _ in PAPER_COLUMNS))])  # fmt: skip
+    ours = [f"{backbone} (ours, {dataset}), Obj / Img", f"{orig_obj} / {orig_img}"]
+    for mech, _ in PAPER_COLUMNS:
+        r = by_mech.get(mech)
+        if r is None:
+            ours.append(next((x.status for x in runs if x.mechanism == mech), "not run"))
+        else:
+            ours.append(
+                f"{pct(get(r.metrics, 'classify', 'obj', 'scn', 'map'))} / "
+                f"{pct(get(r.metrics, 'classify', 'img', 'scn', 'map'))}"
+            )
+    out += table(header, [*rows, ours])
+    out += [""]
+    rows = []
+    for r in ok:
+        c = r.metrics.get("classify", {})
+        rows.append([
+            r.mechanism,
+            pct(get(c, "obj", "original", "map")), pct(get(c, "obj", "scn", "map")),
+            diff_pct(get(c, "obj", "original", "map"), get(c, "obj", "scn", "map")),
+            pct(get(c, "img", "original", "map")), pct(get(c, "img", "scn", "map")),
+            diff_pct(get(c, "img", "original", "map"), get(c, "img", "scn", "map")),
+            f"{num(get(c, 'obj', 'n_train'), '{}')} / {num(get(c, 'obj', 'n_test'), '{}')}",
+            f"{num(get(c, 'img', 'n_train'), '{}')} / {num(get(c, 'img', 'n_test'), '{}')}",
+        ])  # fmt: skip
+    out += table(
+        ["mechanism", "Obj original", "Obj SCN", "Obj diff", "Img original", "Img SCN",
+         "Img diff", "Obj train / test", "Img train / test"],
+        rows,
+    )  # fmt: skip
+
+    # ---- Table 1
+    out += [
+        "",
+        "## Table 1: contextual classification (pairs of ground-truth objects)",
+        "",
+        "Accuracy of a linear SVM predicting the top object's class from: its own "
+        "features (original network), h3 predicted from the other patch and the offset "
+        "(SCN), both concatenated.",
+        "",
+    ]
+    p1 = PAPER_TABLE1
+    rows = [[
+        "paper (VGG 19, VOC2012-Pairs)", f"{p1['own']:.1f}", f"{p1['context']:.1f}",
+        f"{p1['both']:.1f}", "—", f"{p1['same_class_share']:.0f}", "—",
+        f"{p1['n_train_pairs']} / {p1['n_test_pairs']}",
+    ]]  # fmt: skip
+    for r in ok:
+        c = get(r.metrics, "classify", "context") or {}
+        rows.append([
+            r.mechanism, pct(get(c, "own", "accuracy")), pct(get(c, "context", "accuracy")),
+            pct(get(c, "both", "accuracy")), pct(c.get("majority_baseline")),
+            pct(c.get("same_class_share_train")), pct(c.get("same_class_share_test")),
+            f"{num(c.get('n_train_pairs'), '{}')} / {num(c.get('n_test_pairs'), '{}')}",
+        ])  # fmt: skip
+    out += table(
+        ["run", "own", "h3 from the other patch", "both", "majority class",
+         "same-class pairs, train", "same-class pairs, test", "pairs train / test"],
+        rows,
+    )  # fmt: skip
+
+    # ---- Table 4
+    out += [
+        "",
+        "## Table 4: detection mAP (Fast R-CNN), original vs SCN",
+        "",
+        "Area: the area under the interpolated precision-recall curve; 11-point: the "
+        "VOC2007 protocol.",
+        "",
+    ]
+    rows = [[
+        "paper (CNN M, VOC2007 test; SCN = EdgeBox)", "—", "—", "—",
+        f"{PAPER_TABLE4['original']:.1f}", f"{PAPER_TABLE4['scn_edgebox']:.1f}",
+        f"{PAPER_TABLE4['scn_edgebox'] - PAPER_TABLE4['original']:+.1f}",
+    ]]  # fmt: skip
+    for r in ok:
+        d = r.metrics.get("detect", {})
+        rows.append([
+            r.mechanism,
+            pct(get(d, "original", "map")), pct(get(d, "scn", "map")),
+            diff_pct(get(d, "original", "map"), get(d, "scn", "map")),
+            pct(get(d, "original", "map_11point")), pct(get(d, "scn", "map_11point")),
+            diff_pct(get(d, "original", "map_11point"), get(d, "scn", "map_11point")),
+        ])  # fmt: skip
+    out += table(
+        ["run", "original (area)", "SCN (area)", "diff (area)", "original (11-point)",
+         "SCN (11-point)", "diff (11-point)"],
+        rows,
+    )  # fmt: skip
+
+    # ---- Figure 3
+    out += [
+        "",
+        "## Figure 3: synthetic pairs, final test MSE per pair",
+        "",
+        "The synthetic stage does not depend on the proposal mechanism.",
+        "",
+    ]
+    keys = ("epochs", "test_mse_offset", "test_mse_no_offset", "test_mse_ratio",
+            "test_mse_mean_predictor", "n_train", "n_test")  # fmt: skip
+    syn = [(r, r.metrics.get("synthetic", {})) for r in ok]
+    if syn and same_values([tuple(s.get(k) for k in keys) for _, s in syn]):
+        syn = [(None, syn[0][1])]
+        out += [f"Identical in all {len(ok)} experiments.", ""]
+    rows = [[
+        "paper (CNN M)", "about 25+", PAPER_FIG3["offset"], PAPER_FIG3["no_offset"],
+        "near 0", "—", "600 / 200",
+    ]]  # fmt: skip
+    for r, s in syn:
+        rows.append([
+            "ours" if r is None else r.mechanism, num(s.get("epochs"), "{}"),
+            num(s.get("test_mse_offset")), num(s.get("test_mse_no_offset")),
+            num(s.get("test_mse_ratio"), "{:.3f}"), num(s.get("test_mse_mean_predictor")),
+            f"{num(s.get('n_train'), '{}')} / {num(s.get('n_test'), '{}')}",
+        ])  # fmt: skip
+    out += table(
+        ["run", "epochs", "with offset", "without offset", "ratio with / without",
+         "mean predictor", "pairs train / test"],
+        rows,
+    )  # fmt: skip
+
+    # ---- proposals and pairs
+    out += ["", "## Proposals, pairs and SCN training per mechanism", ""]
+    rows = []
+    for r in ok:
+        pr, pa, tr = (r.metrics.get(s, {}) for s in ("proposals", "pairs", "train"))
+        rows.append([
+            r.mechanism,
+            f"{num(get(pr, 'splits', 'train', 'boxes_per_image'))} / "
+            f"{num(get(pr, 'splits', 'test', 'boxes_per_image'))}",
+            f"{pct(get(pr, 'splits', 'train', 'recall_iou0.5'))} / "
+            f"{pct(get(pr, 'splits', 'test', 'recall_iou0.5'))}",
+            f"{pct(get(pr, 'splits', 'train', 'recall_iou0.7'))} / "
+            f"{pct(get(pr, 'splits', 'test', 'recall_iou0.7'))}",
+            f"{num(get(pa, 'splits', 'train', 'patches'), '{}')} / "
+            f"{num(get(pa, 'splits', 'test', 'patches'), '{}')}",
+            f"{num(get(pa, 'splits', 'train', 'pairs'), '{}')} / "
+            f"{num(get(pa, 'splits', 'test', 'pairs'), '{}')}",
+            num(tr.get("test_loss")), num(tr.get("test_explained"), "{:.4f}"),
+        ])  # fmt: skip
+    out += table(
+        ["mechanism", "boxes per image train / test", "recall@0.5 train / test",
+         "recall@0.7 train / test", "patches train / test", "pairs train / test",
+         "SCN test loss", "SCN test explained variance"],
+        rows,
+    )  # fmt: skip
+
+    # ---- facts
+    out += ["", "## SCN vs the original, as measured", ""]
+    for r in ok:
+        c, d = r.metrics.get("classify", {}), r.metrics.get("detect", {})
+        out.append(_compare("Obj", "Obj", r.mechanism, get(c, "obj", "original", "map"),
+                            get(c, "obj", "scn", "map")))  # fmt: skip
+        out.append(_compare("Img", "Img", r.mechanism, get(c, "img", "original", "map"),
+                            get(c, "img", "scn", "map")))  # fmt: skip
+        out.append(_compare("detection", "detection (area mAP)", r.mechanism,
+                            get(d, "original", "map"), get(d, "scn", "map")))  # fmt: skip
+    for what, vals in (("Obj", obj_vals), ("Img", img_vals)):
+        if len(vals) > 1 and max(vals) != min(vals):
+            out.append(
+                f"- The original network's {what} mAP differs between experiments "
+                f"({pct(min(vals))} to {pct(max(vals))}); it should be identical."
+            )
+    not_ok = [r.mechanism for r in runs if r.status != "ok"]
+    if not_ok:
+        out.append(f"- No results for: {', '.join(not_ok)}.")
+
+    out += [
+        "",
+        "## Analysis",
+        "",
+        "<!-- ANALYSIS: to be written by hand after reading the numbers above "
+        "(why SCN does or does not beat the original here). -->",
+        "",
+        "## Params",
+        "",
+        f"The commit's params.yaml (SHA-256 of the file "
+        f"`{context.get('base_params_sha256', '?')}`); each experiment ran with it plus the "
+        "differences listed under Experiments.",
+        "",
+        "<details><summary>params.yaml</summary>",
+        "",
+        "```yaml",
+        context.get("base_params_text", "").rstrip(),
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------- DVC
+
+
+class Repo:
+    """Runs git and dvc in one repository, with the venv's executables first on PATH."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        bindir = Path(sys.executable).parent
+        self.dvc_bin = str(bindir / "dvc") if (bindir / "dvc").exists() else shutil.which("dvc")
+        if self.dvc_bin is None:
+            raise SystemExit("dvc not found next to the Python interpreter nor on PATH")
+        self.env = {
+            **os.environ,
+            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(root),  # the stages import this repo's pipeline package
+        }
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            list(args), cwd=self.root, env=self.env, capture_output=True, text=True
+        )
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}"
+            )
+        return proc
+
+    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("git", *args, check=check)
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run(self.dvc_bin, *args, check=check)
+
+
+def exp_show(repo: Repo) -> dict[str, dict]:
+    """Experiments of the current commit by name: {name: {rev, params, metrics}}."""
+    data = json.loads(repo.dvc("exp", "show", "--json").stdout)
+    head = repo.git("rev-parse", "HEAD").stdout.strip()
+    found: dict[str, dict] = {}
+    for entry in data:
+        if entry.get("rev") != head:
+            continue
+        for exp in entry.get("experiments") or []:
+            for rev in exp.get("revs") or []:
+                d = rev.get("data") or {}
+                params = get(d, "params", "params.yaml", "data") or {}
+                metrics = {
+                    Path(path).stem: m["data"]
+                    for path, m in (d.get("metrics") or {}).items()
+                    if isinstance(m, dict) and isinstance(m.get("data"), dict)
+                }
+                found[rev.get("name") or exp.get("name")] = {
+                    "rev": rev.get("rev"), "params": params, "metrics": metrics
+                }  # fmt: skip
+    return found
+
+
+def run_experiment(repo: Repo, run: Run, sets: list[str]) -> None:
+    run.overrides = [f"proposal={run.mechanism}", *sets]
+    args = ["exp", "run", "--name", run.name]
+    for s in run.overrides:
+        args += ["-S", s]
+    log.info("dvc %s", " ".join(args))
+    t0 = time.perf_counter()
+    proc = repo.dvc(*args, check=False)
+    run.seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        run.status = "failed"
+        run.error = (proc.stdout[-1500:] + "\n" + proc.stderr[-2500:]).strip()
+        log.error("experiment %s failed after %.0f s:\n%s", run.name, run.seconds, run.error)
+    else:
+        run.status = "ok"
+        log.info("experiment %s done in %.0f s", run.name, run.seconds)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--proposals", default=",".join(MECHANISMS),
+                    help=f"comma-separated subset of {', '.join(MECHANISMS)}")  # fmt: skip
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="extra params override passed to every `dvc exp run` as -S")  # fmt: skip
+    ap.add_argument("--repo", type=Path, default=ROOT, help="the git + DVC repository")
+    ap.add_argument("--output", type=Path, default=None, help="default: <repo>/RESULTS.md")
+    ap.add_argument("--prefix", default="results", help="experiment names: <prefix>-<m>")
+    args = ap.parse_args(argv)
+    mechs = [m.strip() for m in args.proposals.split(",") if m.strip()]
+    bad = [m for m in mechs if m not in MECHANISMS]
+    if bad or not mechs or len(set(mechs)) != len(mechs):
+        ap.error(f"--proposals: {args.proposals!r}; allowed: distinct values of "
+                 f"{', '.join(MECHANISMS)}")  # fmt: skip
+    for s in args.sets:
+        if "=" not in s or s.split("=", 1)[0].strip() in ("", "proposal"):
+            ap.error(f"--set: {s!r}; allowed: KEY=VALUE with a key other than proposal")
+    args.mechanisms = mechs
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    repo = Repo(args.repo.resolve())
+    output = (args.output or repo.root / "RESULTS.md").resolve()
+    if repo.git("rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
+        raise SystemExit(f"{repo.root}: dvc exp run needs a git repository with a commit")
+    commit = repo.git("rev-parse", "HEAD").stdout.strip()
+    dirty = [line[3:] for line in repo.git("status", "--porcelain", "-uno").stdout.splitlines()]
+    base_text = repo.git("show", "HEAD:params.yaml").stdout
+    params_path = repo.root / "params.yaml"
+    workspace_bytes = params_path.read_bytes()
+    own = (yaml.safe_load(workspace_bytes) or {}).get("proposal")
+
+    runs = [Run(m, f"{args.prefix}-{m}") for m in args.mechanisms]
+    order = sorted(runs, key=lambda r: r.mechanism == own)  # the workspace's own last
+    existing = exp_show(repo)
+    try:
+        for run in order:
+            if run.name in existing:
+                log.warning("replacing the existing experiment %s of %s", run.name, commit[:12])
+                repo.dvc("exp", "remove", run.name)
+            run_experiment(repo, run, args.sets)
+    finally:
+        if params_path.read_bytes() != workspace_bytes:
+            with atomic_path(params_path) as tmp:
+                tmp.write_bytes(workspace_bytes)
+            log.info("params.yaml written back; data/, metrics/ and dvc.lock hold the last "
+                     "experiment (%s)", order[-1].name)  # fmt: skip
+
+    shown = exp_show(repo)
+    for run in runs:
+        if run.status != "ok":
+            continue
+        if run.name not in shown:
+            run.status, run.error = "failed", "dvc exp show lists no experiment of this name"
+            continue
+        run.rev = shown[run.name]["rev"]
+        run.params = shown[run.name]["params"]
+        run.metrics = shown[run.name]["metrics"]
+
+    context = {
+        "commit": commit,
+        "dirty": dirty,
+        "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["bench/results.py", *(argv if argv is not None else sys.argv[1:])]),
+        "dvc_version": repo.dvc("--version").stdout.strip(),
+        "base_params": yaml.safe_load(base_text) or {},
+        "base_params_text": base_text,
+        "base_params_sha256": hashlib.sha256(base_text.encode()).hexdigest(),
+    }
+    with atomic_path(output) as tmp:
+        tmp.write_text(render_results(runs, context))
+    log.info("wrote %s", output)
+    return 0 if all(r.status == "ok" for r in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""bench/results.py: RESULTS.md rendering (pure) and a real two-mechanism DVC experiment run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from test_pipeline_dvc import make_repo, tiny_params  # noqa: E402
+
+from bench.results import Run, params_diff, parse_args, pct, render_results  # noqa: E402
+
+
+def fake_metrics(obj: tuple[float, float], img: tuple[float, float], det: tuple[float, float],
+                 context: float = 0.5) -> dict:  # fmt: skip
+    return {
+        "classify": {
+            "obj": {"original": {"map": obj[0], "map_11point": obj[0]},
+                    "scn": {"map": obj[1], "map_11point": obj[1]}, "n_train": 81, "n_test": 83},
+            "img": {"original": {"map": img[0], "map_11point": img[0]},
+                    "scn": {"map": img[1], "map_11point": img[1]}, "n_train": 10, "n_test": 10},
+            "context": {"own": {"accuracy": 0.71}, "context": {"accuracy": context},
+                        "both": {"accuracy": 0.7345}, "majority_baseline": 0.33,
+                        "same_class_share_train": 0.23, "same_class_share_test": 0.15,
+                        "n_train_pairs": 200, "n_test_pairs": 190},
+        },
+        "detect": {"original": {"map": det[0], "map_11point": det[0] + 0.01},
+                   "scn": {"map": det[1], "map_11point": det[1] + 0.01}},
+        "synthetic": {"epochs": 40, "test_mse_offset": 1.5, "test_mse_no_offset": 30.25,
+                      "test_mse_ratio": 1.5 / 30.25, "test_mse_mean_predictor": 40.0,
+                      "n_train": 600, "n_test": 200},
+        "proposals": {"splits": {s: {"boxes_per_image": 8.5, "recall_iou0.5": 0.9,
+                                     "recall_iou0.7": 0.75} for s in ("train", "test")}},
+        "pairs": {"splits": {s: {"patches": 66, "pairs": 60} for s in ("train", "test")}},
+        "train": {"test_loss": 123.4, "test_explained": 0.25},
+    }  # fmt: skip
+
+
+BASE = {"proposal": "edgebox", "backbone": "efficientnet_lite0", "dataset": "scenes",
+        "train": {"epochs": 2}}  # fmt: skip
+
+
+def context() -> dict:
+    return {"commit": "a" * 40, "dirty": ["pipeline/train/loop.py"], "generated": "now",
+            "command": "bench/results.py", "dvc_version": "3.67.1", "base_params": BASE,
+            "base_params_text": "proposal: edgebox\n", "base_params_sha256": "f" * 64}  # fmt: skip
+
+
+def row(text: str, first_cell: str, after: str) -> str:
+    """The table line starting with ``| first_cell |`` after the heading ``after``."""
+    section = text[text.index(after) :]
+    return next(line for line in section.splitlines() if line.startswith(f"| {first_cell} |"))
+
+
+def test_render_results_tables_sentences_and_provenance():
+    bbox = Run("bbox", "results-bbox", "ok", 12.0, "b" * 40,
+               {**BASE, "proposal": "bbox", "train": {"epochs": 1}},
+               fake_metrics((0.40, 0.45), (0.60, 0.58), (0.30, 0.30)))  # fmt: skip
+    random = Run("random", "results-random", "ok", 9.0, "c" * 40, {**BASE, "proposal": "random"},
+                 fake_metrics((0.40, 0.38), (0.60, 0.61), (0.30, 0.25), context=0.4))  # fmt: skip
+    yolo = Run("yolo", "results-yolo", "failed", 3.0, error="ERROR: stage yolo exploded",
+               overrides=["proposal=yolo", "train.epochs=1"])  # fmt: skip
+    text = render_results([bbox, random, yolo], context())
+
+    # Table 2, paper form: original once, SCN per mechanism, paper rows beside.
+    t2 = row(text, "efficientnet_lite0 (ours, scenes), Obj / Img", "## Table 2")
+    assert t2.split(" | ")[1:] == ["40.00 / 60.00", "45.00 / 58.00", "failed", "not run",
+                                   "38.00 / 61.00 |"]  # fmt: skip
+    assert "| VGG 19 (paper, VOC2012), Obj / Img | 81.4 / 78.1 | 82.6 / 78.8 |" in text
+    assert row(text, "bbox", "## Table 2").startswith(
+        "| bbox | 40.00 | 45.00 | +5.00 | 60.00 | 58.00 | -2.00 | 81 / 83 | 10 / 10 |"
+    )
+    # Table 1 and Table 4.
+    assert row(text, "random", "## Table 1").startswith("| random | 71.00 | 40.00 | 73.45 |")
+    assert "| paper (VGG 19, VOC2012-Pairs) | 78.3 | 56.3 | 79.5 |" in text
+    assert row(text, "random", "## Table 4") == (
+        "| random | 30.00 | 25.00 | -5.00 | 31.00 | 26.00 | -5.00 |"
+    )
+    assert "58.7 | 59.4 | +0.7 |" in text
+    # Figure 3: identical across experiments -> one row.
+    assert "Identical in all 2 experiments." in text
+    assert row(text, "ours", "## Figure 3").startswith("| ours | 40 | 1.5 | 30.25 | 0.050 |")
+    assert row(text, "bbox", "## Proposals").startswith(
+        "| bbox | 8.5 / 8.5 | 90.00 / 90.00 | 75.00 / 75.00 | 66 / 66 | 60 / 60 |"
+    )
+    # Facts, not opinions.
+    assert "- SCN is above the original on Obj by 5.00 points for bbox" in text
+    assert "- SCN is below the original on Img by 2.00 points for bbox" in text
+    assert "- SCN is equal to the original on detection (area mAP) for bbox" in text
+    assert "- SCN is below the original on detection (area mAP) by 5.00 points for random" in text
+    assert "- No results for: yolo." in text
+    assert "ERROR: stage yolo exploded" in text
+    assert "| failed | — | 3 | — | requested: `proposal=yolo`, `train.epochs=1` |" in text
+    assert "<!-- ANALYSIS" in text
+    # Provenance: commit, dirty files, per-experiment params differences and commit.
+    assert "Git commit `" + "a" * 40 + "`" in text and "`pipeline/train/loop.py`" in text
+    assert '`proposal="bbox"`, `train.epochs=1`' in row(text, "bbox", "## Experiments")
+    assert "`" + "c" * 12 + "`" in row(text, "random", "## Experiments")
+    assert "f" * 64 in text
+
+
+def test_render_results_flags_originals_that_differ():
+    a = Run("bbox", "results-bbox", "ok", 1.0, "b" * 40, BASE,
+            fake_metrics((0.40, 0.45), (0.6, 0.6), (0.3, 0.3)))  # fmt: skip
+    b = Run("random", "results-random", "ok", 1.0, "c" * 40, BASE,
+            fake_metrics((0.42, 0.45), (0.6, 0.6), (0.3, 0.3)))  # fmt: skip
+    b.metrics["synthetic"]["test_mse_offset"] = 2.0
+    text = render_results([a, b], context())
+    assert "40.00–42.00 / 60.00" in text
+    assert "original network's Obj mAP differs between experiments (40.00 to 42.00)" in text
+    assert "Identical in all" not in text  # synthetic differs: one row per experiment
+    assert row(text, "random", "## Figure 3").startswith("| random | 40 | 2 |")
+
+
+def test_helpers_and_argument_checks():
+    assert pct(None) == "n/a" and pct(0.12345) == "12.35"
+    assert params_diff({"a": {"b": 1, "c": 2}}, {"a": {"b": 1, "c": 3}, "d": 4}) == {
+        "a.c": 3,
+        "d": 4,
+    }
+    args = parse_args(["--proposals", "bbox,random", "--set", "train.epochs=1"])
+    assert args.mechanisms == ["bbox", "random"] and args.sets == ["train.epochs=1"]
+    for bad in (["--proposals", "bbox,selective"], ["--proposals", "bbox,bbox"],
+                ["--set", "proposal=yolo"], ["--set", "train.epochs"]):  # fmt: skip
+        with pytest.raises(SystemExit):
+            parse_args(bad)
+
+
+def exp_file(repo: Path, name: str, path: str) -> dict:
+    """A file of experiment ``name`` read straight from its git ref (not via dvc)."""
+    refs = subprocess.run(["git", "for-each-ref", "--format=%(refname)", "refs/exps"],
+                          cwd=repo, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    (ref,) = [r for r in refs.split() if r.endswith(f"/{name}")]
+    show = subprocess.run(["git", "show", f"{ref}:{path}"], cwd=repo, capture_output=True,
+                          text=True, check=True)  # fmt: skip
+    return json.loads(show.stdout)
+
+
+@pytest.mark.slow
+def test_results_script_runs_two_mechanisms_as_dvc_experiments(tmp_path):
+    params = tiny_params({"scenes": {"n_train": 8, "n_test": 8},
+                          "classify": {"costs": [1.0], "max_context_pairs": 100}})  # fmt: skip
+    repo = make_repo(tmp_path, params)
+    before = (repo / "params.yaml").read_bytes()
+    out = tmp_path / "out" / "RESULTS.md"
+    cmd = [sys.executable, str(ROOT / "bench" / "results.py"), "--repo", str(repo),
+           "--output", str(out), "--proposals", "bbox,random",
+           "--set", "train.epochs=1"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    text = out.read_text()
+    assert (repo / "params.yaml").read_bytes() == before  # the workspace's params come back
+
+    for mech in ("bbox", "random"):
+        name = f"results-{mech}"
+        classify = exp_file(repo, name, "metrics/classify.json")
+        detect = exp_file(repo, name, "metrics/detect.json")
+        pairs = exp_file(repo, name, "metrics/pairs.json")
+        obj, img = classify["obj"], classify["img"]
+        assert row(text, mech, "## Table 2").startswith(
+            f"| {mech} | {pct(obj['original']['map'])} | {pct(obj['scn']['map'])} | "
+            f"{100 * (obj['scn']['map'] - obj['original']['map']):+.2f} | "
+            f"{pct(img['original']['map'])} | {pct(img['scn']['map'])} |"
+        )
+        assert row(text, mech, "## Table 4").startswith(
+            f"| {mech} | {pct(detect['original']['map'])} | {pct(detect['scn']['map'])} |"
+        )
+        ctx = classify["context"]
+        assert row(text, mech, "## Table 1").startswith(
+            f"| {mech} | {pct(ctx['own']['accuracy'])} | {pct(ctx['context']['accuracy'])} | "
+            f"{pct(ctx['both']['accuracy'])} |"
+        )
+        assert f"| {pairs['splits']['train']['pairs']} / " in row(text, mech, "## Proposals")
+        experiments = row(text, mech, "## Experiments")
+        assert "| ok |" in experiments
+        assert f'`proposal="{mech}"`' in experiments and "`train.epochs=1`" in experiments
+    synthetic = exp_file(repo, "results-bbox", "metrics/synthetic.json")
+    assert f"| {synthetic['test_mse_no_offset']:.4g} |" in row(text, "ours", "## Figure 3")
