@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONTRIB := opencv-contrib-python-headless==4.12.0.88
 
-.PHONY: install repro test test-fast lint format bench results clean-venv
+.PHONY: install repro test test-fast lint format results clean-venv
 
 install: $(STAMP)
 
@@ -38,9 +38,6 @@ lint: $(STAMP)
 
 format: $(STAMP)
 	$(BIN)/ruff format pipeline stages tests bench
-
-bench: $(STAMP)
-	$(BIN)/python -m bench.run_all
 
 results: $(STAMP)
 	$(BIN)/python bench/results.py
