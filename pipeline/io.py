@@ -8,13 +8,17 @@ complete (readers and DVC only ever see the final name).
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
+import logging
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 TMP_MARK = ".tmp-"
 
@@ -32,6 +36,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
     tmp = tmp_name(path)
     try:
         yield tmp
@@ -49,6 +54,38 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def remove_stale_temporaries(path: str | Path) -> list[Path]:
+    """Remove the temporaries of ``path`` whose writing process is gone (killed mid-write).
+
+    A killed stage leaves ``<name>.tmp-<pid>-<id>`` beside ``path``; inside a directory
+    output (``data/train/``) DVC would otherwise hash and cache it with the output.
+    Temporaries of running processes (a concurrent writer) are left alone.
+    """
+    path = Path(path)
+    removed = []
+    for stale in path.parent.glob(f"{glob.escape(path.name)}{TMP_MARK}*"):
+        pid = stale.name[len(path.name) + len(TMP_MARK) :].split("-")[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        log.warning("removing %s, left by an interrupted run", stale)
+        if stale.is_dir() and not stale.is_symlink():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
+        removed.append(stale)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def write_json(path: str | Path, data: Any) -> None:

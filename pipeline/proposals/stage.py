@@ -129,8 +129,10 @@ def mine(
         "data": to_dict(params.data),
     }
     metrics: dict[str, Any] = {"method": method, "dataset": params.dataset, "splits": {}}
-    for split in splits:
-        dataset = open_split(params, split, stage=stage_name)
+    # Open (and check) every split before writing any: too many bad items in the last
+    # split must not leave the first split's file behind.
+    datasets = {split: open_split(params, split, stage=stage_name) for split in splits}
+    for split, dataset in datasets.items():
         log.info(
             "%s: %s on %s/%s (%d images)", stage_name, method, params.dataset, split, len(dataset)
         )
