@@ -105,6 +105,36 @@ def test_stage_writes_model_plots_and_metrics(tmp_path, scope, trunk_cache, sour
     assert more["resumed_from_epoch"] == 2 and more["epochs"] == 3
 
 
+def test_model_file_content_is_identical_across_runs_and_resumes(tmp_path):
+    """Same seed, same model.pt content (every tensor and every metadata value; no
+    wall-clock times). The bytes still differ: torch.save writes a random
+    serialization id into each file."""
+    import shutil
+
+    def content(path):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+    def same(a, b):
+        if isinstance(a, dict):
+            return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, list):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, torch.Tensor):
+            return torch.equal(a, b)
+        return a == b
+
+    params = _params(tmp_path, "fc")
+    _prepare(tmp_path, params, True)
+    stage(params)
+    first = content(tmp_path / "train" / "model.pt")
+    assert all("seconds" not in r for r in first["history"])
+    stage(params)  # resumes from the final checkpoint, rewrites model.pt
+    assert same(content(tmp_path / "train" / "model.pt"), first)
+    shutil.rmtree(tmp_path / "train")
+    stage(params)  # from scratch
+    assert same(content(tmp_path / "train" / "model.pt"), first)
+
+
 def test_stage_refuses_targets_of_another_configuration(tmp_path):
     params = _params(tmp_path, "fc")
     _prepare(tmp_path, params)

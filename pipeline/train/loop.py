@@ -623,8 +623,11 @@ def stage(params) -> dict:
             "dataset": params.dataset,
             "proposal": params.proposal,
         }
+        # no wall-clock times in model.pt: a resumed run must write the same bytes, or
+        # DVC reruns classify and detect for nothing
+        history = [{k: v for k, v in r.items() if k != "seconds"} for r in result.history]
         save_trained(out_dir / "model.pt", result.model.cpu(), bb, scope, config, provenance,
-                     result.history)  # fmt: skip
+                     history)  # fmt: skip
         plots = Path(params.paths.plots)
         write_history(result.history, plots / "train_loss.csv", plots / "train_loss.png",
                       result.extra["test_target_variance"])  # fmt: skip
