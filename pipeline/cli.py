@@ -52,12 +52,23 @@ def inspect(path: Path, stats: bool) -> None:
 @click.argument("image_id")
 @click.option("--split", default="train", show_default=True)
 @click.option("--params", default="params.yaml", show_default=True, type=click.Path())
-@click.option("--proposals", "proposals_file", type=click.Path(path_type=Path), default=None,
-              help="also draw the boxes of this proposals HDF5 file for the image")
-@click.option("-o", "--out", type=click.Path(path_type=Path), default=None,
-              help="output PNG (default: <image_id>.png)")
-def show(image_id: str, split: str, params: str, proposals_file: Path | None,
-         out: Path | None) -> None:
+@click.option(
+    "--proposals",
+    "proposals_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="also draw the boxes of this proposals HDF5 file for the image",
+)
+@click.option(
+    "-o",
+    "--out",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="output PNG (default: <image_id>.png)",
+)
+def show(
+    image_id: str, split: str, params: str, proposals_file: Path | None, out: Path | None
+) -> None:
     """Render an image with its ground-truth boxes (and proposals) to PNG."""
     from pipeline.config import load_params
     from pipeline.data.voc import open_split

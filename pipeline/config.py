@@ -91,7 +91,9 @@ def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
                 return _coerce(arg, value, key, meta)
             except ConfigError as err:
                 errors.append(str(err))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches no allowed type")
+        if len(errors) == 1:
+            raise ConfigError(errors[0])
+        raise ConfigError(f"{key}: {value!r} matches no allowed type")
     if origin is tuple:
         args = get_args(tp)
         if not isinstance(value, list | tuple):
@@ -100,7 +102,8 @@ def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
             return tuple(_coerce(args[0], v, f"{key}[{i}]", meta) for i, v in enumerate(value))
         if len(args) != len(value):
             raise ConfigError(f"{key}: {value!r} must have exactly {len(args)} items")
-        return tuple(_coerce(a, v, f"{key}[{i}]", meta) for i, (a, v) in enumerate(zip(args, value)))
+        pairs = enumerate(zip(args, value, strict=True))
+        return tuple(_coerce(a, v, f"{key}[{i}]", meta) for i, (a, v) in pairs)
     if dataclasses.is_dataclass(tp):
         return build(tp, value, key)
     if tp is bool:
@@ -144,7 +147,8 @@ def build(cls: type[T], data: Any, where: str = "") -> T:
     for key in data:
         if key not in fields:
             allowed = ", ".join(sorted(fields))
-            raise ConfigError(f"{label + '.' if where else ''}{key}: unknown key; allowed: {allowed}")
+            prefix = f"{label}." if where else ""
+            raise ConfigError(f"{prefix}{key}: unknown key; allowed: {allowed}")
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for name, f in fields.items():

@@ -14,7 +14,7 @@ def seed_everything(seed: int, deterministic: bool = True) -> np.random.Generato
     With ``deterministic`` the CPU path gives identical outputs for the same seed.
     """
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - libraries that use the legacy global RNG
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
     try:
         import torch

@@ -21,8 +21,12 @@ def test_inspect_h5_shows_shapes_dtypes_attrs_and_stats(tmp_path):
     path = tmp_path / "f.h5"
     with h5py.File(path, "w") as fh:
         fh.attrs["backbone"] = "efficientnet_lite0"
-        fh.create_dataset("features", data=np.array([[0.0, 1.0], [0.0, 3.0]], np.float32),
-                          compression="gzip", chunks=(1, 2))
+        fh.create_dataset(
+            "features",
+            data=np.array([[0.0, 1.0], [0.0, 3.0]], np.float32),
+            compression="gzip",
+            chunks=(1, 2),
+        )
     out = CliRunner().invoke(main, ["inspect", str(path)])
     assert out.exit_code == 0, out.output
     assert "@backbone = efficientnet_lite0" in out.output

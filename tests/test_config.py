@@ -28,7 +28,10 @@ def test_repo_params_validate():
 @pytest.mark.parametrize(
     "patch, message",
     [
-        ({"proposal": "selective"}, "proposal: 'selective' is not a valid choice; allowed: edgebox"),
+        (
+            {"proposal": "selective"},
+            "proposal: 'selective' is not a valid choice; allowed: edgebox",
+        ),
         ({"train": {"lr": -1.0}}, "train.lr: -1.0 is out of range; allowed: > 0"),
         ({"train": {"epochs": "ten"}}, "train.epochs: 'ten' is not an integer"),
         ({"train": {"lr_typo": 1}}, "train.lr_typo: unknown key; allowed:"),

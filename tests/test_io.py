@@ -57,5 +57,5 @@ def test_skip_policy_counts_and_fails_above_threshold():
 
 def test_skip_policy_fail_mode_raises_first_error():
     policy = SkipPolicy(on_error="fail")
-    with pytest.raises(DataError, match="a.jpg: corrupt"):
+    with pytest.raises(DataError, match=r"a\.jpg: corrupt"):
         policy.handle(DataError("a.jpg", "corrupt"))

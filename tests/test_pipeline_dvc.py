@@ -29,12 +29,29 @@ TINY = {
     "targets": {"batch_size": 32, "workers": 0},
     "train": {"epochs": 2, "batch_size": 16},
     "classify": {"costs": [0.1, 1.0], "cv_folds": 2, "max_context_pairs": 200},
-    "detect": {"iterations": 4, "lr_step": 3, "rois_per_image": 8, "min_size": 64,
-               "max_size": 128, "n_examples": 1},
-    "synthetic": {"n_square": 12, "n_triangle": 12, "n_black": 8, "n_test": 10,
-                  "canvas_size": 128, "min_size": 16, "max_size": 28, "axis_tolerance": 16,
-                  "input_size": 32, "hidden": 32, "epochs": 2, "pixel_size": 8,
-                  "recon_epochs": [1, 2]},
+    "detect": {
+        "iterations": 4,
+        "lr_step": 3,
+        "rois_per_image": 8,
+        "min_size": 64,
+        "max_size": 128,
+        "n_examples": 1,
+    },
+    "synthetic": {
+        "n_square": 12,
+        "n_triangle": 12,
+        "n_black": 8,
+        "n_test": 10,
+        "canvas_size": 128,
+        "min_size": 16,
+        "max_size": 28,
+        "axis_tolerance": 16,
+        "input_size": 32,
+        "hidden": 32,
+        "epochs": 2,
+        "pixel_size": 8,
+        "recon_epochs": [1, 2],
+    },
 }
 
 
@@ -64,8 +81,9 @@ def make_repo(dest: Path, params: dict) -> Path:
         if (ROOT / name).exists():
             shutil.copy(ROOT / name, dest / name)
     shutil.copytree(ROOT / "stages", dest / "stages")
-    shutil.copytree(ROOT / "pipeline", dest / "pipeline",
-                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(
+        ROOT / "pipeline", dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
+    )
     (dest / ".dvc").mkdir()
     shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -80,10 +98,13 @@ def git(cwd: Path, *args: str) -> None:
 
 
 def dvc(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(cwd)}
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd)}
     return subprocess.run(
-        [str(BIN / "dvc"), *args], cwd=cwd, env=env, capture_output=True, text=True,
+        [str(BIN / "dvc"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
         timeout=timeout,
     )
 

@@ -118,7 +118,7 @@ def test_model_file_content_is_identical_across_runs_and_resumes(tmp_path):
         if isinstance(a, dict):
             return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
         if isinstance(a, list):
-            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
         if isinstance(a, torch.Tensor):
             return torch.equal(a, b)
         return a == b
