@@ -40,3 +40,33 @@ def render_boxes(
     with atomic_path(out) as tmp:
         canvas.save(tmp, format="PNG")
     return out
+
+
+def render_pair(ds: VOCDataset, pairs_file: Path, index: int, out: Path, scale: int = 2) -> Path:
+    """Draw pair ``index`` of a pairs manifest: the top patch i (the target) in red, the
+    bottom patch j (the input) in green, and the offset o_ij = b_i - b_j as an arrow from
+    the centre of j to the centre of i, enlarged ``scale`` times for legibility."""
+    from pipeline.pairs.manifest import read_manifest
+
+    m = read_manifest(pairs_file)
+    if not 0 <= index < len(m.top):
+        raise DataError(pairs_file, f"pair {index} does not exist; allowed: 0..{len(m.top) - 1}")
+    i, j = int(m.top[index]), int(m.bottom[index])
+    image_id = m.image_ids[int(m.patch_image[i])]
+    canvas = Image.fromarray(ds.load_image(ds.by_id(image_id)))
+    canvas = canvas.resize((canvas.width * scale, canvas.height * scale), Image.NEAREST)
+    draw = ImageDraw.Draw(canvas)
+    top, bottom = m.patch_box[i] * scale, m.patch_box[j] * scale  # (4,) each
+    draw.rectangle([float(v) for v in top], outline=(255, 0, 0), width=2)
+    draw.rectangle([float(v) for v in bottom], outline=(0, 255, 0), width=2)
+    ci = ((top[0] + top[2]) / 2, (top[1] + top[3]) / 2)
+    cj = ((bottom[0] + bottom[2]) / 2, (bottom[1] + bottom[3]) / 2)
+    draw.line([cj, ci], fill=(255, 255, 0), width=2)
+    draw.ellipse([ci[0] - 3, ci[1] - 3, ci[0] + 3, ci[1] + 3], fill=(255, 255, 0))
+    offset = " ".join(f"{v:+.2f}" for v in m.offset[index])
+    draw.text((4, 4), f"{image_id} pair {index}: top {i} (red) <- bottom {j} (green)",
+              fill=(255, 255, 255))  # fmt: skip
+    draw.text((4, 16), f"o_ij = {offset}", fill=(255, 255, 255))
+    with atomic_path(out) as tmp:
+        canvas.save(tmp, format="PNG")
+    return out

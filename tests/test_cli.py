@@ -73,3 +73,36 @@ def test_show_unknown_image_is_a_clear_error(tiny_voc, tmp_path):
     out = CliRunner().invoke(main, ["show", "nope", "--params", str(params)])
     assert out.exit_code != 0
     assert "nope" in out.output
+
+
+def test_show_pairs_draws_both_boxes_and_the_offset(tiny_voc, tmp_path):
+    import yaml
+    from PIL import Image
+
+    from pipeline.pairs.manifest import pair_offsets
+
+    boxes = np.array([[10, 10, 40, 40], [50, 20, 90, 60]], np.float32)  # (2, 4) in 000000
+    pairs = tmp_path / "train.h5"
+    with h5py.File(pairs, "w") as fh:
+        fh.attrs["split"] = "train"
+        fh.create_dataset("image_ids", data=["000000"], dtype=h5py.string_dtype())
+        fh.create_dataset("image_sizes", data=np.array([[96, 96]], np.int32))
+        fh.create_dataset("patches/image_index", data=np.zeros(2, np.int32))
+        fh.create_dataset("patches/box", data=boxes)
+        fh.create_dataset("pairs/top", data=np.array([0], np.int64))
+        fh.create_dataset("pairs/bottom", data=np.array([1], np.int64))
+        offset = pair_offsets(boxes[[0]], boxes[[1]], 96, 96, "image")
+        fh.create_dataset("pairs/offset", data=np.asarray(offset, np.float32).reshape(1, 8))
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"scenes_root": str(tmp_path / "scenes")}}))
+    out_png = tmp_path / "pair.png"
+    args = ["show", "pairs", str(pairs), "--params", str(params), "-o", str(out_png)]
+    out = CliRunner().invoke(main, args)
+    assert out.exit_code == 0, out.output
+    im = np.asarray(Image.open(out_png).convert("RGB"))
+    assert im.shape == (192, 192, 3)  # drawn at twice the size
+    assert (im[20:80, 20] == [255, 0, 0]).all(axis=1).any()  # top box, red, left edge
+    assert (im[40:120, 100] == [0, 255, 0]).all(axis=1).any()  # bottom box, green
+    assert ((im == [255, 255, 0]).all(axis=2)).sum() > 30  # the offset arrow
+    bad = CliRunner().invoke(main, [*args[:3], "--index", "5", "--params", str(params)])
+    assert bad.exit_code != 0 and "pair 5 does not exist; allowed: 0..0" in bad.output
