@@ -32,13 +32,13 @@ import torch
 
 from pipeline.config import to_dict
 from pipeline.data.voc import VOCDataset, open_split
+from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.evaluate.features import (
     Extractor,
     ObjectTable,
     cached_features,
     original_extractor,
-    resolve_device,
 )
 from pipeline.evaluate.svm import l2_normalize, train_and_test, train_multiclass
 from pipeline.io import atomic_path
@@ -249,7 +249,7 @@ def run_classify(params) -> dict:
     """Extract (or reuse) features, run the SVM protocol and the context experiment."""
     cfg = params.classify
     rng = seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "classify.device")
     cache_dir = Path(params.paths.classify)
     params_json = json.dumps(
         {"classify": to_dict(cfg), "backbone": params.backbone, "network": to_dict(params.network)}

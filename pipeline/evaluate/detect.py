@@ -34,6 +34,7 @@ from torch import nn
 
 from pipeline.config import ConfigError, to_dict
 from pipeline.data.voc import VOCDataset, open_split
+from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.evaluate.config import DetectConfig
 from pipeline.evaluate.detection_ap import GroundTruth, evaluate_detections
@@ -54,12 +55,6 @@ log = logging.getLogger(__name__)
 
 NETWORKS = ("original", "scn")
 PLOT_NAME = "detect_examples.png"
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 def schedule(cfg: DetectConfig) -> TrainConfig:
@@ -286,7 +281,7 @@ def run_detect(params, backbones: dict[str, object] | None = None) -> dict:
     """
     cfg: DetectConfig = params.detect
     seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, "detect.device")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     split_train, split_test = params.data.eval_train_split, params.data.eval_test_split

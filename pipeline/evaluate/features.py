@@ -282,12 +282,6 @@ def cached_features(
     return arrays
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 def original_extractor(backbone, device: torch.device) -> Extractor:
     """Extractor of a built :class:`pipeline.backbones.Backbone` (the original network)."""
     backbone.model.to(device)

@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from pipeline.backbones.preprocess import crop_resize, normalize
 from pipeline.config import ConfigError, to_dict
+from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.io import TMP_MARK, atomic_path
 from pipeline.provenance import code_version, sha256_file
@@ -204,16 +205,6 @@ def batches(loader: DataLoader, batch_size: int) -> Iterator[tuple[np.ndarray, t
 # --------------------------------------------------------------------------- writing
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(
-            f"targets.device: {device!r} but no CUDA device is available; allowed here: auto, cpu"
-        )
-    return torch.device(device)
-
-
 def _dataset(
     fh: h5py.File, name: str, rows: int, shape: tuple[int, ...], dtype: str, compression: str
 ) -> h5py.Dataset:
@@ -335,7 +326,7 @@ def build_targets(
 ) -> dict[str, Any]:
     """Write the target cache of ``patches`` to ``out`` (atomically); return its metrics."""
     out = Path(out)
-    dev = resolve_device(device)
+    dev = resolve_device(device, "targets.device")
     trunk, head = bb.split(scope)
     trunk, head = trunk.to(dev).eval(), head.to(dev).eval().requires_grad_(False)
     store_trunk = trunk_cache and scope != "all"

@@ -38,6 +38,7 @@ from torch.utils.data import BatchSampler, DataLoader, DistributedSampler
 from tqdm import tqdm
 
 from pipeline.config import ConfigError, to_dict
+from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.io import atomic_path
 from pipeline.models.context import assert_frozen, scn_loss
@@ -82,25 +83,13 @@ def dist_info() -> DistInfo:
     return DistInfo()
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: cuda:<local_rank> when a GPU is present, else the CPU."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"train.device: {name!r} but no GPU is visible; allowed: auto, cpu")
-        if name == "cuda":
-            name = f"cuda:{local_rank % torch.cuda.device_count()}"
-    return torch.device(name)
-
-
 def init_distributed_from_env(device_name: str) -> DistInfo:
     """Join the process group that ``torchrun`` describes (``WORLD_SIZE`` > 1), else none."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1 or (dist.is_available() and dist.is_initialized()):
         return dist_info()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_name, local_rank)
+    device = resolve_device(device_name, "train.device", local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
@@ -282,7 +271,7 @@ def fit(
     sees each history record.
     """
     info = dist_info()
-    device = resolve_device(cfg.device, info.local_rank)
+    device = resolve_device(cfg.device, "train.device", info.local_rank)
     if cfg.batch_size % info.world_size:
         raise ConfigError(
             f"train.batch_size: {cfg.batch_size} is not divisible by the {info.world_size} "

@@ -1,0 +1,28 @@
+"""One rule for the ``device`` parameters of every stage."""
+
+from __future__ import annotations
+
+import torch
+
+from pipeline.config import ConfigError
+
+
+def resolve_device(name: str, key: str = "device", local_rank: int = 0) -> torch.device:
+    """``auto``: a GPU when one is visible, else the CPU; ``cpu``; ``cuda``; ``cuda:N``.
+
+    ``cuda`` means ``cuda:<local_rank>`` (one GPU per DDP process). A CUDA device that is
+    not there, or a name torch does not know, is a :class:`ConfigError` naming ``key``.
+    """
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"{key}: {name!r} but no GPU is visible; allowed here: auto, cpu")
+        if name == "cuda":
+            name = f"cuda:{local_rank % torch.cuda.device_count()}"
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ConfigError(
+            f"{key}: {name!r} is not a device; allowed: auto, cpu, cuda, cuda:N"
+        ) from None
