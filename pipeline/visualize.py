@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import h5py
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -14,14 +13,13 @@ from pipeline.io import atomic_path
 
 
 def proposals_for(path: Path, image_id: str) -> np.ndarray:
-    """(K, 4) boxes of ``image_id`` from a proposals HDF5 file (CSR layout)."""
-    with h5py.File(path, "r") as fh:
-        ids = [s.decode() if isinstance(s, bytes) else s for s in fh["image_ids"][:]]
-        if image_id not in ids:
-            raise DataError(path, f"image {image_id!r} has no proposals in this file")
-        i = ids.index(image_id)
-        start, stop = fh["offsets"][i], fh["offsets"][i + 1]
-        return fh["boxes"][start:stop]
+    """(K, 4) boxes of ``image_id`` from a proposals HDF5 file."""
+    from pipeline.proposals.store import read_proposals
+
+    props = read_proposals(path)
+    if image_id not in props.image_ids:
+        raise DataError(path, f"image {image_id!r} has no proposals in this file")
+    return props.boxes[props.image_ids.index(image_id)]
 
 
 def render_boxes(

@@ -106,3 +106,44 @@ def test_show_pairs_draws_both_boxes_and_the_offset(tiny_voc, tmp_path):
     assert ((im == [255, 255, 0]).all(axis=2)).sum() > 30  # the offset arrow
     bad = CliRunner().invoke(main, [*args[:3], "--index", "5", "--params", str(params)])
     assert bad.exit_code != 0 and "pair 5 does not exist; allowed: 0..0" in bad.output
+
+
+def test_show_draws_proposals_from_the_store(tiny_voc, tmp_path):
+    import yaml
+    from PIL import Image
+
+    from pipeline.proposals.base import ProposalSet
+    from pipeline.proposals.store import write_proposals
+
+    props_file = tmp_path / "train.h5"
+    boxes = [np.array([[5, 5, 60, 60]], np.float32), np.zeros((0, 4), np.float32)]
+    props = ProposalSet(
+        ["000000", "000001"],
+        np.array([[96, 96], [96, 96]], np.int32),
+        boxes,
+        [np.ones(1, np.float32), np.zeros(0, np.float32)],
+        provenance={"method": "edgebox"},
+    )
+    write_proposals(props_file, props, {"split": "train", "dataset": "scenes", "created_by": "t"})
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"data": {"scenes_root": str(tmp_path / "scenes")}}))
+    out_png = tmp_path / "p.png"
+    base = ["show", "000000", "--params", str(params), "--proposals", str(props_file)]
+    out = CliRunner().invoke(main, [*base, "-o", str(out_png)])
+    assert out.exit_code == 0, out.output
+    im = np.asarray(Image.open(out_png).convert("RGB"))
+    assert ((im == [255, 0, 0]).all(axis=2)).sum() > 20  # the proposal, in red
+    missing = CliRunner().invoke(
+        main,
+        [
+            "show",
+            "000004",
+            "--split",
+            "test",
+            "--params",
+            str(params),
+            "--proposals",
+            str(props_file),
+        ],
+    )
+    assert missing.exit_code != 0 and "has no proposals in this file" in missing.output
