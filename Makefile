@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONTRIB := opencv-contrib-python-headless==4.12.0.88
 
-.PHONY: install repro test test-fast lint format results clean-venv
+.PHONY: install repro test test-fast lint format results ablations clean-venv
 
 install: $(STAMP)
 
@@ -41,6 +41,9 @@ format: $(STAMP)
 
 results: $(STAMP)
 	$(BIN)/python bench/results.py
+
+ablations: $(STAMP)
+	$(BIN)/python bench/ablations.py
 
 clean-venv:
 	rm -rf $(VENV)

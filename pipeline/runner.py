@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -56,6 +57,23 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
 
 
+def peak_rss_mb() -> dict[str, float]:
+    """Peak resident memory so far, in MiB (Linux ``getrusage``; ``ru_maxrss`` is in KiB).
+
+    ``peak_rss_mb``: this process (the stage), from its start. ``children_peak_rss_mb``:
+    the largest single finished child process (DataLoader workers, the EdgeBoxes pool,
+    YOLO's trainer workers), not their sum: with ``workers: n`` the stage's whole tree
+    peaks below ``peak_rss_mb + n * children_peak_rss_mb``.
+    """
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # macOS reports bytes
+    return {
+        "peak_rss_mb": round(own / scale, 1),
+        "children_peak_rss_mb": round(children / scale, 1),
+    }
+
+
 def run_stage(name: str, params_path: str | Path = "params.yaml") -> dict:
     """Validate params, run stage ``name``, write ``metrics/<name>.json``; return metrics."""
     fn = stage_function(name)
@@ -65,7 +83,8 @@ def run_stage(name: str, params_path: str | Path = "params.yaml") -> dict:
     start = time.perf_counter()
     metrics = fn(params)
     if metrics is not None:
-        metrics = {"stage": name, "seconds": round(time.perf_counter() - start, 3), **metrics}
+        seconds = round(time.perf_counter() - start, 3)
+        metrics = {"stage": name, "seconds": seconds, **peak_rss_mb(), **metrics}
         write_json(Path(params.paths.metrics) / f"{name}.json", metrics)
     log.info("stage %s done in %.1fs", name, time.perf_counter() - start)
     return metrics or {}

@@ -278,6 +278,8 @@ def test_stage_writes_dataset_and_metrics(tmp_path, monkeypatch):
     assert saved["images"] == {"train": 3, "val": 1, "trainval": 4, "test": 2}
     assert saved["objects"] == sum(saved["objects_per_class"].values()) > 0
     assert saved["seconds"] >= 0 and metrics["stage"] == "scenes"
+    # peak memory of the stage process: at least the interpreter with numpy and torch loaded
+    assert 50 < saved["peak_rss_mb"] < 24 * 1024 and saved["children_peak_rss_mb"] >= 0
     p = build(Params, params)
     assert len(open_split(p, "test")) == 2
     # named VOC2007, the folder loads directly with torchvision

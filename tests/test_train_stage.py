@@ -74,6 +74,21 @@ def _prepare(tmp_path, params: Params, trunk_cache: bool = True) -> None:
                       trunk_cache=trunk_cache, batch_size=16, workers=0, device="cpu")  # fmt: skip
 
 
+def metrics_history(out) -> list[dict]:
+    return load_trained(out / "model.pt").config["history"]
+
+
+@pytest.mark.parametrize(("scope", "trunk_cache"), [("fc", True), ("fc", False)])
+def test_drift_is_zero_before_training_and_measured_against_the_cache(tmp_path, scope, trunk_cache):
+    """h1 of an untrained bottom stream is the cached representation of its patch: the
+    drift metric compares each held-out bottom patch with its own cache row."""
+    params = _params(tmp_path, scope, epochs=1, lr=1e-12)
+    _prepare(tmp_path, params, trunk_cache)
+    metrics = stage(params)
+    assert metrics["h1_drift"] < 1e-4
+    assert metrics["h1_norm_ratio"] == pytest.approx(1.0, abs=1e-4)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(("scope", "trunk_cache", "source"),
                          [("fc", True, "trunk"), ("all", False, "image")])  # fmt: skip
@@ -99,6 +114,10 @@ def test_stage_writes_model_plots_and_metrics(tmp_path, scope, trunk_cache, sour
     original = build_backbone("efficientnet_lite0", input_size=SIZE).features(x)
     assert trained.features(x).shape == original.shape
     assert not torch.allclose(trained.features(x), original)  # the bottom stream trained
+
+    # the bottom stream moved away from the network it started as, measured on held-out h1
+    assert metrics["h1_drift"] > 0 and metrics["h1_norm_ratio"] > 0
+    assert [r["h1_drift"] for r in rows] == [str(h["h1_drift"]) for h in metrics_history(out)]
 
     # resume: two more epochs continue the checkpoint instead of starting over
     more = stage(_params(tmp_path, scope, epochs=3))

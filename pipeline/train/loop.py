@@ -161,32 +161,56 @@ def evaluate(
     """Per-pair loss on every pair of ``ds`` (each process takes a shard; exact, no padding)
     and ``h3_var``: the total variance of h3 over the pairs (sum over dims of the variance
     across pairs; 0 when the context module predicts one constant, e.g. the mean target).
+
+    Also how far the bottom stream has moved from the network it started as, measured on
+    the bottom patches of the pairs against their cached ``features`` (the frozen top
+    stream's representation, i.e. h1 before training): ``h1_drift`` =
+    ||h1 - h1_0|| / ||h1_0|| and ``h1_norm_ratio`` = ||h1|| / ||h1_0|| (Frobenius norms
+    over the pairs; 0 and 1 at the start). NaN when the dimensions differ.
     """
     info = info or DistInfo()
     was_training = model.training
     model.eval()
     idx = np.arange(info.rank, len(ds), info.world_size)
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum, count)
+    # (||h1 - h1_0||^2, ||h1_0||^2, ||h1||^2) summed over the pairs
+    drift = torch.zeros(3, dtype=torch.float64, device=device)
     moments = None  # (2, D): sum of h3, sum of h3^2
+    features = ds._array("features")  # (P, D_T) frozen representation of every patch
+    comparable = features.shape[1] == model.context.v1.in_features
     for start in range(0, len(idx), EVAL_BATCH):
-        batch = ds[idx[start : start + EVAL_BATCH]]
+        rows = idx[start : start + EVAL_BATCH]
+        batch = ds[rows]
         x, target = batch["x"].to(device), batch["target"].to(device)  # (B, ...), (B, D)
         offset = batch["offset"].to(device)  # (B, 8)
         with _autocast(device, amp):
-            h3 = model(x, offset, from_trunk).float()  # (B, D)
+            h1 = model.bottom(x, from_trunk)  # (B, D)
+            h3 = model.context(h1, offset).float()  # (B, D_T)
         total[0] += scn_loss(h3, target, "sum").double()
         total[1] += len(x)
+        if comparable:
+            h1 = h1.double()  # (B, D)
+            h1_0 = torch.from_numpy(ds._rows(features, ds.bottom[rows])).to(device).double()
+            drift += torch.stack([(h1 - h1_0).pow(2).sum(), h1_0.pow(2).sum(), h1.pow(2).sum()])
         h3 = h3.double()  # (B, D)
         m = torch.stack([h3.sum(0), h3.pow(2).sum(0)])  # (2, D)
         moments = m if moments is None else moments + m
     if info.enabled:
         dist.all_reduce(total)
         dist.all_reduce(moments)
+        dist.all_reduce(drift)
     model.train(was_training)
     n = total[1].clamp(min=1)
     mean = moments[0] / n  # (D,)
     h3_var = float((moments[1] / n - mean.pow(2)).clamp(min=0).sum())
-    return {"loss": float(total[0] / n), "h3_var": h3_var}
+    nan = float("nan")
+    ok = comparable and float(drift[1]) > 0
+    return {
+        "loss": float(total[0] / n),
+        "h3_var": h3_var,
+        "h1_drift": float((drift[0] / drift[1]).sqrt()) if ok else nan,
+        "h1_norm_ratio": float((drift[2] / drift[1]).sqrt()) if ok else nan,
+    }
 
 
 def target_variance(ds: PairDataset, center: np.ndarray | None = None) -> tuple[float, np.ndarray]:
@@ -401,19 +425,24 @@ def fit(
             "test_explained": 1.0 - test_loss / test_var if test_var > 0 else float("nan"),
             # std of h3 over the test pairs relative to the targets' (0: a constant h3)
             "h3_spread": float(np.sqrt(test["h3_var"] / test_var)) if test_var > 0 else 0.0,
+            # how far h1 of the held-out bottom patches moved from the original network's
+            "h1_drift": test["h1_drift"],
+            "h1_norm_ratio": test["h1_norm_ratio"],
             "lr": lr,
             "seconds": round(seconds, 3),
         }
         history.append(record)
         log.info(
             "epoch %d/%d: train %.4g, test %.4g (%.1f%% of the variance explained), h3 "
-            "spread %.3g, lr %.3g, %.0f pairs/s",
+            "spread %.3g, h1 drift %.3g (norm x%.3g), lr %.3g, %.0f pairs/s",
             epoch + 1,
             cfg.epochs,
             train_loss,
             test_loss,
             100 * record["test_explained"],
             record["h3_spread"],
+            record["h1_drift"],
+            record["h1_norm_ratio"],
             lr,
             float(total[1]) / max(seconds, 1e-9),
         )
@@ -468,7 +497,8 @@ def write_history(
     ``baseline``: the variance of the test targets (the loss of predicting their mean),
     drawn as a horizontal line.
     """
-    fields = ["epoch", "train_loss", "test_loss", "test_explained", "h3_spread", "lr", "seconds"]
+    fields = ["epoch", "train_loss", "test_loss", "test_explained", "h3_spread", "h1_drift",
+              "h1_norm_ratio", "lr", "seconds"]  # fmt: skip
     with atomic_path(csv_path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=fields)
         writer.writeheader()
@@ -628,6 +658,9 @@ def stage(params) -> dict:
             "test_target_variance": result.extra["test_target_variance"],
             "test_explained": last["test_explained"],
             "h3_spread": last["h3_spread"],
+            # held-out h1 against the original's: ||h1 - h1_0|| / ||h1_0||, ||h1|| / ||h1_0||
+            "h1_drift": last["h1_drift"],
+            "h1_norm_ratio": last["h1_norm_ratio"],
             "epochs": last["epoch"],
             "resumed_from_epoch": result.resumed_epoch,
             "pairs_per_s": round(result.pairs_per_s, 1),

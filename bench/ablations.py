@@ -1,0 +1,276 @@
+"""Ablations behind RESULTS.md's analysis: named DVC experiments, one table, ABLATIONS.md.
+
+    .venv/bin/python bench/ablations.py                       # the built-in list below
+    .venv/bin/python bench/ablations.py --only default,detect-lr-0.001
+    .venv/bin/python bench/ablations.py --variant "mine:train.epochs=6,detect.lr=0.002"
+
+Each variant is ``dvc exp run --name ablation-<name> -S k=v ...`` in the repository's
+workspace, one after the other (stages whose inputs did not change are skipped or
+restored from DVC's run cache, so a variant that only changes ``detect.*`` reruns only
+``detect``). Every experiment's params and metrics are read back with ``dvc exp show
+--json`` and written to ABLATIONS.md: per variant the params it changed, the SCN
+objective on the held-out pairs (share of the target variance explained), how far the
+bottom stream moved from the original network (``h1_drift``, ``h1_norm_ratio`` of
+``metrics/train.json``), the linear-SVM mAP (Obj, Img) and the context accuracy, and
+Fast R-CNN's mAP and first-iterations loss for the original and the SCN backbone. The
+original network's numbers are in every row: they only change with the evaluation
+params, which a variant may change too. The workspace's params.yaml is written back at
+the end, byte for byte (as ``bench/results.py`` does).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import hashlib
+import importlib.util
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pipeline.io import atomic_path  # noqa: E402
+
+log = logging.getLogger("bench.ablations")
+
+
+def _load_results():
+    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "bench" / "results.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+results = _load_results()
+
+# name -> (params overrides, the question it answers)
+VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
+    "default": ((), "the committed params.yaml (EdgeBox)"),
+    "detect-lr-0.001": (
+        ("detect.lr=0.001",),
+        "is the detection drop the Fast R-CNN lr (tuned on the original backbone)?",
+    ),
+    "bbox": (("proposal=bbox",), "the mechanism whose detection collapses"),
+    "bbox-detect-lr-0.001": (("proposal=bbox", "detect.lr=0.001"), "the same lr check for BBox"),
+    "train-lr-1.6e-6": (
+        ("train.lr=1.6e-6",),
+        "a 10x smaller SCN lr: less drift of h1; better or worse features?",
+    ),
+    "bbox-train-lr-1.6e-6": (
+        ("proposal=bbox", "train.lr=1.6e-6"),
+        "the smaller SCN lr with BBox",
+    ),
+    "no-offset": (
+        ("train.use_offset=false",),
+        "without the offset input (the paper's Figure 3 ablation on real patches)",
+    ),
+}
+
+
+@dataclass
+class Variant:
+    name: str
+    overrides: list[str]
+    question: str = ""
+    run: object = None  # results.Run
+    extra: dict = field(default_factory=dict)
+
+
+def parse_variant(text: str) -> Variant:
+    """``NAME:KEY=VALUE,KEY=VALUE`` (no overrides: ``NAME:``)."""
+    name, sep, rest = text.partition(":")
+    name = name.strip()
+    if not sep or not name or any(c in name for c in " /\\"):
+        raise ValueError(f"--variant: {text!r}; allowed: NAME:KEY=VALUE[,KEY=VALUE...]")
+    sets = [s.strip() for s in rest.split(",") if s.strip()]
+    for s in sets:
+        if "=" not in s or not s.split("=", 1)[0].strip():
+            raise ValueError(f"--variant {name}: {s!r} is not KEY=VALUE")
+    return Variant(name, sets, "given on the command line")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    builtin = ", ".join(VARIANTS)
+    ap.add_argument("--only", default=None, help=f"comma-separated built-in variants: {builtin}")
+    ap.add_argument("--variant", action="append", default=[], metavar="NAME:K=V,K=V",
+                    help="your own variant (repeatable); replaces the built-in ones")  # fmt: skip
+    ap.add_argument("--repo", type=Path, default=ROOT, help="the git + DVC repository")
+    ap.add_argument("--output", type=Path, default=None, help="default: <repo>/ABLATIONS.md")
+    ap.add_argument("--prefix", default="ablation", help="experiment names: <prefix>-<name>")
+    args = ap.parse_args(argv)
+    try:
+        if args.variant:
+            variants = [parse_variant(v) for v in args.variant]
+        else:
+            names = list(VARIANTS) if args.only is None else [
+                n.strip() for n in args.only.split(",") if n.strip()]  # fmt: skip
+            bad = [n for n in names if n not in VARIANTS]
+            if bad or not names:
+                raise ValueError(f"--only: {args.only!r}; allowed: {', '.join(VARIANTS)}")
+            variants = [Variant(n, list(VARIANTS[n][0]), VARIANTS[n][1]) for n in names]
+    except ValueError as err:
+        ap.error(str(err))
+    if len({v.name for v in variants}) != len(variants):
+        ap.error("variant names must be distinct")
+    args.variants = variants
+    return args
+
+
+# --------------------------------------------------------------------------- table
+
+G = results.get
+
+
+def _f(x, fmt="{:.2f}", scale=1.0) -> str:
+    return "—" if x is None else fmt.format(x * scale)
+
+
+def row(v: Variant) -> list[str]:
+    m = v.run.metrics if v.run is not None else {}
+    cls, det, tr = m.get("classify", {}), m.get("detect", {}), m.get("train", {})
+    status = v.run.status if v.run is not None else "not run"
+    return [
+        f"`{v.name}`",
+        ", ".join(f"`{s}`" for s in v.overrides) or "none",
+        status,
+        _f(G(tr, "test_explained"), "{:.1f}", 100),
+        _f(G(tr, "h1_drift")),
+        _f(G(tr, "h1_norm_ratio")),
+        f"{_f(G(cls, 'obj', 'original', 'map'), scale=100)} / "
+        f"{_f(G(cls, 'obj', 'scn', 'map'), scale=100)}",
+        f"{_f(G(cls, 'img', 'original', 'map'), scale=100)} / "
+        f"{_f(G(cls, 'img', 'scn', 'map'), scale=100)}",
+        _f(G(cls, "context", "context", "accuracy"), scale=100),
+        f"{_f(G(det, 'original', 'map'), scale=100)} / {_f(G(det, 'scn', 'map'), scale=100)}",
+        f"{_f(G(det, 'original', 'loss_first'))} / {_f(G(det, 'scn', 'loss_first'))}",
+    ]
+
+
+HEADER = ["variant", "params changed", "status", "SCN held-out explained (%)", "h1 drift",
+          "h1 norm ratio", "Obj mAP original / SCN", "Img mAP original / SCN",
+          "context acc. (h3 only)", "detection mAP original / SCN",
+          "detection loss, first 10% of iterations, original / SCN"]  # fmt: skip
+
+
+def render(variants: list[Variant], context: dict) -> str:
+    dirty = context["dirty"]
+    tree = f" with uncommitted changes to {', '.join(dirty)}" if dirty else "; clean working tree"
+    lines = [
+        "# Ablations",
+        "",
+        f"Generated {context['generated']} by `{context['command']}` ({context['dvc_version']})"
+        f" on git commit `{context['commit']}`{tree}. "
+        f"Base params: the commit's params.yaml (SHA-256 `{context['base_sha256'][:16]}`); "
+        "each variant changes only the params listed. Percent, two decimals; the metrics "
+        "keys are those of `metrics/train.json`, `metrics/classify.json` and "
+        "`metrics/detect.json`.",
+        "",
+        "- SCN held-out explained: `train.test_explained`, 1 - held-out SCN loss / variance "
+        "of the held-out targets.",
+        "- h1 drift: `train.h1_drift` = ||h1 - h1_0|| / ||h1_0|| over the held-out bottom "
+        "patches (h1_0: the original network's representation); h1 norm ratio: "
+        "||h1|| / ||h1_0||.",
+        "- context acc.: a linear SVM predicting the top object's class from h3 alone "
+        "(Table 1's middle column).",
+        "",
+        *results.table(HEADER, [row(v) for v in variants]),
+        "",
+        "| variant | question | experiment commit | seconds |",
+        "| --- | --- | --- | --- |",
+    ]
+    for v in variants:
+        r = v.run
+        rev = f"`{r.rev[:12]}`" if r is not None and r.rev else "—"
+        secs = _f(r.seconds, "{:.0f}") if r is not None else "—"
+        lines.append(f"| `{v.name}` | {v.question} | {rev} | {secs} |")
+    failed = [v for v in variants if v.run is not None and v.run.status != "ok"]
+    for v in failed:
+        lines += ["", f"`{v.name}` failed:", "", "```", (v.run.error or "")[-1500:], "```"]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    args = parse_args(argv)
+    repo = results.Repo(args.repo.resolve())
+    output = (args.output or repo.root / "ABLATIONS.md").resolve()
+    if repo.git("rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
+        raise SystemExit(f"{repo.root}: dvc exp run needs a git repository with a commit")
+    commit = repo.git("rev-parse", "HEAD").stdout.strip()
+    dirty = [line[3:] for line in repo.git("status", "--porcelain", "-uno").stdout.splitlines()]
+    base_text = repo.git("show", "HEAD:params.yaml").stdout
+    params_path = repo.root / "params.yaml"
+    workspace_bytes = params_path.read_bytes()
+    existing = results.exp_show(repo)
+    try:
+        for v in args.variants:
+            v.run = results.Run(mechanism="", name=f"{args.prefix}-{v.name}")
+            if v.run.name in existing:
+                log.warning("replacing the existing experiment %s of %s", v.run.name, commit[:12])
+                repo.dvc("exp", "remove", v.run.name)
+            run_variant(repo, v)
+    finally:
+        if params_path.read_bytes() != workspace_bytes:
+            with atomic_path(params_path) as tmp:
+                tmp.write_bytes(workspace_bytes)
+            log.info("params.yaml written back; data/, metrics/ and dvc.lock hold the last "
+                     "variant (%s)", args.variants[-1].name)  # fmt: skip
+    shown = results.exp_show(repo)
+    for v in args.variants:
+        if v.run.status != "ok":
+            continue
+        if v.run.name not in shown:
+            v.run.status, v.run.error = "failed", "dvc exp show lists no experiment of this name"
+            continue
+        v.run.rev = shown[v.run.name]["rev"]
+        v.run.params = shown[v.run.name]["params"]
+        v.run.metrics = shown[v.run.name]["metrics"]
+    context = {
+        "commit": commit,
+        "dirty": dirty,
+        "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["bench/ablations.py", *(argv if argv is not None else sys.argv[1:])]),
+        "dvc_version": repo.dvc("--version").stdout.strip(),
+        "base_sha256": hashlib.sha256(base_text.encode()).hexdigest(),
+        "base_params": yaml.safe_load(base_text) or {},
+    }
+    with atomic_path(output) as tmp:
+        tmp.write_text(render(args.variants, context))
+    log.info("wrote %s", output)
+    return 0 if all(v.run.status == "ok" for v in args.variants) else 1
+
+
+def run_variant(repo, v: Variant) -> None:
+    """``dvc exp run --name <prefix>-<name> -S ...``; the outcome goes to ``v.run``."""
+    import time
+
+    run = v.run
+    run.overrides = list(v.overrides)
+    cmd = ["exp", "run", "--name", run.name]
+    for s in v.overrides:
+        cmd += ["-S", s]
+    log.info("dvc %s", " ".join(cmd))
+    t0 = time.perf_counter()
+    proc = repo.dvc(*cmd, check=False)
+    run.seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        run.status = "failed"
+        run.error = (proc.stdout[-1500:] + "\n" + proc.stderr[-2500:]).strip()
+        log.error("variant %s failed after %.0f s:\n%s", v.name, run.seconds, run.error)
+    else:
+        run.status = "ok"
+        log.info("variant %s done in %.0f s", v.name, run.seconds)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,58 @@
+"""bench/ablations.py: variant parsing and the ABLATIONS.md table (pure, from metrics dicts)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+
+from test_results import fake_metrics  # noqa: E402
+
+from bench.ablations import VARIANTS, Variant, parse_args, parse_variant, render  # noqa: E402
+from bench.results import Run  # noqa: E402
+
+
+def test_builtin_variants_and_subsets():
+    args = parse_args([])
+    assert [v.name for v in args.variants] == list(VARIANTS)
+    args = parse_args(["--only", "default,detect-lr-0.001"])
+    assert [(v.name, v.overrides) for v in args.variants] == [
+        ("default", []), ("detect-lr-0.001", ["detect.lr=0.001"])]  # fmt: skip
+    with pytest.raises(SystemExit):
+        parse_args(["--only", "default,nonesuch"])
+
+
+def test_variant_syntax():
+    v = parse_variant("mine:train.epochs=6, detect.lr=0.002")
+    assert (v.name, v.overrides) == ("mine", ["train.epochs=6", "detect.lr=0.002"])
+    assert parse_variant("plain:").overrides == []
+    for bad in ("noname", ":train.lr=1", "a b:train.lr=1", "x:train.lr"):
+        with pytest.raises(ValueError, match="variant"):
+            parse_variant(bad)
+    with pytest.raises(SystemExit):
+        parse_args(["--variant", "a:train.lr=1", "--variant", "a:train.lr=2"])
+
+
+def test_table_shows_each_variant_from_its_metrics():
+    m = fake_metrics(obj=(0.80, 0.79), img=(0.90, 0.91), det=(0.25, 0.05), context=0.4)
+    m["train"].update({"h1_drift": 3.01, "h1_norm_ratio": 4.5})
+    m["detect"]["original"]["loss_first"] = 1.81
+    m["detect"]["scn"]["loss_first"] = 15.87
+    done = Run("", "ablation-bbox", status="ok", rev="b" * 40, metrics=m, seconds=42)
+    ok = Variant("bbox", ["proposal=bbox"], "why?", done)
+    bad = Run("", "ablation-broken", status="failed", error="train.lr: must be > 0")
+    failed = Variant("broken", ["train.lr=-1"], "q", bad)
+    ctx = {"commit": "a" * 40, "dirty": [], "generated": "now", "command": "bench/ablations.py",
+           "dvc_version": "3.67.1", "base_sha256": "f" * 64, "base_params": {}}  # fmt: skip
+    text = render([ok, failed], ctx)
+    line = next(s for s in text.splitlines() if s.startswith("| `bbox` | `proposal=bbox`"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[2:] == ["ok", "25.0", "3.01", "4.50", "80.00 / 79.00", "90.00 / 91.00",
+                         "40.00", "25.00 / 5.00", "1.81 / 15.87"]  # fmt: skip
+    assert "| `broken` | `train.lr=-1` | failed | — |" in text
+    assert "train.lr: must be > 0" in text and "`bbbbbbbbbbbb`" in text
