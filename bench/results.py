@@ -317,7 +317,7 @@ def render_results(runs: list[Run], context: dict) -> str:
     rows = [[
         "paper (CNN M, VOC2007 test; SCN = EdgeBox)", "—", "—", "—",
         f"{PAPER_TABLE4['original']:.1f}", f"{PAPER_TABLE4['scn_edgebox']:.1f}",
-        f"{PAPER_TABLE4['scn_edgebox'] - PAPER_TABLE4['original']:+.1f}",
+        f"{PAPER_TABLE4['scn_edgebox'] - PAPER_TABLE4['original']:+.1f}", "—",
     ]]  # fmt: skip
     for r in ok:
         d = r.metrics.get("detect", {})
@@ -327,10 +327,13 @@ def render_results(runs: list[Run], context: dict) -> str:
             diff_pct(get(d, "original", "map"), get(d, "scn", "map")),
             pct(get(d, "original", "map_11point")), pct(get(d, "scn", "map_11point")),
             diff_pct(get(d, "original", "map_11point"), get(d, "scn", "map_11point")),
+            f"{num(get(d, 'original', 'loss_first'), '{:.2f}')} / "
+            f"{num(get(d, 'scn', 'loss_first'), '{:.2f}')}",
         ])  # fmt: skip
     out += table(
         ["run", "original (area)", "SCN (area)", "diff (area)", "original (11-point)",
-         "SCN (11-point)", "diff (11-point)"],
+         "SCN (11-point)", "diff (11-point)",
+         "training loss, first 10% of iterations, original / SCN"],
         rows,
     )  # fmt: skip
 
@@ -383,13 +386,20 @@ def render_results(runs: list[Run], context: dict) -> str:
             f"{num(get(pa, 'splits', 'train', 'pairs'), '{}')} / "
             f"{num(get(pa, 'splits', 'test', 'pairs'), '{}')}",
             num(tr.get("test_loss")), num(tr.get("test_explained"), "{:.4f}"),
+            num(tr.get("h1_drift"), "{:.2f}"), num(tr.get("h1_norm_ratio"), "{:.2f}"),
         ])  # fmt: skip
     out += table(
         ["mechanism", "boxes per image train / test", "recall@0.5 train / test",
          "recall@0.7 train / test", "patches train / test", "pairs train / test",
-         "SCN test loss", "SCN test explained variance"],
+         "SCN test loss", "SCN test explained variance", "h1 drift", "h1 norm ratio"],
         rows,
     )  # fmt: skip
+    out += [
+        "",
+        "h1 drift: ||h1 - h1_0|| / ||h1_0|| over the held-out bottom patches, h1_0 being the "
+        "original network's representation (`metrics/train.json`); h1 norm ratio: "
+        "||h1|| / ||h1_0||.",
+    ]
 
     # ---- facts
     out += ["", "## SCN vs the original, as measured", ""]

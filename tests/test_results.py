@@ -31,15 +31,16 @@ def fake_metrics(obj: tuple[float, float], img: tuple[float, float], det: tuple[
                         "same_class_share_train": 0.23, "same_class_share_test": 0.15,
                         "n_train_pairs": 200, "n_test_pairs": 190},
         },
-        "detect": {"original": {"map": det[0], "map_11point": det[0] + 0.01},
-                   "scn": {"map": det[1], "map_11point": det[1] + 0.01}},
+        "detect": {"original": {"map": det[0], "map_11point": det[0] + 0.01, "loss_first": 1.8},
+                   "scn": {"map": det[1], "map_11point": det[1] + 0.01, "loss_first": 2.25}},
         "synthetic": {"epochs": 40, "test_mse_offset": 1.5, "test_mse_no_offset": 30.25,
                       "test_mse_ratio": 1.5 / 30.25, "test_mse_mean_predictor": 40.0,
                       "n_train": 600, "n_test": 200},
         "proposals": {"splits": {s: {"boxes_per_image": 8.5, "recall_iou0.5": 0.9,
                                      "recall_iou0.7": 0.75} for s in ("train", "test")}},
         "pairs": {"splits": {s: {"patches": 66, "pairs": 60} for s in ("train", "test")}},
-        "train": {"test_loss": 123.4, "test_explained": 0.25},
+        "train": {"test_loss": 123.4, "test_explained": 0.25, "h1_drift": 1.234,
+                  "h1_norm_ratio": 1.5},
     }  # fmt: skip
 
 
@@ -81,14 +82,15 @@ def test_render_results_tables_sentences_and_provenance():
     assert row(text, "random", "## Table 1").startswith("| random | 71.00 | 40.00 | 73.45 |")
     assert "| paper (VGG 19, VOC2012-Pairs) | 78.3 | 56.3 | 79.5 |" in text
     assert row(text, "random", "## Table 4") == (
-        "| random | 30.00 | 25.00 | -5.00 | 31.00 | 26.00 | -5.00 |"
+        "| random | 30.00 | 25.00 | -5.00 | 31.00 | 26.00 | -5.00 | 1.80 / 2.25 |"
     )
     assert "58.7 | 59.4 | +0.7 |" in text
     # Figure 3: identical across experiments -> one row.
     assert "Identical in all 2 experiments." in text
     assert row(text, "ours", "## Figure 3").startswith("| ours | 40 | 1.5 | 30.25 | 0.050 |")
     assert row(text, "bbox", "## Proposals").startswith(
-        "| bbox | 8.5 / 8.5 | 90.00 / 90.00 | 75.00 / 75.00 | 66 / 66 | 60 / 60 |"
+        "| bbox | 8.5 / 8.5 | 90.00 / 90.00 | 75.00 / 75.00 | 66 / 66 | 60 / 60 | 123.4 | "
+        "0.2500 | 1.23 | 1.50 |"
     )
     # Facts, not opinions.
     assert "- SCN is above the original on Obj by 5.00 points for bbox" in text
