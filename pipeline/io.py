@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -92,6 +93,26 @@ def write_json(path: str | Path, data: Any) -> None:
     """Write ``data`` as indented, key-sorted JSON, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def canonical(obj: Any) -> Any:
+    """A copy of nested dicts/lists/tuples whose strings are interned, for ``torch.save``.
+
+    Pickle writes a repeated object once and refers back to it by identity, so equal
+    payloads whose equal strings are distinct objects (a history loaded back from a
+    checkpoint beside one built in this process) pickle to different bytes, and DVC then
+    sees a changed output. With every string interned, equal content gives equal bytes.
+    Tensors and other leaves are kept as they are.
+    """
+    if isinstance(obj, str):
+        return sys.intern(str(obj))
+    if isinstance(obj, dict):
+        return {canonical(k): canonical(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [canonical(v) for v in obj]
+    if isinstance(obj, tuple) and not hasattr(obj, "_fields"):
+        return tuple(canonical(v) for v in obj)
+    return obj
 
 
 def write_text(path: str | Path, text: str) -> None:

@@ -59,3 +59,24 @@ def test_skip_policy_fail_mode_raises_first_error():
     policy = SkipPolicy(on_error="fail")
     with pytest.raises(DataError, match=r"a\.jpg: corrupt"):
         policy.handle(DataError("a.jpg", "corrupt"))
+
+
+def test_canonical_makes_equal_payloads_pickle_to_equal_bytes():
+    import io
+    import pickle
+
+    import torch
+
+    from pipeline.io import canonical
+
+    key = "".join(["l", "r"])  # a fresh string object, as one read back from a file
+    a = {"config": {"lr": 0.1}, "history": [{"lr": 0.1}]}
+    b = {"config": {"lr": 0.1}, "history": [{key: 0.1}]}
+    assert pickle.dumps(a) != pickle.dumps(b)  # same content, different bytes
+    assert pickle.dumps(canonical(a)) == pickle.dumps(canonical(b))
+    a["t"], b["t"] = torch.ones(2), torch.ones(2)
+    buf_a, buf_b = io.BytesIO(), io.BytesIO()
+    torch.save(canonical(a), buf_a)
+    torch.save(canonical(b), buf_b)
+    assert buf_a.getvalue() == buf_b.getvalue()
+    assert canonical((1, ["x"])) == (1, ["x"]) and canonical(a)["t"] is a["t"]

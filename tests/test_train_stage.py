@@ -125,10 +125,17 @@ def test_stage_writes_model_plots_and_metrics(tmp_path, scope, trunk_cache, sour
 
 
 def test_model_file_content_is_identical_across_runs_and_resumes(tmp_path):
-    """Same seed, same model.pt content (every tensor and every metadata value; no
-    wall-clock times). The bytes still differ: torch.save writes a random
-    serialization id into each file."""
+    """Same seed, same model.pt and checkpoint.pt: every tensor and metadata value (no
+    wall-clock times) and every byte, whether the run started from scratch or resumed
+    from its final checkpoint (pickle refers back to repeated strings by identity: a
+    history loaded from the checkpoint must not change the bytes). DVC hashes the bytes:
+    a rerun of train after an interruption must not rerun classify and detect."""
+    import hashlib
     import shutil
+
+    def digests():
+        return [hashlib.sha256((tmp_path / "train" / f).read_bytes()).hexdigest()
+                for f in ("model.pt", "checkpoint.pt")]  # fmt: skip
 
     def content(path):
         return torch.load(path, map_location="cpu", weights_only=True)
@@ -145,13 +152,17 @@ def test_model_file_content_is_identical_across_runs_and_resumes(tmp_path):
     params = _params(tmp_path, "fc")
     _prepare(tmp_path, params, True)
     stage(params)
-    first = content(tmp_path / "train" / "model.pt")
+    first, first_bytes = content(tmp_path / "train" / "model.pt"), digests()
     assert all("seconds" not in r for r in first["history"])
+    ckpt = torch.load(tmp_path / "train" / "checkpoint.pt", weights_only=False)  # numpy RNG
+    assert all("seconds" not in r for r in ckpt["history"])
     stage(params)  # resumes from the final checkpoint, rewrites model.pt
     assert same(content(tmp_path / "train" / "model.pt"), first)
+    assert digests() == first_bytes
     shutil.rmtree(tmp_path / "train")
     stage(params)  # from scratch
     assert same(content(tmp_path / "train" / "model.pt"), first)
+    assert digests() == first_bytes
 
 
 def test_stage_refuses_targets_of_another_configuration(tmp_path):

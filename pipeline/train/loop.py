@@ -40,7 +40,7 @@ from tqdm import tqdm
 from pipeline.config import ConfigError, to_dict
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, canonical
 from pipeline.models.context import assert_frozen, scn_loss
 from pipeline.provenance import code_version, sha256_file
 from pipeline.seed import seed_everything
@@ -460,13 +460,14 @@ def fit(
                     "scheduler": sched.state_dict(),
                     "scaler": scaler.state_dict(),
                     "rng": states,
-                    "history": history,
+                    # no wall-clock times: a resumed run must write the same bytes
+                    "history": [{k: v for k, v in r.items() if k != "seconds"} for r in history],
                     "key": key,
                     "config": to_dict(cfg),
                     "code_version": code_version(),
                 }
                 with atomic_path(checkpoint) as tmp:
-                    torch.save(payload, tmp)
+                    torch.save(canonical(payload), tmp)
             if info.enabled:
                 dist.barrier()
         if on_epoch_end is not None:

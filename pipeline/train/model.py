@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from pipeline.errors import DataError
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, canonical
 from pipeline.models.context import ContextModule, assert_frozen
 from pipeline.provenance import sha256_file
 
@@ -172,7 +172,7 @@ def save_trained(
         "history": history or [],
     }
     with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+        torch.save(canonical(payload), tmp)  # same content, same bytes (DVC hashes it)
 
 
 @dataclass
