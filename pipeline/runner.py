@@ -62,8 +62,11 @@ def peak_rss_mb() -> dict[str, float]:
 
     ``peak_rss_mb``: this process (the stage), from its start. ``children_peak_rss_mb``:
     the largest single finished child process (DataLoader workers, the EdgeBoxes pool,
-    YOLO's trainer workers), not their sum: with ``workers: n`` the stage's whole tree
-    peaks below ``peak_rss_mb + n * children_peak_rss_mb``.
+    YOLO's trainer workers, the ``git`` call of ``code_version``), not their sum. A
+    forked child's RSS counts the pages it still shares with the stage process, so this
+    is an upper bound of a child's own memory: a short ``git`` call forked from a 500 MB
+    stage reports about 500 MB. With ``workers: n`` the stage's whole tree stays below
+    ``peak_rss_mb + n * children_peak_rss_mb``.
     """
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
