@@ -50,7 +50,7 @@ from pipeline.io import TMP_MARK  # noqa: E402
 log = logging.getLogger("fault_injection")
 
 # Metrics keys that measure time, speed or memory, or record the interruption itself.
-VOLATILE = re.compile(r"(^|_)seconds$|_per_s$|^seconds_|^resumed_from_epoch$|_s$|_rss_mb$")
+VOLATILE = re.compile(r"(^|_)seconds$|_per_s$|^seconds_|^resumed_from_epoch$|_s$|_[ru]ss_mb$")
 
 
 # Outputs not compared byte for byte: metrics (compared above, minus timings) and plots

@@ -12,6 +12,7 @@ import importlib
 import logging
 import resource
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -57,24 +58,50 @@ def setup_logging(level: int = logging.INFO) -> None:
     )
 
 
-def peak_rss_mb() -> dict[str, float]:
-    """Peak resident memory so far, in MiB (Linux ``getrusage``; ``ru_maxrss`` is in KiB).
-
-    ``peak_rss_mb``: this process (the stage), from its start. ``children_peak_rss_mb``:
-    the largest single finished child process (DataLoader workers, the EdgeBoxes pool,
-    YOLO's trainer workers, the ``git`` call of ``code_version``), not their sum. A
-    forked child's RSS counts the pages it still shares with the stage process, so this
-    is an upper bound of a child's own memory: a short ``git`` call forked from a 500 MB
-    stage reports about 500 MB. With ``workers: n`` the stage's whole tree stays below
-    ``peak_rss_mb + n * children_peak_rss_mb``.
-    """
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MiB (``getrusage``; Linux reports
+    ``ru_maxrss`` in KiB, macOS in bytes)."""
     own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    scale = 1024 * 1024 if sys.platform == "darwin" else 1024  # macOS reports bytes
-    return {
-        "peak_rss_mb": round(own / scale, 1),
-        "children_peak_rss_mb": round(children / scale, 1),
-    }
+    return round(own / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
+class ChildMemory:
+    """Samples the memory of this process's live descendants while a stage runs.
+
+    ``peak_mb``: the largest sum over the descendants of their unique set size (USS:
+    the pages only that process holds, so a forked worker does not count the pages it
+    still shares with the stage), sampled every ``interval`` seconds; 0 when the stage
+    starts no processes (DataLoader workers, the EdgeBoxes pool, YOLO's trainer). A
+    child living shorter than the interval may be missed.
+    """
+
+    def __init__(self, interval: float = 0.5):
+        self.interval, self.peak_mb = interval, 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="child-memory", daemon=True)
+
+    def _sample(self) -> float:
+        import psutil
+
+        total = 0
+        for child in psutil.Process().children(recursive=True):
+            try:
+                total += child.memory_full_info().uss
+            except (psutil.Error, OSError):  # gone, or not ours to read
+                continue
+        return total / 2**20
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak_mb = max(self.peak_mb, self._sample())
+
+    def __enter__(self) -> ChildMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def run_stage(name: str, params_path: str | Path = "params.yaml") -> dict:
@@ -84,10 +111,12 @@ def run_stage(name: str, params_path: str | Path = "params.yaml") -> dict:
     log.info("stage %s, code %s, params %s", name, code_version(), params_path)
     log.debug("resolved params: %s", to_dict(params))
     start = time.perf_counter()
-    metrics = fn(params)
+    with ChildMemory() as children:
+        metrics = fn(params)
     if metrics is not None:
-        seconds = round(time.perf_counter() - start, 3)
-        metrics = {"stage": name, "seconds": seconds, **peak_rss_mb(), **metrics}
+        memory = {"peak_rss_mb": peak_rss_mb(), "children_peak_uss_mb": round(children.peak_mb, 1)}
+        metrics = {"stage": name, "seconds": round(time.perf_counter() - start, 3), **memory,
+                   **metrics}  # fmt: skip
         write_json(Path(params.paths.metrics) / f"{name}.json", metrics)
     log.info("stage %s done in %.1fs", name, time.perf_counter() - start)
     return metrics or {}

@@ -56,3 +56,23 @@ def test_table_shows_each_variant_from_its_metrics():
                          "40.00", "25.00 / 5.00", "1.81 / 15.87"]  # fmt: skip
     assert "| `broken` | `train.lr=-1` | failed | — |" in text
     assert "train.lr: must be > 0" in text and "`bbbbbbbbbbbb`" in text
+
+
+def test_stage_table_reads_every_stage_in_dvc_order(tmp_path):
+    import json
+
+    from bench.stage_table import main, render, rows, stage_order
+
+    order = stage_order(ROOT / "dvc.yaml")
+    assert order[0] == "scenes" and "detect" in order and len(order) == len(set(order))
+    (tmp_path / "scenes.json").write_text(json.dumps(
+        {"seconds": 5.84, "peak_rss_mb": 612.3, "children_peak_uss_mb": 0.0}))  # fmt: skip
+    (tmp_path / "train.json").write_text(json.dumps({"seconds": 13.0, "peak_rss_mb": 1041.4}))
+    table = rows(tmp_path, ["scenes", "pairs", "train"])
+    text = render(table)
+    assert "| scenes | 5.8 | 612 | 0 |" in text and "| pairs | not run | | |" in text
+    assert (
+        "| train | 13.0 | 1041 | n/a |" in text
+        and "| **sum / max** | **18.8** | **1041** |" in text
+    )
+    assert main(["--metrics", str(tmp_path)]) == 0

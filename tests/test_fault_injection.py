@@ -32,7 +32,7 @@ def load_bench():
 def test_volatile_keys_and_diff():
     fi = load_bench()
     a = {"seconds": 1.0, "splits": {"train": {"pairs": 5, "images_per_s": 3.0}}, "train_s": 2,
-         "peak_rss_mb": 812.5, "children_peak_rss_mb": 0.0}  # fmt: skip
+         "peak_rss_mb": 812.5, "children_peak_uss_mb": 0.0}  # fmt: skip
     b = {"seconds": 9.0, "splits": {"train": {"pairs": 6, "images_per_s": 1.0}}}
     assert fi.strip_volatile(a) == {"splits": {"train": {"pairs": 5}}}
     assert fi.diff(fi.strip_volatile(a), fi.strip_volatile(b)) == ["splits.train.pairs: 5 != 6"]
