@@ -14,8 +14,9 @@ bottom stream moved from the original network (``h1_drift``, ``h1_norm_ratio`` o
 ``metrics/train.json``), the linear-SVM mAP (Obj, Img) and the context accuracy, and
 Fast R-CNN's mAP and first-iterations loss for the original and the SCN backbone. The
 original network's numbers are in every row: they only change with the evaluation
-params, which a variant may change too. The workspace's params.yaml is written back at
-the end, byte for byte (as ``bench/results.py`` does).
+params, which a variant may change too. Every variant starts from the workspace's
+params.yaml (``dvc exp run -S`` leaves its edits in the workspace, so it is written back
+before each variant) and it is written back at the end, byte for byte.
 """
 
 from __future__ import annotations
@@ -218,6 +219,10 @@ def main(argv: list[str] | None = None) -> int:
             if v.run.name in existing:
                 log.warning("replacing the existing experiment %s of %s", v.run.name, commit[:12])
                 repo.dvc("exp", "remove", v.run.name)
+            # `dvc exp run -S` edits the workspace's params.yaml and leaves it edited: each
+            # variant must start from the base params, not from the previous variant's
+            with atomic_path(params_path) as tmp:
+                tmp.write_bytes(workspace_bytes)
             run_variant(repo, v)
     finally:
         if params_path.read_bytes() != workspace_bytes:
