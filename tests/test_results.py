@@ -145,8 +145,11 @@ def exp_file(repo: Path, name: str, path: str) -> dict:
     return json.loads(show.stdout)
 
 
-@pytest.mark.slow
-def test_results_script_runs_two_mechanisms_as_dvc_experiments(tmp_path):
+@pytest.fixture(scope="module")
+def experiment_repo(tmp_path_factory):
+    """A tiny git + DVC repo after ``bench/results.py --proposals bbox,random`` ran in it
+    (shared by the results and the ablations tests: the pipeline runs once)."""
+    tmp_path = tmp_path_factory.mktemp("experiments")
     params = tiny_params({"scenes": {"n_train": 8, "n_test": 8},
                           "classify": {"costs": [1.0], "max_context_pairs": 100}})  # fmt: skip
     repo = make_repo(tmp_path, params)
@@ -157,6 +160,12 @@ def test_results_script_runs_two_mechanisms_as_dvc_experiments(tmp_path):
            "--set", "train.epochs=1"]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return repo, before, out
+
+
+@pytest.mark.slow
+def test_results_script_runs_two_mechanisms_as_dvc_experiments(experiment_repo):
+    repo, before, out = experiment_repo
     text = out.read_text()
     assert (repo / "params.yaml").read_bytes() == before  # the workspace's params come back
 
@@ -185,3 +194,41 @@ def test_results_script_runs_two_mechanisms_as_dvc_experiments(tmp_path):
         assert f'`proposal="{mech}"`' in experiments and "`train.epochs=1`" in experiments
     synthetic = exp_file(repo, "results-bbox", "metrics/synthetic.json")
     assert f"| {synthetic['test_mse_no_offset']:.4g} |" in row(text, "ours", "## Figure 3")
+
+
+@pytest.mark.slow
+def test_ablation_variants_each_start_from_the_base_params(experiment_repo, tmp_path):
+    """bench/ablations.py in the same repo. `dvc exp run -S` leaves its edits in the
+    workspace: the second variant must not inherit the first one's (a bug the first real
+    ablation run had). As ``results-bbox`` ran these params, DVC's run cache restores
+    every stage but the first variant's ``detect``."""
+    import yaml
+
+    repo, before, _ = experiment_repo
+    out = tmp_path / "ABLATIONS.md"
+    cmd = [sys.executable, str(ROOT / "bench" / "ablations.py"), "--repo", str(repo),
+           "--output", str(out),
+           "--variant", "first:proposal=bbox,train.epochs=1,detect.iterations=3",
+           "--variant", "second:proposal=bbox,train.epochs=1"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (repo / "params.yaml").read_bytes() == before
+    base = yaml.safe_load(before)
+    refs = ["git", "for-each-ref", "--format=%(refname)", "refs/exps"]
+    listed = subprocess.run(refs, cwd=repo, capture_output=True, text=True, check=True).stdout
+    seen = {}
+    for name in ("first", "second"):
+        (exp,) = [r for r in listed.split() if r.endswith(f"/ablation-{name}")]
+        show = ["git", "show", f"{exp}:params.yaml"]
+        seen[name] = yaml.safe_load(
+            subprocess.run(show, cwd=repo, capture_output=True, text=True, check=True).stdout
+        )
+    assert seen["first"]["detect"]["iterations"] == 3
+    assert seen["second"]["detect"]["iterations"] == base["detect"]["iterations"] != 3
+    assert seen["second"]["train"]["epochs"] == 1
+    text = out.read_text()
+    for name in ("first", "second"):
+        detect = exp_file(repo, f"ablation-{name}", "metrics/detect.json")
+        line = next(s for s in text.splitlines() if s.startswith(f"| `{name}` |"))
+        assert "| ok |" in line
+        assert f"{100 * detect['scn']['map']:.2f}" in line
