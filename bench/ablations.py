@@ -59,14 +59,13 @@ VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "bbox": (("proposal=bbox",), "the mechanism whose detection collapses"),
     "bbox-detect-lr-0.001": (("proposal=bbox", "detect.lr=0.001"), "the same lr check for BBox"),
-    "train-lr-1.6e-6": (
-        ("train.lr=1.6e-6",),
-        "a 10x smaller SCN lr: less drift of h1; better or worse features?",
+    "train-lr-1.6e-5": (
+        ("train.lr=1.6e-5",),
+        "the SCN lr before 2026-11-22 (10x the default): more drift of h1",
     ),
-    "bbox-train-lr-1.6e-6": (
-        ("proposal=bbox", "train.lr=1.6e-6"),
-        "the smaller SCN lr with BBox",
-    ),
+    "train-lr-1.6e-6": (("train.lr=1.6e-6",), "the default SCN lr, named (a no-op on the default)"),
+    "bbox-train-lr-1.6e-5": (("proposal=bbox", "train.lr=1.6e-5"), "the larger SCN lr with BBox"),
+    "bbox-train-lr-1.6e-6": (("proposal=bbox", "train.lr=1.6e-6"), "the default SCN lr with BBox"),
     "no-offset": (
         ("train.use_offset=false",),
         "without the offset input (the paper's Figure 3 ablation on real patches)",
