@@ -8,6 +8,7 @@ written to ``metrics/<stage>.json`` (atomically) by :func:`run_stage`.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import resource
@@ -72,21 +73,34 @@ class ChildMemory:
     the pages only that process holds, so a forked worker does not count the pages it
     still shares with the stage), sampled every ``interval`` seconds; 0 when the stage
     starts no processes (DataLoader workers, the EdgeBoxes pool, YOLO's trainer). A
-    child living shorter than the interval may be missed.
+    child living shorter than the interval may be missed; children that were already
+    running when the sampling started are not counted.
     """
 
     def __init__(self, interval: float = 0.5):
         self.interval, self.peak_mb = interval, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="child-memory", daemon=True)
+        self._before: set[tuple[int, float]] = set()
+
+    @staticmethod
+    def _children() -> list:
+        import psutil
+
+        return psutil.Process().children(recursive=True)
+
+    @staticmethod
+    def _key(proc) -> tuple[int, float]:
+        return proc.pid, proc.create_time()  # a pid may be reused; with its start time not
 
     def _sample(self) -> float:
         import psutil
 
         total = 0
-        for child in psutil.Process().children(recursive=True):
+        for child in self._children():
             try:
-                total += child.memory_full_info().uss
+                if self._key(child) not in self._before:
+                    total += child.memory_full_info().uss
             except (psutil.Error, OSError):  # gone, or not ours to read
                 continue
         return total / 2**20
@@ -96,6 +110,11 @@ class ChildMemory:
             self.peak_mb = max(self.peak_mb, self._sample())
 
     def __enter__(self) -> ChildMemory:
+        import psutil
+
+        for child in self._children():
+            with contextlib.suppress(psutil.Error, OSError):
+                self._before.add(self._key(child))
         self._thread.start()
         return self
 

@@ -13,10 +13,16 @@ HOLD = "import time; b = bytearray(200 * 2**20); b[::4096] = b'x' * len(b[::4096
 
 
 def test_child_memory_counts_what_children_hold_and_nothing_without_children():
-    with ChildMemory(interval=0.1) as idle:
-        time.sleep(0.3)
-    assert idle.peak_mb == 0.0
-    with ChildMemory(interval=0.1) as mem:
-        subprocess.run([sys.executable, "-c", HOLD], check=True)
-    assert 150 < mem.peak_mb < 400
+    older = subprocess.Popen([sys.executable, "-c", HOLD])  # running before: not counted
+    try:
+        time.sleep(0.5)
+        with ChildMemory(interval=0.1) as idle:
+            time.sleep(0.3)
+        assert idle.peak_mb == 0.0
+        with ChildMemory(interval=0.1) as mem:
+            subprocess.run([sys.executable, "-c", HOLD], check=True)
+        assert 150 < mem.peak_mb < 400
+    finally:
+        older.kill()
+        older.wait()
     assert peak_rss_mb() > 20  # this interpreter, in MiB
