@@ -202,13 +202,8 @@ def render(variants: list[Variant], context: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    repo = results.Repo(args.repo.resolve())
+    repo, commit, dirty, base_text = results.open_repo(args.repo)
     output = (args.output or repo.root / "ABLATIONS.md").resolve()
-    if repo.git("rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
-        raise SystemExit(f"{repo.root}: dvc exp run needs a git repository with a commit")
-    commit = repo.git("rev-parse", "HEAD").stdout.strip()
-    dirty = [line[3:] for line in repo.git("status", "--porcelain", "-uno").stdout.splitlines()]
-    base_text = repo.git("show", "HEAD:params.yaml").stdout
     params_path = repo.root / "params.yaml"
     workspace_bytes = params_path.read_bytes()
     existing = results.exp_show(repo)
@@ -222,23 +217,14 @@ def main(argv: list[str] | None = None) -> int:
             # variant must start from the base params, not from the previous variant's
             with atomic_path(params_path) as tmp:
                 tmp.write_bytes(workspace_bytes)
-            run_variant(repo, v)
+            results.run_experiment(repo, v.run, v.overrides)
     finally:
         if params_path.read_bytes() != workspace_bytes:
             with atomic_path(params_path) as tmp:
                 tmp.write_bytes(workspace_bytes)
             log.info("params.yaml written back; data/, metrics/ and dvc.lock hold the last "
                      "variant (%s)", args.variants[-1].name)  # fmt: skip
-    shown = results.exp_show(repo)
-    for v in args.variants:
-        if v.run.status != "ok":
-            continue
-        if v.run.name not in shown:
-            v.run.status, v.run.error = "failed", "dvc exp show lists no experiment of this name"
-            continue
-        v.run.rev = shown[v.run.name]["rev"]
-        v.run.params = shown[v.run.name]["params"]
-        v.run.metrics = shown[v.run.name]["metrics"]
+    results.collect(repo, [v.run for v in args.variants])
     context = {
         "commit": commit,
         "dirty": dirty,
@@ -252,28 +238,6 @@ def main(argv: list[str] | None = None) -> int:
         tmp.write_text(render(args.variants, context))
     log.info("wrote %s", output)
     return 0 if all(v.run.status == "ok" for v in args.variants) else 1
-
-
-def run_variant(repo, v: Variant) -> None:
-    """``dvc exp run --name <prefix>-<name> -S ...``; the outcome goes to ``v.run``."""
-    import time
-
-    run = v.run
-    run.overrides = list(v.overrides)
-    cmd = ["exp", "run", "--name", run.name]
-    for s in v.overrides:
-        cmd += ["-S", s]
-    log.info("dvc %s", " ".join(cmd))
-    t0 = time.perf_counter()
-    proc = repo.dvc(*cmd, check=False)
-    run.seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        run.status = "failed"
-        run.error = (proc.stdout[-1500:] + "\n" + proc.stderr[-2500:]).strip()
-        log.error("variant %s failed after %.0f s:\n%s", v.name, run.seconds, run.error)
-    else:
-        run.status = "ok"
-        log.info("variant %s done in %.0f s", v.name, run.seconds)
 
 
 if __name__ == "__main__":

@@ -504,8 +504,9 @@ def exp_show(repo: Repo) -> dict[str, dict]:
     return found
 
 
-def run_experiment(repo: Repo, run: Run, sets: list[str]) -> None:
-    run.overrides = [f"proposal={run.mechanism}", *sets]
+def run_experiment(repo: Repo, run: Run, overrides: list[str]) -> None:
+    """``dvc exp run --name <run.name> -S <override> ...``; the outcome goes to ``run``."""
+    run.overrides = list(overrides)
     args = ["exp", "run", "--name", run.name]
     for s in run.overrides:
         args += ["-S", s]
@@ -520,6 +521,30 @@ def run_experiment(repo: Repo, run: Run, sets: list[str]) -> None:
     else:
         run.status = "ok"
         log.info("experiment %s done in %.0f s", run.name, run.seconds)
+
+
+def open_repo(path: Path) -> tuple[Repo, str, list[str], str]:
+    """(repo, HEAD commit, tracked files that differ from it, HEAD's params.yaml text)."""
+    repo = Repo(path.resolve())
+    if repo.git("rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
+        raise SystemExit(f"{repo.root}: dvc exp run needs a git repository with a commit")
+    commit = repo.git("rev-parse", "HEAD").stdout.strip()
+    dirty = [line[3:] for line in repo.git("status", "--porcelain", "-uno").stdout.splitlines()]
+    return repo, commit, dirty, repo.git("show", "HEAD:params.yaml").stdout
+
+
+def collect(repo: Repo, runs: list[Run]) -> None:
+    """Fill each successful run's commit, params and metrics from ``dvc exp show``."""
+    shown = exp_show(repo)
+    for run in runs:
+        if run.status != "ok":
+            continue
+        if run.name not in shown:
+            run.status, run.error = "failed", "dvc exp show lists no experiment of this name"
+            continue
+        run.rev = shown[run.name]["rev"]
+        run.params = shown[run.name]["params"]
+        run.metrics = shown[run.name]["metrics"]
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -547,13 +572,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     args = parse_args(argv)
-    repo = Repo(args.repo.resolve())
+    repo, commit, dirty, base_text = open_repo(args.repo)
     output = (args.output or repo.root / "RESULTS.md").resolve()
-    if repo.git("rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
-        raise SystemExit(f"{repo.root}: dvc exp run needs a git repository with a commit")
-    commit = repo.git("rev-parse", "HEAD").stdout.strip()
-    dirty = [line[3:] for line in repo.git("status", "--porcelain", "-uno").stdout.splitlines()]
-    base_text = repo.git("show", "HEAD:params.yaml").stdout
     params_path = repo.root / "params.yaml"
     workspace_bytes = params_path.read_bytes()
     own = (yaml.safe_load(workspace_bytes) or {}).get("proposal")
@@ -566,7 +586,7 @@ def main(argv: list[str] | None = None) -> int:
             if run.name in existing:
                 log.warning("replacing the existing experiment %s of %s", run.name, commit[:12])
                 repo.dvc("exp", "remove", run.name)
-            run_experiment(repo, run, args.sets)
+            run_experiment(repo, run, [f"proposal={run.mechanism}", *args.sets])
     finally:
         if params_path.read_bytes() != workspace_bytes:
             with atomic_path(params_path) as tmp:
@@ -574,16 +594,7 @@ def main(argv: list[str] | None = None) -> int:
             log.info("params.yaml written back; data/, metrics/ and dvc.lock hold the last "
                      "experiment (%s)", order[-1].name)  # fmt: skip
 
-    shown = exp_show(repo)
-    for run in runs:
-        if run.status != "ok":
-            continue
-        if run.name not in shown:
-            run.status, run.error = "failed", "dvc exp show lists no experiment of this name"
-            continue
-        run.rev = shown[run.name]["rev"]
-        run.params = shown[run.name]["params"]
-        run.metrics = shown[run.name]["metrics"]
+    collect(repo, runs)
 
     context = {
         "commit": commit,
