@@ -27,10 +27,8 @@ import hashlib
 import importlib.util
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -79,7 +77,6 @@ class Variant:
     overrides: list[str]
     question: str = ""
     run: object = None  # results.Run
-    extra: dict = field(default_factory=dict)
 
 
 def parse_variant(text: str) -> Variant:
@@ -232,7 +229,6 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(["bench/ablations.py", *(argv if argv is not None else sys.argv[1:])]),
         "dvc_version": repo.dvc("--version").stdout.strip(),
         "base_sha256": hashlib.sha256(base_text.encode()).hexdigest(),
-        "base_params": yaml.safe_load(base_text) or {},
     }
     with atomic_path(output) as tmp:
         tmp.write_text(render(args.variants, context))

@@ -213,6 +213,13 @@ def evaluate(
     }
 
 
+def without_wall_clock(history: list[dict[str, float]]) -> list[dict[str, float]]:
+    """The per-epoch records minus their ``seconds``, as stored in ``checkpoint.pt`` and
+    ``model.pt``: a resumed or repeated run must write the same bytes, or DVC reruns
+    ``classify`` and ``detect`` for nothing."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in history]
+
+
 def target_variance(ds: PairDataset, center: np.ndarray | None = None) -> tuple[float, np.ndarray]:
     """(mean over the pairs of ||target - center||^2, the mean target (D,)).
 
@@ -460,8 +467,7 @@ def fit(
                     "scheduler": sched.state_dict(),
                     "scaler": scaler.state_dict(),
                     "rng": states,
-                    # no wall-clock times: a resumed run must write the same bytes
-                    "history": [{k: v for k, v in r.items() if k != "seconds"} for r in history],
+                    "history": without_wall_clock(history),
                     "key": key,
                     "config": to_dict(cfg),
                     "code_version": code_version(),
@@ -643,9 +649,7 @@ def stage(params) -> dict:
             "dataset": params.dataset,
             "proposal": params.proposal,
         }
-        # no wall-clock times in model.pt: a resumed run must write the same bytes, or
-        # DVC reruns classify and detect for nothing
-        history = [{k: v for k, v in r.items() if k != "seconds"} for r in result.history]
+        history = without_wall_clock(result.history)
         save_trained(out_dir / "model.pt", result.model.cpu(), bb, scope, config, provenance,
                      history)  # fmt: skip
         plots = Path(params.paths.plots)
