@@ -1,8 +1,9 @@
 # Two entry points for a fresh machine: `make repro` and `make test`.
 # Both create the virtual environment in .venv when missing and install the pinned
 # requirements; the install is redone only when requirements.txt or pyproject.toml change.
+# VENV may point at another environment (`make repro VENV=/path/to/venv`).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
-VENV := .venv
+VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONTRIB := opencv-contrib-python-headless==4.12.0.88
@@ -23,8 +24,13 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -c "import cv2; cv2.ximgproc.createEdgeBoxes()"
 	touch $(STAMP)
 
+# DVC runs each stage's `cmd` (`python stages/...`) with the first `python` on PATH, so
+# the targets that run DVC put the venv's bin first, and this checkout's `pipeline`
+# package ahead of any other installed copy.
+RUN := PATH="$(abspath $(BIN)):$$PATH" PYTHONPATH="$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}"
+
 repro: $(STAMP)
-	$(BIN)/dvc repro
+	$(RUN) $(BIN)/dvc repro
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -40,10 +46,10 @@ format: $(STAMP)
 	$(BIN)/ruff format pipeline stages tests bench
 
 results: $(STAMP)
-	$(BIN)/python bench/results.py
+	$(RUN) $(BIN)/python bench/results.py
 
 ablations: $(STAMP)
-	$(BIN)/python bench/ablations.py
+	$(RUN) $(BIN)/python bench/ablations.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -109,21 +109,79 @@ def dvc(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProces
     )
 
 
+def clone_worktree(dest: Path, params: dict) -> Path:
+    """A fresh clone of this checkout as it is now: every tracked file from the working
+    tree (so uncommitted edits are tested too), in a new git repo, with ``params``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        src = ROOT / name
+        if src.is_file():  # a tracked file deleted in the working tree is not copied
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone")
+    return dest
+
+
+def user_env() -> dict[str, str]:
+    """The environment of a user's shell: no venv on PATH, no PYTHONPATH, not inside make."""
+    venvs = {BIN.resolve()}
+    if os.environ.get("VIRTUAL_ENV"):
+        venvs.add((Path(os.environ["VIRTUAL_ENV"]) / "bin").resolve())
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p).resolve() not in venvs]
+    drop = {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PATH"] = os.pathsep.join(path)
+    return env
+
+
+def make(repo: Path, target: str, venv: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", target, f"VENV={venv}"],
+        cwd=repo,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 @pytest.mark.slow
-def test_dvc_repro_whole_pipeline_then_noop(tmp_path):
-    repo = make_repo(tmp_path, tiny_params())
-    dag = dvc(repo, "dag")
-    assert dag.returncode == 0, dag.stderr
-    assert "scenes" in dag.stdout
-    run = dvc(repo, "repro")
+def test_make_repro_in_a_fresh_clone_without_the_venv_on_path(tmp_path):
+    """The README's first command as written, `make repro`, in a clone, from a shell whose
+    PATH has no venv (DVC then runs `python stages/...` with whatever python is first)."""
+    venv = BIN.parent
+    stamp = venv / ".installed"
+    if not stamp.is_file():
+        pytest.skip(f"{venv} was not made by `make install` (no {stamp.name}); it would reinstall")
+    env = user_env()
+    python = shutil.which("python", path=env["PATH"])
+    assert python is None or BIN.resolve() not in Path(python).resolve().parents
+    repo = clone_worktree(tmp_path, tiny_params())
+    # The clone's requirements are as old as the venv's install: make must not reinstall.
+    before = stamp.stat().st_mtime - 60
+    for name in ("requirements.txt", "pyproject.toml"):
+        os.utime(repo / name, (before, before))
+    run = make(repo, "repro", venv)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "pip install" not in run.stdout  # used the venv as it is
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name in stages:
         metrics = repo / "metrics" / f"{name}.json"
         assert metrics.is_file(), f"stage {name} wrote no metrics"
         assert json.loads(metrics.read_text())["stage"] == name
-    again = dvc(repo, "repro")
-    assert again.returncode == 0
+    # the stages imported the clone's own pipeline package, not the venv's editable copy
+    head = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    code = json.loads((repo / "metrics" / "scenes.json").read_text())["code_version"]
+    assert code.endswith("+" + head[:12]), (code, head)
+    again = make(repo, "repro", venv)
+    assert again.returncode == 0, again.stderr[-3000:]
     assert "didn't change" in again.stdout or "is up to date" in again.stdout
     status = dvc(repo, "status")
     assert "changed" not in status.stdout, status.stdout

@@ -309,7 +309,10 @@ class _SafeDraw(ImageDraw.ImageDraw):
 
     @staticmethod
     def _ok(xy) -> bool:
-        return xy[2] >= xy[0] and xy[3] >= xy[1]
+        # PIL passes boxes both flat, [x0, y0, x1, y1], and as corner pairs,
+        # [(x0, y0), (x1, y1)] (ImageDraw.line(joint="curve") calls pieslice so).
+        x0, y0, x1, y1 = np.asarray(xy, dtype=np.float64).reshape(4)
+        return x1 >= x0 and y1 >= y0
 
     def rectangle(self, xy, *args, **kwargs) -> None:
         if self._ok(xy):
