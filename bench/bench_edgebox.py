@@ -24,8 +24,8 @@ import numpy as np
 from pipeline.data.config import ScenesConfig
 from pipeline.data.scenes import generate_scenes
 from pipeline.data.voc import VOCDataset, load_rgb
+from pipeline.proposals.config import EdgeBoxConfig
 from pipeline.proposals.edgebox import (
-    EdgeBoxSettings,
     bare_edgeboxes,
     make_edgeboxes,
     run_edgeboxes,
@@ -43,7 +43,7 @@ def make_images(root: Path, n: int, size: int) -> list[tuple[int, str, int, int]
     return [(i, str(im.path), im.width, im.height) for i, im in enumerate(ds)]
 
 
-def bench_bare(tasks, settings: EdgeBoxSettings, repeats: int = 1) -> float:
+def bench_bare(tasks, settings: EdgeBoxConfig, repeats: int = 1) -> float:
     """Images/s of the bare getBoundingBoxes call (edges precomputed, not timed)."""
     detector = make_edge_detector(settings.edge_source, settings.sed_model)
     maps = [detector(load_rgb(Path(path))) for _, path, _, _ in tasks]
@@ -56,7 +56,7 @@ def bench_bare(tasks, settings: EdgeBoxSettings, repeats: int = 1) -> float:
     return best
 
 
-def bench_pipeline(tasks, settings: EdgeBoxSettings, workers: int) -> tuple[float, int]:
+def bench_pipeline(tasks, settings: EdgeBoxConfig, workers: int) -> tuple[float, int]:
     start = time.perf_counter()
     n_boxes = sum(
         len(r[1]) for r in run_edgeboxes(tasks, settings, workers=workers) if r[1] is not None
@@ -74,7 +74,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    settings = EdgeBoxSettings(edge_source=args.edge_source)
+    settings = EdgeBoxConfig(edge_source=args.edge_source)
     with tempfile.TemporaryDirectory() as tmp:
         tasks = make_images(Path(tmp), args.images, args.size)
         log.info("%d images of %d px, edge source %s", len(tasks), args.size, args.edge_source)

@@ -84,8 +84,8 @@ def show_image(
     image_id: str, split: str, params: str, proposals_file: Path | None, out: Path | None
 ) -> None:
     """Render IMAGE_ID with its ground-truth boxes (and proposals) to PNG."""
-    from pipeline.config import load_params
     from pipeline.data.voc import open_split
+    from pipeline.params import load_params
     from pipeline.visualize import render_boxes
 
     try:
@@ -116,8 +116,8 @@ def show_pairs(
     """Render pair INDEX of a pairs manifest: both boxes and the offset vector."""
     import h5py
 
-    from pipeline.config import load_params
     from pipeline.data.voc import open_split
+    from pipeline.params import load_params
     from pipeline.visualize import render_pair
 
     try:

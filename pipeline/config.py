@@ -1,8 +1,10 @@
 """Typed, validated configuration.
 
 params.yaml is the single source of truth. It is parsed once, where it enters (a stage
-script or the CLI), into frozen dataclasses. Each stage module owns the dataclass of its
-section; this module owns the validation machinery and the top-level :class:`Params`.
+script or the CLI), into frozen dataclasses. Each package owns the dataclass of its
+section; this module owns only the generic validation machinery and imports nothing of
+the project. :class:`pipeline.params.Params` and :func:`pipeline.params.load_params`
+sit on top of every section.
 
 Validation is strict: an unknown key, a value of the wrong type, a choice outside a
 ``Literal`` or a number outside the range declared with :func:`param` raises
@@ -12,6 +14,7 @@ Validation is strict: an unknown key, a value of the wrong type, a choice outsid
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
@@ -34,14 +37,28 @@ def param(
     gt: float | None = None,
     le: float | None = None,
     lt: float | None = None,
+    pattern: str | None = None,
+    allowed: str = "",
     help: str = "",
 ) -> Any:
-    """A dataclass field with an allowed range and a help text.
+    """A dataclass field with an allowed range (numbers) or a pattern (strings, matched
+    whole, ``allowed`` describing it in errors), and a help text.
 
     Mutable defaults (lists, dicts) are not allowed; use tuples.
     """
-    metadata = {"ge": ge, "gt": gt, "le": le, "lt": lt, "help": help}
+    metadata = {"ge": ge, "gt": gt, "le": le, "lt": lt, "pattern": pattern, "allowed": allowed}
+    metadata["help"] = help
     return dataclasses.field(default=default, metadata=metadata)
+
+
+#: The one rule for every stage's ``device`` parameter.
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
+DEVICE_ALLOWED = "auto, cpu, cuda, cuda:N"
+
+
+def device_param(help: str = "auto (a GPU when present), cpu, cuda, cuda:N") -> Any:
+    """A ``device`` field: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    return param("auto", pattern=DEVICE_PATTERN, allowed=DEVICE_ALLOWED, help=help)
 
 
 def _describe_range(meta: Mapping[str, Any]) -> str:
@@ -123,6 +140,9 @@ def _coerce(tp: Any, value: Any, key: str, meta: Mapping[str, Any]) -> Any:
     if tp is str:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{key}: {value!r} is not a non-empty string")
+        if meta.get("pattern") is not None and not re.fullmatch(meta["pattern"], value):
+            allowed = meta.get("allowed") or f"a string matching {meta['pattern']}"
+            raise ConfigError(f"{key}: {value!r} is not valid; allowed: {allowed}")
         return value
     if tp is Path:
         if not isinstance(value, str) or not value:
@@ -187,18 +207,3 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data
-
-
-def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml into :class:`Params`."""
-    from pipeline.params import Params
-
-    data = read_yaml(path)
-    try:
-        return build(Params, data)
-    except ConfigError as err:
-        raise ConfigError(f"{path}: {err}") from None
-
-
-if typing.TYPE_CHECKING:
-    from pipeline.params import Params

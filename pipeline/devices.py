@@ -18,8 +18,14 @@ def resolve_device(name: str, key: str = "device", local_rank: int = 0) -> torch
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
             raise ConfigError(f"{key}: {name!r} but no GPU is visible; allowed here: auto, cpu")
+        count = torch.cuda.device_count()
         if name == "cuda":
-            name = f"cuda:{local_rank % torch.cuda.device_count()}"
+            name = f"cuda:{local_rank % count}"
+        elif name.startswith("cuda:") and name[5:].isdigit() and int(name[5:]) >= count:
+            raise ConfigError(
+                f"{key}: {name!r} but only {count} GPU(s) are visible; allowed here: auto, cpu, "
+                + ", ".join(f"cuda:{i}" for i in range(count))
+            )
     try:
         return torch.device(name)
     except RuntimeError:

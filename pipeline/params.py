@@ -4,21 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 from pipeline.backbones.config import NetworkConfig
-from pipeline.config import param
+from pipeline.config import ConfigError, build, param, read_yaml
 from pipeline.data.config import DataConfig, ScenesConfig
 from pipeline.evaluate.config import ClassifyConfig, DetectConfig
 from pipeline.pairs.config import PairsConfig
-from pipeline.proposals.config import ProposalsConfig
+from pipeline.proposals.config import Proposal, ProposalsConfig
 from pipeline.synthetic.config import SyntheticConfig
 from pipeline.targets.config import TargetsConfig
 from pipeline.train.config import TrainConfig
 
-DATASETS = ("scenes", "voc2007", "voc2012")
-PROPOSALS = ("edgebox", "yolo", "bbox", "random")
-BACKBONES = ("efficientnet_lite0", "vgg19", "alexnet", "resnet50")
+# The three switches. Each choice has an implementation in a registry (tests/test_config.py
+# ties them): dataset -> pipeline.data.voc.dataset_dir, proposal ->
+# pipeline.proposals.stage.load_methods(), backbone -> pipeline.backbones.BACKBONES.
+Dataset = Literal["scenes", "voc2007", "voc2012"]
+BackboneName = Literal["efficientnet_lite0", "vgg19", "alexnet", "resnet50"]
+DATASETS: tuple[str, ...] = get_args(Dataset)
+PROPOSALS: tuple[str, ...] = get_args(Proposal)
+BACKBONES: tuple[str, ...] = get_args(BackboneName)
 
 
 @dataclass(frozen=True)
@@ -38,9 +43,9 @@ class PathsConfig:
 
 @dataclass(frozen=True)
 class Params:
-    dataset: Literal["scenes", "voc2007", "voc2012"] = "scenes"
-    proposal: Literal["edgebox", "yolo", "bbox", "random"] = "edgebox"
-    backbone: Literal["efficientnet_lite0", "vgg19", "alexnet", "resnet50"] = "efficientnet_lite0"
+    dataset: Dataset = "scenes"
+    proposal: Proposal = "edgebox"
+    backbone: BackboneName = "efficientnet_lite0"
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
@@ -52,3 +57,12 @@ class Params:
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+def load_params(path: str | Path = "params.yaml") -> Params:
+    """Read and validate params.yaml into :class:`Params`."""
+    data = read_yaml(path)
+    try:
+        return build(Params, data)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

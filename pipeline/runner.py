@@ -19,9 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import ConfigError, load_params, to_dict
+from pipeline.config import ConfigError, to_dict
 from pipeline.errors import DataError, TooManySkipped
 from pipeline.io import write_json
+from pipeline.params import load_params
 from pipeline.provenance import code_version
 
 log = logging.getLogger(__name__)

@@ -3,8 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, build, load_params, to_dict
-from pipeline.params import Params
+from pipeline.config import ConfigError, build, to_dict
+from pipeline.params import Params, load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -59,3 +59,71 @@ def test_missing_file_and_bad_yaml(tmp_path):
     bad.write_text("a: [1, 2\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_params(bad)
+
+
+def test_every_choice_literal_matches_its_registry(tmp_path):
+    """Each Literal of choices in the config names exactly what its registry implements."""
+    from dataclasses import replace
+    from typing import get_args, get_type_hints
+
+    from pipeline.backbones import BACKBONES
+    from pipeline.data.voc import dataset_dir
+    from pipeline.params import DATASETS, PROPOSALS
+    from pipeline.proposals.config import EdgeBoxConfig, ProposalsConfig
+    from pipeline.proposals.edges import EDGE_SOURCES, make_edge_detector
+    from pipeline.proposals.stage import load_methods
+
+    hints = get_type_hints(Params)
+    assert get_args(hints["backbone"]) == tuple(BACKBONES)
+    assert set(get_args(hints["proposal"])) == set(PROPOSALS) == set(load_methods())
+    assert get_args(get_type_hints(ProposalsConfig)["detect_method"]) == PROPOSALS
+    assert get_args(get_type_hints(EdgeBoxConfig)["edge_source"]) == EDGE_SOURCES
+    with pytest.raises(ConfigError, match="edge_source: 'canny'"):
+        make_edge_detector("canny")
+    p = Params()
+    data = replace(p.data, voc_root=tmp_path, voc2007_test_root=tmp_path)
+    assert get_args(hints["dataset"]) == DATASETS
+    for name in DATASETS:  # every dataset choice has a folder rule
+        assert isinstance(dataset_dir(name, data, p.scenes, "train"), Path)
+    with pytest.raises(ConfigError, match="dataset: 'coco'"):
+        dataset_dir("coco", data, p.scenes, "train")
+
+
+def test_one_device_rule_for_every_stage(tmp_path):
+    """Every section's ``device`` accepts and refuses the same values, with one message."""
+    from dataclasses import fields, is_dataclass
+    from typing import get_type_hints
+
+    def device_keys(cls, prefix):
+        for f in fields(cls):
+            tp = get_type_hints(cls)[f.name]
+            if f.name == "device":
+                yield f"{prefix}{f.name}"
+            elif is_dataclass(tp):
+                yield from device_keys(tp, f"{prefix}{f.name}.")
+
+    keys = sorted(device_keys(Params, ""))
+    assert keys == [
+        "classify.device",
+        "detect.device",
+        "proposals.yolo.device",
+        "targets.device",
+        "train.device",
+    ]
+    for key in keys:
+        for value in ("auto", "cpu", "cuda", "cuda:0", "cuda:12"):
+            load_params(write(tmp_path, with_key(repo_params(), key, value)))
+        for bad in ("cudafoo", "gpu", "0", "cuda:", "CPU"):
+            message = rf"{key}: '{bad}' is not valid; allowed: auto, cpu, cuda, cuda:N"
+            with pytest.raises(ConfigError, match=message):
+                load_params(write(tmp_path, with_key(repo_params(), key, bad)))
+
+
+def with_key(data: dict, dotted: str, value) -> dict:
+    """``data`` with the nested key ``a.b.c`` set to ``value`` (in place; returned)."""
+    *parents, last = dotted.split(".")
+    node = data
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[last] = value
+    return data

@@ -8,13 +8,12 @@ import torch
 from torch import nn
 from torchvision.ops import RoIAlign
 
+from pipeline.evaluate.config import DetectConfig
 from pipeline.evaluate.detection_ap import GroundTruth, evaluate_detections
 from pipeline.evaluate.fast_rcnn import (
     DetectionImage,
     FastRCNN,
     FeatureSource,
-    SamplingConfig,
-    TrainConfig,
     detect,
     from_network_frame,
     prepare_image,
@@ -96,7 +95,7 @@ def test_sampling_fractions_and_labels():
     bg = torch.tensor([[0.0, 0, 100, 12 + 0.3 * k] for k in range(100)])
     low = torch.tensor([[0.0, 0, 100, 1 + 0.1 * k] for k in range(50)])
     props = torch.cat([fg, bg, low])
-    cfg = SamplingConfig(rois_per_image=64, fg_fraction=0.25)
+    cfg = DetectConfig(rois_per_image=64, fg_fraction=0.25)
     rois, lab, matched = sample_rois(props, gt, labels, cfg, torch.Generator().manual_seed(0))
     assert len(rois) == 64
     assert int((lab > 0).sum()) == 16  # 25% of 64
@@ -122,7 +121,7 @@ def test_sampling_fractions_and_labels():
 def test_sampling_is_seeded():
     gt = torch.tensor([[0.0, 0, 100, 100]])
     props = torch.tensor([[0.0, 0, 100, 100 - k] for k in range(80)])
-    cfg = SamplingConfig(rois_per_image=8, fg_fraction=0.5)
+    cfg = DetectConfig(rois_per_image=8, fg_fraction=0.5)
     a = sample_rois(props, gt, torch.tensor([1]), cfg, torch.Generator().manual_seed(5))[0]
     b = sample_rois(props, gt, torch.tensor([1]), cfg, torch.Generator().manual_seed(5))[0]
     assert torch.equal(a, b)
@@ -187,11 +186,11 @@ def tiny_data(n: int, seed: int):
     return images, pixels
 
 
-def tiny_schedule(iterations: int) -> TrainConfig:
-    return TrainConfig(
+def tiny_schedule(iterations: int) -> DetectConfig:
+    return DetectConfig(
         iterations=iterations, lr=0.01, lr_step=iterations * 3 // 4, lr_gamma=0.1,
         momentum=0.9, weight_decay=5e-4, images_per_batch=2, flip=True, add_gt_rois=True,
-        sampling=SamplingConfig(rois_per_image=16, fg_fraction=0.25),
+        rois_per_image=16, fg_fraction=0.25,
     )  # fmt: skip
 
 

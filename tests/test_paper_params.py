@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import load_params
+from pipeline.params import load_params
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ("paper_voc2012.yaml", "paper_voc2007.yaml")

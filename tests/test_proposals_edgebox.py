@@ -13,11 +13,12 @@ from pipeline.data.voc import VOCDataset
 from pipeline.errors import DataError, SkipPolicy
 from pipeline.params import Params
 from pipeline.proposals.base import get_method
+from pipeline.proposals.config import EdgeBoxConfig
 from pipeline.proposals.edgebox import (
     EdgeBoxProposer,
-    EdgeBoxSettings,
     boxes_from_rects,
     run_edgeboxes,
+    thresholds,
 )
 from pipeline.proposals.edges import SobelEdges, StructuredEdges, edges_nms, load_hed
 
@@ -69,7 +70,7 @@ def test_boxes_from_rects_converts_opencv_one_based_corners():
 
 
 def test_edgebox_on_real_photo_gives_filtered_boxes():
-    settings = EdgeBoxSettings(min_score=0.1, max_aspect_ratio=3, min_size=16, max_boxes=20)
+    settings = EdgeBoxConfig(min_score=0.1, max_aspect_ratio=3, min_size=16, max_boxes=20)
     boxes, scores = EdgeBoxProposer(settings)(_china())
     assert 5 <= len(boxes) <= 20
     w, h = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
@@ -100,7 +101,7 @@ def test_edgebox_method_on_tiny_voc_finds_the_shapes(tiny_voc):
 def test_workers_1_and_2_give_identical_output(tiny_voc):
     ds = VOCDataset(tiny_voc, "train", TINY_CLASSES)
     tasks = [(i, str(im.path), im.width, im.height) for i, im in enumerate(ds)]
-    settings = EdgeBoxSettings(min_size=8)
+    settings = EdgeBoxConfig(min_size=8)
     one = list(run_edgeboxes(tasks, settings, workers=1))
     two = list(run_edgeboxes(tasks, settings, workers=2))
     assert [r[0] for r in two] == list(range(len(tasks)))
@@ -164,11 +165,17 @@ def test_sed_without_model_is_a_clear_error(tiny_voc, tmp_path):
         StructuredEdges(bad)
 
 
-def test_settings_follow_config(tiny_voc):
+def test_thresholds_follow_config(tiny_voc):
     cfg = _params(tiny_voc, alpha=0.5, max_boxes=7).proposals.edgebox
-    s = EdgeBoxSettings.from_config(cfg)
-    assert s.alpha == 0.5 and s.max_boxes == 7
-    assert replace(s, alpha=0.65) != s
+    assert thresholds(cfg) == {
+        "alpha": 0.5,
+        "beta": 0.75,
+        "min_score": 0.1,
+        "max_aspect_ratio": 3.0,
+        "min_size": 16,
+        "max_boxes": 7,
+    }
+    assert thresholds(replace(cfg, alpha=0.65)) != thresholds(cfg)
 
 
 def test_result_of_an_image_does_not_depend_on_the_previous_one():
@@ -178,7 +185,7 @@ def test_result_of_an_image_does_not_depend_on_the_previous_one():
 
     a = cv2.resize(load_sample_image("china.jpg"), (96, 96))
     b = cv2.resize(load_sample_image("flower.jpg"), (96, 96))
-    proposer = EdgeBoxProposer(EdgeBoxSettings(min_size=8))
+    proposer = EdgeBoxProposer(EdgeBoxConfig(min_size=8))
     first = proposer(b)
     proposer(a)
     again = proposer(b)

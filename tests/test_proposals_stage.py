@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.config import ConfigError, load_params
+from pipeline.config import ConfigError
+from pipeline.params import load_params
 from pipeline.proposals.stage import recall_at, unique_splits
 from pipeline.proposals.store import read_proposals
 from pipeline.runner import run_stage

@@ -77,6 +77,6 @@ def test_offset_model_beats_the_ablation(one_thread):
 
 
 def test_config_defaults_match_params_yaml():
-    from pipeline.config import load_params
+    from pipeline.params import load_params
 
     assert load_params("params.yaml").synthetic == replace(SyntheticConfig())

@@ -30,10 +30,12 @@ import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 import torch
 from torch import nn
 
+from pipeline.backbones.config import MIN_INPUT_SIZE, Scope
 from pipeline.config import ConfigError
 from pipeline.provenance import sha256_file
 
@@ -41,7 +43,7 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SCOPES = ("fc", "fc+conv5", "all")
+SCOPES: tuple[str, ...] = get_args(Scope)
 DOWNLOAD_TIMEOUT_S = 60.0
 
 
@@ -448,8 +450,8 @@ def build_backbone(
     if name not in BACKBONES:
         raise ConfigError(f"backbone: {name!r} is unknown; allowed: {', '.join(BACKBONES)}")
     size = 224 if input_size is None else int(input_size)
-    if size < 32:
-        raise ConfigError(f"network.input_size: {size} is too small; allowed: >= 32")
+    if size < MIN_INPUT_SIZE:
+        raise ConfigError(f"network.input_size: {size} is too small; allowed: >= {MIN_INPUT_SIZE}")
     with contextlib.redirect_stdout(io.StringIO()):
         bb = BACKBONES[name](Path(weights) if weights is not None else None, pretrained, size)
     log.info(

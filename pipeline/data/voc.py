@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.config import ConfigError
 from pipeline.errors import DataError, SkipPolicy
 
 log = logging.getLogger(__name__)
@@ -335,7 +336,7 @@ def dataset_dir(dataset: str, data_cfg, scenes_cfg, split: str) -> Path:
                     return candidate
             return root / "VOC2007"
         return Path(data_cfg.voc_root) / "VOC2007"
-    raise ValueError(
+    raise ConfigError(
         f"dataset: {dataset!r} is not a valid choice; allowed: scenes, voc2007, voc2012"
     )
 

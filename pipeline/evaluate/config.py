@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.config import ConfigError, param
+from pipeline.config import ConfigError, device_param, param
 
 VISSL_COSTS = (0.01, 0.1, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 50.0, 100.0, 1000.0)
 
@@ -25,7 +25,7 @@ class ClassifyConfig:
     max_context_pairs: int = param(
         5000, ge=1, help="at most this many object pairs per split for the context experiment"
     )
-    device: str = param("auto", help="feature extraction device: auto, cpu, cuda, cuda:N")
+    device: str = device_param(help="feature extraction device: auto, cpu, cuda, cuda:N")
     workers: int = param(
         1, ge=1, help="processes for the SVM cross-validation (results do not depend on it)"
     )
@@ -35,10 +35,6 @@ class ClassifyConfig:
             raise ConfigError(
                 f"classify.costs: {list(self.costs)!r} is not allowed; "
                 "allowed: a non-empty list of positive numbers"
-            )
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(
-                f"classify.device: {self.device!r} is not valid; allowed: auto, cpu, cuda, cuda:N"
             )
 
 
@@ -88,7 +84,7 @@ class DetectConfig:
     nms: float = param(0.3, gt=0, le=1, help="test: per-class NMS IoU threshold")
     max_detections: int = param(100, ge=1, help="test: detections kept per image")
     n_examples: int = param(4, ge=0, help="test images drawn in the examples PNG")
-    device: str = param("auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    device: str = device_param()
     threads: int = param(
         0, ge=0, help="torch CPU threads (0: torch's default); 1 is faster on a busy machine"
     )
@@ -103,8 +99,4 @@ class DetectConfig:
             raise ConfigError(
                 f"detect.min_size: {self.min_size} exceeds detect.max_size={self.max_size}; "
                 "allowed: min_size <= max_size"
-            )
-        if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
-            raise ConfigError(
-                f"detect.device: {self.device!r} is not valid; allowed: auto, cpu, cuda, cuda:N"
             )

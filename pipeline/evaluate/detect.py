@@ -42,8 +42,6 @@ from pipeline.evaluate.fast_rcnn import (
     DetectionImage,
     FastRCNN,
     FeatureSource,
-    SamplingConfig,
-    TrainConfig,
     detect,
     train_fast_rcnn,
 )
@@ -55,28 +53,6 @@ log = logging.getLogger(__name__)
 
 NETWORKS = ("original", "scn")
 PLOT_NAME = "detect_examples.png"
-
-
-def schedule(cfg: DetectConfig) -> TrainConfig:
-    """The training schedule of :func:`train_fast_rcnn` from the ``detect`` params."""
-    return TrainConfig(
-        iterations=cfg.iterations,
-        lr=cfg.lr,
-        lr_step=cfg.lr_step,
-        lr_gamma=cfg.lr_gamma,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        images_per_batch=cfg.images_per_batch,
-        flip=cfg.flip,
-        add_gt_rois=cfg.add_gt_rois,
-        sampling=SamplingConfig(
-            rois_per_image=cfg.rois_per_image,
-            fg_fraction=cfg.fg_fraction,
-            fg_iou=cfg.fg_iou,
-            bg_iou_low=cfg.bg_iou_low,
-            bg_iou_high=cfg.bg_iou_high,
-        ),
-    )
 
 
 # --------------------------------------------------------------------------- inputs
@@ -312,7 +288,6 @@ def run_detect(params, backbones: dict[str, object] | None = None) -> dict:
         "test": source(test_ds, test_images, first),
     }
     gts = [GroundTruth.make(im.gt_boxes, im.gt_labels - 1, im.gt_difficult) for im in test_images]
-    sched = schedule(cfg)
     metrics: dict = {
         "device": str(device),
         "classes": list(classes),
@@ -334,7 +309,7 @@ def run_detect(params, backbones: dict[str, object] | None = None) -> dict:
         model = build_detector(bb, len(classes), cfg)
         start = time.perf_counter()
         histories[net] = train_fast_rcnn(
-            model, srcs["train"], sched, cfg.seed, device, desc=f"train {net}"
+            model, srcs["train"], cfg, cfg.seed, device, desc=f"train {net}"
         )
         train_s = time.perf_counter() - start
         start = time.perf_counter()

@@ -46,6 +46,8 @@ from torchvision.models.detection.roi_heads import fastrcnn_loss
 from torchvision.ops import RoIAlign, RoIPool, batched_nms, box_iou, clip_boxes_to_image
 from tqdm import tqdm
 
+from pipeline.evaluate.config import DetectConfig
+
 log = logging.getLogger(__name__)
 
 BOX_CODER_WEIGHTS = (10.0, 10.0, 5.0, 5.0)  # Fast R-CNN's target std (0.1, 0.1, 0.2, 0.2)
@@ -124,20 +126,11 @@ def pad_batch(images: Sequence[torch.Tensor], multiple: int = 1) -> torch.Tensor
 # --------------------------------------------------------------------------- sampling
 
 
-@dataclass(frozen=True)
-class SamplingConfig:
-    rois_per_image: int = 128
-    fg_fraction: float = 0.25
-    fg_iou: float = 0.5
-    bg_iou_low: float = 0.1
-    bg_iou_high: float = 0.5
-
-
 def sample_rois(
     proposals: torch.Tensor,
     gt_boxes: torch.Tensor,
     gt_labels: torch.Tensor,
-    cfg: SamplingConfig,
+    cfg: DetectConfig,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Fast R-CNN minibatch sampling for one image (py-faster-rcnn ``_sample_rois``).
@@ -278,22 +271,6 @@ class DetectionImage:
     gt_difficult: np.ndarray  # (G,) bool
 
 
-@dataclass(frozen=True)
-class TrainConfig:
-    """The schedule (see ``DetectConfig`` for the meaning of each field)."""
-
-    iterations: int
-    lr: float
-    lr_step: int
-    lr_gamma: float
-    momentum: float
-    weight_decay: float
-    images_per_batch: int
-    flip: bool
-    add_gt_rois: bool
-    sampling: SamplingConfig
-
-
 def body_digest(body: nn.Module) -> str:
     """SHA-256 of a module's parameters and buffers (names, shapes, values)."""
     h = hashlib.sha256()
@@ -372,7 +349,7 @@ def _roi_targets(
     im: DetectionImage,
     new_size: tuple[int, int],
     flip: bool,
-    cfg: TrainConfig,
+    cfg: DetectConfig,
     generator: torch.Generator,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     props = to_network_frame(im.proposals, (im.width, im.height), new_size, flip)
@@ -383,7 +360,7 @@ def _roi_targets(
         torch.from_numpy(props),
         torch.from_numpy(gt),
         torch.from_numpy(im.gt_labels.astype(np.int64)),
-        cfg.sampling,
+        cfg,
         generator,
     )
 
@@ -391,7 +368,7 @@ def _roi_targets(
 def train_fast_rcnn(
     model: FastRCNN,
     source: FeatureSource,
-    cfg: TrainConfig,
+    cfg: DetectConfig,
     seed: int,
     device: torch.device,
     desc: str = "fast r-cnn",

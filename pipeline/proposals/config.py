@@ -6,7 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from pipeline.config import ConfigError, param
+from pipeline.config import ConfigError, device_param, param
+
+#: Proposal mechanisms: the top-level ``proposal`` switch and ``proposals.detect_method``.
+Proposal = Literal["edgebox", "yolo", "bbox", "random"]
 
 
 @dataclass(frozen=True)
@@ -63,17 +66,12 @@ class YoloConfig:
     )
     conf: float = param(0.1, ge=0, le=1, help="confidence threshold")
     max_det: int = param(20, ge=1, help="max detections per image")
-    device: str = param("auto", help="auto, cpu, or a CUDA device index")
+    device: str = device_param()
 
     def validate(self) -> None:
         if self.imgsz % 32:
             raise ConfigError(
                 f"proposals.yolo.imgsz: {self.imgsz} is not a multiple of 32; allowed: 32, 64, ..."
-            )
-        if self.device not in ("auto", "cpu") and not self.device.isdigit():
-            raise ConfigError(
-                f"proposals.yolo.device: {self.device!r} is not valid; "
-                "allowed: auto, cpu, a CUDA index"
             )
 
 
@@ -89,7 +87,7 @@ class RandomConfig:
 class ProposalsConfig:
     seed: int = param(0, ge=0)
     workers: int = param(2, ge=1, help="worker processes for EdgeBoxes")
-    detect_method: Literal["edgebox", "yolo", "bbox", "random"] = param(
+    detect_method: Proposal = param(
         "edgebox",
         help="method of the detect_proposals stage (detector's RoIs), independent of `proposal`",
     )

@@ -15,7 +15,6 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,40 +39,13 @@ log = logging.getLogger(__name__)
 INTERNAL_BOX_FACTOR = 5
 
 
-@dataclass(frozen=True)
-class EdgeBoxSettings:
-    """Picklable settings a worker needs (from :class:`EdgeBoxConfig`)."""
-
-    edge_source: str = "sobel"
-    sed_model: str | None = None
-    alpha: float = 0.65
-    beta: float = 0.75
-    min_score: float = 0.1
-    max_aspect_ratio: float = 3.0
-    min_size: int = 16
-    max_boxes: int = 20
-
-    @classmethod
-    def from_config(cls, cfg: EdgeBoxConfig) -> EdgeBoxSettings:
-        return cls(
-            edge_source=cfg.edge_source,
-            sed_model=str(cfg.sed_model) if cfg.sed_model is not None else None,
-            alpha=cfg.alpha,
-            beta=cfg.beta,
-            min_score=cfg.min_score,
-            max_aspect_ratio=cfg.max_aspect_ratio,
-            min_size=cfg.min_size,
-            max_boxes=cfg.max_boxes,
-        )
-
-    def thresholds(self) -> dict[str, Any]:
-        d = asdict(self)
-        d.pop("edge_source")
-        d.pop("sed_model")
-        return d
+def thresholds(cfg: EdgeBoxConfig) -> dict[str, Any]:
+    """The EdgeBoxes thresholds recorded as provenance (every key but the edge source)."""
+    keys = ("alpha", "beta", "min_score", "max_aspect_ratio", "min_size", "max_boxes")
+    return {k: getattr(cfg, k) for k in keys}
 
 
-def make_edgeboxes(s: EdgeBoxSettings):
+def make_edgeboxes(s: EdgeBoxConfig):
     """A configured ``cv2.ximgproc.EdgeBoxes`` (checks the contrib build is the one loaded)."""
     if not hasattr(cv2, "ximgproc") or not hasattr(cv2.ximgproc, "createEdgeBoxes"):
         raise RuntimeError(
@@ -117,7 +89,7 @@ def boxes_from_rects(rects: np.ndarray, width: int, height: int) -> np.ndarray:
 class EdgeBoxProposer:
     """Edge detector + EdgeBoxes + filters for one process."""
 
-    def __init__(self, settings: EdgeBoxSettings, threads: int | None = None):
+    def __init__(self, settings: EdgeBoxConfig, threads: int | None = None):
         self.settings = settings
         self.edges = make_edge_detector(settings.edge_source, settings.sed_model, threads=threads)
         make_edgeboxes(settings)  # fail early on an OpenCV without ximgproc
@@ -148,7 +120,7 @@ Task = tuple[int, str, int, int]  # (index, image path, width, height)
 Result = tuple[int, Any, Any, str | None, str | None]  # (index, boxes, scores, error, kind)
 
 
-def _init_worker(settings: EdgeBoxSettings, threads: int) -> None:
+def _init_worker(settings: EdgeBoxConfig, threads: int) -> None:
     """Pool initializer: load the edge model once per worker process.
 
     OpenCV runs single-threaded in every worker (its results must not depend on the
@@ -186,7 +158,7 @@ def _run_task(task: Task) -> Result:
 
 
 def run_edgeboxes(
-    tasks: list[Task], settings: EdgeBoxSettings, workers: int = 1, desc: str = "edgeboxes"
+    tasks: list[Task], settings: EdgeBoxConfig, workers: int = 1, desc: str = "edgeboxes"
 ) -> Iterator[Result]:
     """Yield one :data:`Result` per task, in task order, using ``workers`` processes.
 
@@ -214,7 +186,7 @@ def run_edgeboxes(
         yield from tqdm(it, total=len(tasks), desc=desc, leave=False)
 
 
-def edge_source_sha256(settings: EdgeBoxSettings) -> str:
+def edge_source_sha256(settings: EdgeBoxConfig) -> str:
     """Check the edge model is usable (before any worker starts); its weights' SHA-256."""
     if settings.edge_source == "hed":
         return sha256_cached(str(hed_weights_path()))
@@ -225,14 +197,13 @@ def edge_source_sha256(settings: EdgeBoxSettings) -> str:
 def propose(dataset: VOCDataset, params: Params, split: str) -> ProposalSet:
     """EdgeBoxes proposals for every image of ``dataset``; bad images skipped via its policy."""
     cfg = params.proposals.edgebox
-    settings = EdgeBoxSettings.from_config(cfg)
-    weights_sha256 = edge_source_sha256(settings)  # a missing model fails before any work
+    weights_sha256 = edge_source_sha256(cfg)  # a missing model fails before any work
     images = list(dataset)
     tasks = [(i, str(im.path), im.width, im.height) for i, im in enumerate(images)]
     kept, boxes, scores = [], [], []
     start = time.perf_counter()
     for index, b, s, problem, kind in run_edgeboxes(
-        tasks, settings, params.proposals.workers, desc=f"edgebox {split}"
+        tasks, cfg, params.proposals.workers, desc=f"edgebox {split}"
     ):
         if problem is not None:
             dataset.policy.handle(DataError(images[index].path, problem, kind=kind or "invalid"))
@@ -244,8 +215,8 @@ def propose(dataset: VOCDataset, params: Params, split: str) -> ProposalSet:
     dataset.policy.check(len(dataset.ids_listed))
     provenance = {
         "method": "edgebox",
-        "edge_source": settings.edge_source,
-        "thresholds": settings.thresholds(),
+        "edge_source": cfg.edge_source,
+        "thresholds": thresholds(cfg),
         "weights_sha256": weights_sha256,
     }
     return ProposalSet.from_images(kept, boxes, scores, provenance, dataset.policy, seconds)

@@ -103,23 +103,12 @@ def _captured_output(what: str) -> Iterator[None]:
 
 
 def resolve_device(device: str) -> str:
-    """``auto`` -> ``"0"`` with a CUDA GPU else ``"cpu"``; ``cpu``; or a CUDA index."""
-    import torch
+    """The project's device rule (:func:`pipeline.devices.resolve_device`) in ultralytics'
+    spelling: ``"cpu"`` or a CUDA index such as ``"0"``."""
+    from pipeline.devices import resolve_device as resolve
 
-    if device == "auto":
-        return "0" if torch.cuda.is_available() else "cpu"
-    if device == "cpu":
-        return "cpu"
-    if device.isdigit():
-        if not torch.cuda.is_available() or int(device) >= torch.cuda.device_count():
-            raise ConfigError(
-                f"proposals.yolo.device: {device!r} but no such CUDA device; allowed: auto, cpu"
-                + (f", 0..{torch.cuda.device_count() - 1}" if torch.cuda.is_available() else "")
-            )
-        return device
-    raise ConfigError(
-        f"proposals.yolo.device: {device!r} is not valid; allowed: auto, cpu, a CUDA index"
-    )
+    dev = resolve(device, "proposals.yolo.device")
+    return "cpu" if dev.type == "cpu" else str(dev.index or 0)
 
 
 # --------------------------------------------------------------------------- training

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from pipeline.backbones.preprocess import crop_resize, normalize
-from pipeline.config import ConfigError, to_dict
+from pipeline.config import to_dict
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.io import TMP_MARK, atomic_path
@@ -432,11 +432,6 @@ def stage(params) -> dict:
     cfg, net = params.targets, params.network
     seed_everything(cfg.seed)
     bb = build_backbone(params.backbone, weights=net.weights, input_size=net.input_size)
-    if net.scope not in bb.scopes:
-        raise ConfigError(
-            f"network.scope: {net.scope!r} is not a scope of {bb.name}; "
-            f"allowed: {', '.join(bb.scopes)}"
-        )
     stage_params = {
         "dataset": params.dataset,
         "backbone": params.backbone,

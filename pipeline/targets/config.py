@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.config import ConfigError, param
+from pipeline.config import device_param, param
 
 
 @dataclass(frozen=True)
@@ -19,15 +18,9 @@ class TargetsConfig:
     dtype: Literal["float16", "float32"] = param(
         "float32", help="storage dtype of features and trunk; float16 halves the trunk cache"
     )
-    device: str = param("auto", help="auto, cpu, cuda, cuda:N")
+    device: str = device_param()
     amp: bool = param(False, help="mixed precision (float16 autocast) on the GPU; ignored on CPU")
     trunk_cache: bool = param(True, help="also cache the frozen trunk output (scope fc, fc+conv5)")
     compression: Literal["gzip", "lzf", "none"] = param(
         "gzip", help="HDF5 filter: gzip (level 1, portable), lzf (faster, h5py only), none"
     )
-
-    def validate(self) -> None:
-        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device):
-            raise ConfigError(
-                f"targets.device: {self.device!r} is not valid; allowed: auto, cpu, cuda, cuda:N"
-            )

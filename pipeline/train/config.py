@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.config import ConfigError, param
-
-DEVICE_PATTERN = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
+from pipeline.config import device_param, param
 
 
 @dataclass(frozen=True)
@@ -43,17 +40,10 @@ class TrainConfig:
         "zero", help="initial b2 of the context module: zero (paper) or the mean training target"
     )
     warmup_epochs: int = param(0, ge=0, help="linear learning-rate warm-up over these epochs")
-    device: str = param("auto", help="auto (GPU when present), cpu, cuda, cuda:N")
+    device: str = device_param()
     amp: bool = param(False, help="mixed precision (float16 on the GPU, bfloat16 on the CPU)")
     workers: int = param(0, ge=0, help="DataLoader worker processes")
     resume: bool = param(True, help="continue from the last checkpoint when present")
     preload_max_mb: int = param(
         2048, ge=0, help="read cached targets/trunk arrays up to this size into memory"
     )
-
-    def validate(self) -> None:
-        if not DEVICE_PATTERN.match(self.device):
-            raise ConfigError(
-                f"train.device: {self.device!r} is not a valid device; "
-                "allowed: auto, cpu, cuda, cuda:N"
-            )
