@@ -52,7 +52,7 @@ def gt_pairs(params: Params, split: str, out: Path, max_per_image: int) -> Path:
     """Every ordered pair of ground-truth boxes of an image (at most ``max_per_image``)."""
     from pipeline.pairs.manifest import PairManifest
 
-    ds = open_split(params, split)
+    ds = open_split(params.dataset_ref, split)
     ids, sizes, p_img, p_box, top, bottom, off = [], [], [], [], [], [], []
     for im in ds:
         boxes = im.boxes()
@@ -118,7 +118,7 @@ def compare_sources(args) -> dict:
     files = {}
     for split in ("train", "test"):
         pairs = gt_pairs(params, split, root / "pairs" / f"{split}.h5", args.pairs_per_image)
-        ds = open_split(params, split)
+        ds = open_split(params.dataset_ref, split)
         images = {im.id: im.path for im in ds}
         targets = root / "targets" / f"{split}.h5"
         build_targets(read_patches(pairs), images, targets, bb, scope="fc", workers=0,

@@ -9,7 +9,7 @@ import click
 
 from pipeline.config import ConfigError
 from pipeline.errors import DataError, TooManySkipped
-from pipeline.runner import STAGES, run_stage, setup_logging
+from pipeline.runner import STAGE_NAMES, run_stage, setup_logging
 
 
 @click.group()
@@ -20,7 +20,7 @@ def main(verbose: bool) -> None:
 
 
 def _stage_command(name: str) -> click.Command:
-    @click.command(name=name, help=f"Run the {name!r} stage (same function as stages/{name}.py).")
+    @click.command(name=name, help=f"Run the {name!r} stage (runs stages/{name}.py as DVC does).")
     @click.option("--params", default="params.yaml", show_default=True, type=click.Path())
     def command(params: str) -> None:
         try:
@@ -31,7 +31,7 @@ def _stage_command(name: str) -> click.Command:
     return command
 
 
-for _name in STAGES:
+for _name in STAGE_NAMES:
     main.add_command(_stage_command(_name))
 
 
@@ -90,7 +90,7 @@ def show_image(
 
     try:
         p = load_params(params)
-        ds = open_split(p, split, check_images=False)
+        ds = open_split(p.dataset_ref, split, check_images=False)
         out = out or Path(f"{image_id}.png")
         render_boxes(ds, image_id, out, proposals_file=proposals_file)
     except (ConfigError, DataError, KeyError) as err:
@@ -125,7 +125,7 @@ def show_pairs(
         if split is None:
             with h5py.File(pairs_file, "r") as fh:
                 split = str(fh.attrs.get("split", pairs_file.stem))
-        ds = open_split(p, split, check_images=False)
+        ds = open_split(p.dataset_ref, split, check_images=False)
         out = out or Path(f"pair_{index}.png")
         render_pair(ds, pairs_file, index, out)
     except (ConfigError, DataError, KeyError, OSError) as err:

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
+from pipeline.artifacts import PathsConfig
 from pipeline.backbones.config import NetworkConfig
-from pipeline.config import ConfigError, build, param, read_yaml
+from pipeline.config import ConfigError, build, read_yaml
 from pipeline.data.config import DataConfig, ScenesConfig
+from pipeline.data.voc import DatasetRef
 from pipeline.evaluate.config import ClassifyConfig, DetectConfig
 from pipeline.pairs.config import PairsConfig
 from pipeline.proposals.config import Proposal, ProposalsConfig
@@ -18,27 +20,12 @@ from pipeline.train.config import TrainConfig
 
 # The three switches. Each choice has an implementation in a registry (tests/test_config.py
 # ties them): dataset -> pipeline.data.voc.dataset_dir, proposal ->
-# pipeline.proposals.stage.load_methods(), backbone -> pipeline.backbones.BACKBONES.
+# pipeline.proposals.stage.METHODS, backbone -> pipeline.backbones.BACKBONES.
 Dataset = Literal["scenes", "voc2007", "voc2012"]
 BackboneName = Literal["efficientnet_lite0", "vgg19", "alexnet", "resnet50"]
 DATASETS: tuple[str, ...] = get_args(Dataset)
 PROPOSALS: tuple[str, ...] = get_args(Proposal)
 BACKBONES: tuple[str, ...] = get_args(BackboneName)
-
-
-@dataclass(frozen=True)
-class PathsConfig:
-    """Every artifact path, in one place (dvc.yaml templates from these keys)."""
-
-    proposals: Path = param(Path("data/proposals"))
-    pairs: Path = param(Path("data/pairs"))
-    targets: Path = param(Path("data/targets"))
-    train: Path = param(Path("data/train"))
-    classify: Path = param(Path("data/classify"))
-    detect: Path = param(Path("data/detect"))
-    synthetic: Path = param(Path("data/synthetic"))
-    metrics: Path = param(Path("metrics"))
-    plots: Path = param(Path("plots"))
 
 
 @dataclass(frozen=True)
@@ -57,6 +44,11 @@ class Params:
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+    @property
+    def dataset_ref(self) -> DatasetRef:
+        """The dataset the stages read (``dataset`` with ``data`` and ``scenes``)."""
+        return DatasetRef(self.dataset, self.data, self.scenes)
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:

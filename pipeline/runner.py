@@ -1,17 +1,21 @@
-"""The stage registry shared by ``stages/*.py`` and the ``scn`` CLI.
+"""How a stage runs: ``stages/<name>.py`` loads the params once and calls its library
+function with typed sections; this module does what every stage shares around that call.
 
-Each stage is a function ``stage(params: Params) -> dict`` in its own module. It reads
-its inputs and writes its outputs under ``params.paths``; the dict it returns is
-written to ``metrics/<stage>.json`` (atomically) by :func:`run_stage`.
+Each ``stages/<name>.py`` defines ``run(params: Params) -> dict`` (the plain import of
+the library function it calls is the stage-to-function link) and ends with
+``stage_main("<name>", run)``. :func:`execute` validates the params, times the call,
+measures memory, and writes the returned dict to ``metrics/<stage>.json`` (atomically).
+The ``scn <stage>`` CLI commands and the tests run the same scripts through
+:func:`run_stage`.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import logging
 import resource
+import runpy
 import sys
 import threading
 import time
@@ -22,31 +26,38 @@ from typing import Any
 from pipeline.config import ConfigError, to_dict
 from pipeline.errors import DataError, TooManySkipped
 from pipeline.io import write_json
-from pipeline.params import load_params
+from pipeline.params import Params, load_params
 from pipeline.provenance import code_version
 
 log = logging.getLogger(__name__)
 
-# stage name -> "module:function"; imported lazily so one stage never pays for another.
-STAGES: dict[str, str] = {
-    "scenes": "pipeline.data.scenes:stage",
-    "proposals": "pipeline.proposals.stage:stage",
-    "yolo": "pipeline.proposals.yolo:stage",
-    "detect_proposals": "pipeline.proposals.stage:detect_stage",
-    "pairs": "pipeline.pairs.manifest:stage",
-    "targets": "pipeline.targets.cache:stage",
-    "train": "pipeline.train.loop:stage",
-    "classify": "pipeline.evaluate.classify:stage",
-    "detect": "pipeline.evaluate.detect:stage",
-    "synthetic": "pipeline.synthetic.experiment:stage",
-}
+#: The stages, in the order of the DAG (dvc.yaml's ``stages``; a test keeps them equal).
+STAGE_NAMES = (
+    "scenes",
+    "yolo",
+    "proposals",
+    "detect_proposals",
+    "pairs",
+    "targets",
+    "train",
+    "classify",
+    "detect",
+    "synthetic",
+)
+#: ``stages/`` of the checkout this package lives in (what dvc.yaml runs).
+STAGES_DIR = Path(__file__).resolve().parent.parent / "stages"
+
+StageRun = Callable[[Params], "dict[str, Any] | None"]
 
 
-def stage_function(name: str) -> Callable[[Any], dict]:
-    if name not in STAGES:
-        raise ConfigError(f"stage: {name!r} is unknown; allowed: {', '.join(STAGES)}")
-    module, func = STAGES[name].split(":")
-    return getattr(importlib.import_module(module), func)
+def stage_script(name: str) -> StageRun:
+    """The ``run`` function of ``stages/<name>.py``, the script DVC runs for the stage."""
+    path = STAGES_DIR / f"{name}.py"
+    if name not in STAGE_NAMES:
+        raise ConfigError(f"stage: {name!r} is unknown; allowed: {', '.join(STAGE_NAMES)}")
+    if not path.is_file():
+        raise ConfigError(f"stage {name}: {path} not found; run from a checkout of the project")
+    return runpy.run_path(str(path), run_name=f"stages.{name}")["run"]
 
 
 def setup_logging(level: int = logging.INFO) -> None:
@@ -124,25 +135,34 @@ class ChildMemory:
         self._thread.join()
 
 
-def run_stage(name: str, params_path: str | Path = "params.yaml") -> dict:
-    """Validate params, run stage ``name``, write ``metrics/<name>.json``; return metrics."""
-    fn = stage_function(name)
-    params = load_params(params_path)
+def execute(name: str, run: StageRun, params: str | Path | Params = "params.yaml") -> dict:
+    """Validate params, call ``run``, write ``metrics/<name>.json``; return the metrics.
+
+    ``params`` is a params.yaml path, or an already validated :class:`Params`.
+    """
+    params_path = "<Params>" if isinstance(params, Params) else params
+    if not isinstance(params, Params):
+        params = load_params(params)
     log.info("stage %s, code %s, params %s", name, code_version(), params_path)
     log.debug("resolved params: %s", to_dict(params))
     start = time.perf_counter()
     with ChildMemory() as children:
-        metrics = fn(params)
+        metrics = run(params)
     if metrics is not None:
         memory = {"peak_rss_mb": peak_rss_mb(), "children_peak_uss_mb": round(children.peak_mb, 1)}
         metrics = {"stage": name, "seconds": round(time.perf_counter() - start, 3), **memory,
                    **metrics}  # fmt: skip
-        write_json(Path(params.paths.metrics) / f"{name}.json", metrics)
+        write_json(params.paths.metrics_file(name), metrics)
     log.info("stage %s done in %.1fs", name, time.perf_counter() - start)
     return metrics or {}
 
 
-def main(name: str, argv: list[str] | None = None) -> None:
+def run_stage(name: str, params: str | Path | Params = "params.yaml") -> dict:
+    """Run ``stages/<name>.py`` as DVC does (for the CLI and tests); return its metrics."""
+    return execute(name, stage_script(name), params)
+
+
+def stage_main(name: str, run: StageRun, argv: list[str] | None = None) -> None:
     """Entry point of a ``stages/<name>.py`` script."""
     parser = argparse.ArgumentParser(description=f"DVC stage {name!r}")
     parser.add_argument("--params", default="params.yaml")
@@ -150,7 +170,7 @@ def main(name: str, argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging(logging.DEBUG if args.verbose else logging.INFO)
     try:
-        run_stage(name, args.params)
+        execute(name, run, args.params)
     except (ConfigError, DataError, TooManySkipped) as err:
         log.error("%s", err)
         raise SystemExit(2) from None

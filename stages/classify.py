@@ -1,6 +1,17 @@
-"""DVC stage `classify`: see pipeline.runner.STAGES for the function it runs."""
+"""DVC stage `classify`: linear-SVM classification (Obj, Img) and the context experiment,
+original network vs the trained bottom stream."""
 
-from pipeline.runner import main
+from pipeline.evaluate.classify import run_classify
+from pipeline.params import Params
+from pipeline.runner import stage_main
+
+
+def run(p: Params) -> dict:
+    splits = (p.data.eval_train_split, p.data.eval_test_split)
+    return run_classify(
+        p.dataset_ref, p.backbone, p.network, p.classify, p.pairs.offset_scale, splits, p.paths
+    )
+
 
 if __name__ == "__main__":
-    main("classify")
+    stage_main("classify", run)

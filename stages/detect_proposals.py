@@ -1,6 +1,17 @@
-"""DVC stage `detect_proposals`: see pipeline.runner.STAGES for the function it runs."""
+"""DVC stage `detect_proposals`: Fast R-CNN's RoIs with `proposals.detect_method` on the
+detector's train and test splits (independent of the `proposal` switch)."""
 
-from pipeline.runner import main
+from pipeline.params import Params
+from pipeline.proposals.stage import detect_proposals
+from pipeline.runner import stage_main
+
+
+def run(p: Params) -> dict:
+    splits = [p.data.eval_train_split, p.data.eval_test_split]
+    return detect_proposals(
+        p.dataset_ref, p.proposals, splits, p.paths.detect_proposals_dir, p.paths.yolo_dir
+    )
+
 
 if __name__ == "__main__":
-    main("detect_proposals")
+    stage_main("detect_proposals", run)

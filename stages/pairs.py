@@ -1,6 +1,14 @@
-"""DVC stage `pairs`: see pipeline.runner.STAGES for the function it runs."""
+"""DVC stage `pairs`: (top, bottom, offset) pair manifests from the proposals."""
 
-from pipeline.runner import main
+from pipeline.pairs.manifest import stage
+from pipeline.params import Params
+from pipeline.runner import stage_main
+
+
+def run(p: Params) -> dict:
+    splits = [p.data.scn_split, p.data.eval_test_split]
+    return stage(p.pairs, p.proposal, p.dataset, splits, p.paths)
+
 
 if __name__ == "__main__":
-    main("pairs")
+    stage_main("pairs", run)

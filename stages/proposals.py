@@ -1,6 +1,17 @@
-"""DVC stage `proposals`: see pipeline.runner.STAGES for the function it runs."""
+"""DVC stage `proposals`: mine SCN's patches with the `proposal` method on the SCN and
+held-out test splits."""
 
-from pipeline.runner import main
+from pipeline.params import Params
+from pipeline.proposals.stage import propose_splits
+from pipeline.runner import stage_main
+
+
+def run(p: Params) -> dict:
+    splits = [p.data.scn_split, p.data.eval_test_split]
+    return propose_splits(
+        p.dataset_ref, p.proposal, p.proposals, splits, p.paths.proposals, p.paths.yolo_dir
+    )
+
 
 if __name__ == "__main__":
-    main("proposals")
+    stage_main("proposals", run)

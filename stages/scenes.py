@@ -1,6 +1,13 @@
-"""DVC stage `scenes`: see pipeline.runner.STAGES for the function it runs."""
+"""DVC stage `scenes`: generate the embedded VOC-layout dataset under data.scenes_root."""
 
-from pipeline.runner import main
+from pipeline.data.scenes import stage
+from pipeline.params import Params
+from pipeline.runner import stage_main
+
+
+def run(p: Params) -> dict:
+    return stage(p)
+
 
 if __name__ == "__main__":
-    main("scenes")
+    stage_main("scenes", run)

@@ -1,6 +1,13 @@
-"""DVC stage `synthetic`: see pipeline.runner.STAGES for the function it runs."""
+"""DVC stage `synthetic`: the paper's synthetic check (Figures 3 and 4)."""
 
-from pipeline.runner import main
+from pipeline.params import Params
+from pipeline.runner import stage_main
+from pipeline.synthetic.experiment import stage
+
+
+def run(p: Params) -> dict:
+    return stage(p.synthetic, p.paths.synthetic, p.paths.plot_file("synthetic.csv"))
+
 
 if __name__ == "__main__":
-    main("synthetic")
+    stage_main("synthetic", run)

@@ -1,6 +1,14 @@
-"""DVC stage `targets`: see pipeline.runner.STAGES for the function it runs."""
+"""DVC stage `targets`: the frozen top stream's features (and trunk cache) per patch."""
 
-from pipeline.runner import main
+from pipeline.params import Params
+from pipeline.runner import stage_main
+from pipeline.targets.cache import stage
+
+
+def run(p: Params) -> dict:
+    splits = [p.data.scn_split, p.data.eval_test_split]
+    return stage(p.dataset_ref, p.backbone, p.network, p.targets, splits, p.paths)
+
 
 if __name__ == "__main__":
-    main("targets")
+    stage_main("targets", run)

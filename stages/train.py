@@ -1,6 +1,13 @@
-"""DVC stage `train`: see pipeline.runner.STAGES for the function it runs."""
+"""DVC stage `train`: the bottom stream and context module against the cached targets."""
 
-from pipeline.runner import main
+from pipeline.params import Params
+from pipeline.runner import stage_main
+from pipeline.train.loop import stage
+
+
+def run(p: Params) -> dict:
+    return stage(p)
+
 
 if __name__ == "__main__":
-    main("train")
+    stage_main("train", run)

@@ -1,6 +1,14 @@
-"""DVC stage `yolo`: see pipeline.runner.STAGES for the function it runs."""
+"""DVC stage `yolo`: train the YOLO proposal detector when `proposal` or
+`proposals.detect_method` needs it, else write a marker only."""
 
-from pipeline.runner import main
+from pipeline.params import Params
+from pipeline.proposals.yolo import stage
+from pipeline.runner import stage_main
+
+
+def run(p: Params) -> dict:
+    return stage(p.dataset_ref, p.proposal, p.proposals, p.data.scn_split, p.paths.yolo_dir)
+
 
 if __name__ == "__main__":
-    main("yolo")
+    stage_main("yolo", run)

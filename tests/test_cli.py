@@ -5,14 +5,14 @@ import numpy as np
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.runner import STAGES
+from pipeline.runner import STAGE_NAMES
 
 
 def test_every_stage_has_a_command_and_a_script():
     from pathlib import Path
 
     root = Path(__file__).resolve().parent.parent
-    for name in STAGES:
+    for name in STAGE_NAMES:
         assert name in main.commands
         assert (root / "stages" / f"{name}.py").is_file()
 

@@ -71,11 +71,11 @@ def test_every_choice_literal_matches_its_registry(tmp_path):
     from pipeline.params import DATASETS, PROPOSALS
     from pipeline.proposals.config import EdgeBoxConfig, ProposalsConfig
     from pipeline.proposals.edges import EDGE_SOURCES, make_edge_detector
-    from pipeline.proposals.stage import load_methods
+    from pipeline.proposals.stage import METHODS
 
     hints = get_type_hints(Params)
     assert get_args(hints["backbone"]) == tuple(BACKBONES)
-    assert set(get_args(hints["proposal"])) == set(PROPOSALS) == set(load_methods())
+    assert set(get_args(hints["proposal"])) == set(PROPOSALS) == set(METHODS)
     assert get_args(get_type_hints(ProposalsConfig)["detect_method"]) == PROPOSALS
     assert get_args(get_type_hints(EdgeBoxConfig)["edge_source"]) == EDGE_SOURCES
     with pytest.raises(ConfigError, match="edge_source: 'canny'"):

@@ -338,6 +338,6 @@ def test_stage_writes_dataset_and_metrics(tmp_path, monkeypatch):
     # peak memory of the stage process: at least the interpreter with numpy and torch loaded
     assert 50 < saved["peak_rss_mb"] < 24 * 1024 and 0 <= saved["children_peak_uss_mb"] < 50
     p = build(Params, params)
-    assert len(open_split(p, "test")) == 2
+    assert len(open_split(p.dataset_ref, "test")) == 2
     # named VOC2007, the folder loads directly with torchvision
     assert len(VOCDetection(str(tmp_path / "out" / "scenes"), year="2007", image_set="test")) == 2

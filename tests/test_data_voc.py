@@ -319,17 +319,17 @@ def test_voc2007_trainval_and_separate_voctest_folder(tmp_path):
     # VOCtest_06-Nov-2007.tar unpacks to VOCtest/VOCdevkit/VOC2007
     make_voc(tmp_path / "VOCtest" / "VOCdevkit", "VOC2007", {"t": GOOD}, {"test": ["t"]})
     params = voc_params(tmp_path, "voc2007", voc2007_test_root=str(tmp_path / "VOCtest"))
-    assert open_split(params, "trainval").ids == ["a", "b"]
-    test = open_split(params, "test")
+    assert open_split(params.dataset_ref, "trainval").ids == ["a", "b"]
+    test = open_split(params.dataset_ref, "test")
     assert test.ids == ["t"] and test.root == tmp_path / "VOCtest" / "VOCdevkit" / "VOC2007"
     # the root may also name the VOCdevkit itself
     params = voc_params(
         tmp_path, "voc2007", voc2007_test_root=str(tmp_path / "VOCtest" / "VOCdevkit")
     )
-    assert open_split(params, "test").ids == ["t"]
+    assert open_split(params.dataset_ref, "test").ids == ["t"]
     # without a separate root, test is looked up beside trainval
     with pytest.raises(DataError, match="split 'test' not found"):
-        open_split(voc_params(tmp_path, "voc2007"), "test")
+        open_split(voc_params(tmp_path, "voc2007").dataset_ref, "test")
 
 
 def test_voc2012_train_val_with_parts(tmp_path):
@@ -338,7 +338,7 @@ def test_voc2012_train_val_with_parts(tmp_path):
         tmp_path / "VOCdevkit", "VOC2012", items, {"train": ["2012_000001"], "val": ["2012_000002"]}
     )
     params = voc_params(tmp_path, "voc2012")
-    train, val = open_split(params, "train"), open_split(params, "val")
+    train, val = open_split(params.dataset_ref, "train"), open_split(params.dataset_ref, "val")
     assert [o.name for o in train[0].objects] == ["person"]
     assert val.ids == ["2012_000002"]
     assert dataset_dir("voc2012", params.data, params.scenes, "val") == (
@@ -350,9 +350,9 @@ def test_open_split_policy_from_params(tmp_path):
     year = bad_voc(tmp_path / "VOCdevkit")
     assert year.name == "VOC2012"
     params = voc_params(tmp_path, "voc2012", on_error="skip", max_skip_fraction=0.8)
-    ds = open_split(params, "train", stage="proposals")
+    ds = open_split(params.dataset_ref, "train", stage="proposals")
     assert len(ds) == 2 and ds.policy.skipped == 7
     with pytest.raises(DataError):
-        open_split(voc_params(tmp_path, "voc2012", on_error="fail"), "train")
+        open_split(voc_params(tmp_path, "voc2012", on_error="fail").dataset_ref, "train")
     with pytest.raises(TooManySkipped, match="proposals: skipped"):
-        open_split(voc_params(tmp_path, "voc2012"), "train", stage="proposals")
+        open_split(voc_params(tmp_path, "voc2012").dataset_ref, "train", stage="proposals")

@@ -16,10 +16,11 @@ from pipeline.backbones import build_backbone
 from pipeline.backbones.preprocess import crop_resize, normalize
 from pipeline.config import ConfigError, build
 from pipeline.data.voc import open_split
-from pipeline.evaluate.classify import context_offsets, object_pairs, run_classify
+from pipeline.evaluate.classify import context_offsets, object_pairs
 from pipeline.evaluate.config import ClassifyConfig
 from pipeline.evaluate.features import ObjectTable, cached_features, original_extractor
 from pipeline.params import Params
+from pipeline.runner import stage_script
 from pipeline.train.model import build_scn, save_trained
 
 SIZE = 64  # tiny input size: fast on the CPU
@@ -78,7 +79,7 @@ def test_config_rejects_bad_costs():
 
 def test_original_features_equal_backbone_on_crops(workspace):
     params = make_params(workspace)
-    ds = open_split(params, "train")
+    ds = open_split(params.dataset_ref, "train")
     bb = build_backbone("efficientnet_lite0", input_size=SIZE)
     ext = original_extractor(bb, torch.device("cpu"))
     out = cached_features(workspace / "feat_check", ds, "obj", ext, "scenes", batch_size=5)
@@ -98,7 +99,7 @@ def test_original_features_equal_the_top_stream_cache(workspace, tmp_path):
     from pipeline.targets.cache import Patches, build_targets
 
     params = make_params(workspace)
-    ds = open_split(params, "test")
+    ds = open_split(params.dataset_ref, "test")
     bb = build_backbone("efficientnet_lite0", input_size=SIZE)
     ours = cached_features(
         tmp_path, ds, "obj", original_extractor(bb, torch.device("cpu")), "scenes", batch_size=7
@@ -178,7 +179,7 @@ def test_stage_end_to_end(workspace):
     original network's results are the same (seeded)."""
     write_model(workspace / "train" / "model.pt", perturb=0.0)
     params = make_params(workspace)
-    first = run_classify(params)
+    first = stage_script("classify")(params)
     _check_metrics(first, 40)
     assert first["obj"]["map_diff"] == pytest.approx(0.0, abs=1e-4)
     assert first["img"]["map_diff"] == pytest.approx(0.0, abs=1e-4)
@@ -199,7 +200,7 @@ def test_stage_end_to_end(workspace):
 
     write_model(workspace / "train" / "model.pt", perturb=0.05)
     mtimes = {p: p.stat().st_mtime_ns for p in cache.glob("*.h5")}
-    second = run_classify(params)
+    second = stage_script("classify")(params)
     _check_metrics(second, 40)
     changed = {p.name for p in mtimes if p.stat().st_mtime_ns != mtimes[p]}
     assert changed == {n for n in names if n.startswith("scn_")}

@@ -85,13 +85,13 @@ def _scn_model(path: Path) -> None:
 
 @pytest.mark.slow
 def test_detect_stage_end_to_end(tmp_path):
-    from pipeline.evaluate.detect import stage
+    from pipeline.runner import stage_script
 
     year = write_tiny_voc(tmp_path / "scenes", n_images=8, size=96)
     for split in ("train", "test"):
         _write_proposals(year, tmp_path / "proposals", split)
     _scn_model(tmp_path / "train" / "model.pt")
-    metrics = stage(_params(tmp_path))
+    metrics = stage_script("detect")(_params(tmp_path))
     for net in ("original", "scn"):
         m = metrics[net]
         assert set(m["per_class"]) == set(TINY_CLASSES)
@@ -121,9 +121,12 @@ def test_same_backbone_twice_gives_identical_results(tmp_path):
     bb = build_backbone("efficientnet_lite0", pretrained=False, input_size=64)
     twin = build_backbone("efficientnet_lite0", pretrained=False, input_size=64)
     twin.model.load_state_dict(bb.model.state_dict())
+    p = _params(tmp_path, iterations=3, n_examples=0)
+    splits = (p.data.eval_train_split, p.data.eval_test_split)
     metrics = run_detect(
-        _params(tmp_path, iterations=3, n_examples=0), {"original": bb, "scn": twin}
-    )
+        p.dataset_ref, p.backbone, p.network, p.detect, splits, p.paths,
+        {"original": bb, "scn": twin},
+    )  # fmt: skip
     a, b = metrics["original"], metrics["scn"]
     assert a["loss_first"] == b["loss_first"] and a["loss_last"] == b["loss_last"]
     assert a["per_class"] == b["per_class"]

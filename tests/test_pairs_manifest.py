@@ -19,11 +19,11 @@ from pipeline.pairs.manifest import (
     pair_offsets,
     read_manifest,
     select_pairs,
-    stage,
 )
 from pipeline.params import Params
 from pipeline.proposals.base import ProposalSet
 from pipeline.proposals.store import write_proposals
+from pipeline.runner import stage_script
 
 
 def grid_boxes(n: int, size: float = 10.0, step: float = 20.0) -> np.ndarray:
@@ -189,7 +189,7 @@ def test_stage_writes_manifests_in_the_artifact_format(tmp_path):
     test = pset([grid_boxes(2)] * 2)
     write_proposals(tmp_path / "proposals" / "train.h5", train, {"dataset": "scenes"})
     write_proposals(tmp_path / "proposals" / "test.h5", test, {"dataset": "scenes"})
-    metrics = stage(params)
+    metrics = stage_script("pairs")(params)
     assert metrics["method"] == "bbox"
     tr = metrics["splits"]["train"]
     assert tr["images"] == 2 and tr["images_skipped_lt2_patches"] == 1 and tr["pairs"] == 4 + 4
@@ -215,8 +215,8 @@ def test_stage_refuses_stale_or_pairless_proposals(tmp_path):
     params = make_params(tmp_path)
     write_proposals(tmp_path / "proposals" / "train.h5", pset([grid_boxes(3)], method="random"))
     with pytest.raises(DataError, match=r"train.h5.*method is 'random'"):
-        stage(params)
+        stage_script("pairs")(params)
     write_proposals(tmp_path / "proposals" / "train.h5", pset([grid_boxes(1)] * 3))
     with pytest.raises(DataError, match=r"train.h5: no pairs"):
-        stage(params)
+        stage_script("pairs")(params)
     assert not (tmp_path / "pairs" / "train.h5").exists()

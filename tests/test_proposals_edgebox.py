@@ -12,7 +12,6 @@ from pipeline.config import ConfigError, build
 from pipeline.data.voc import VOCDataset
 from pipeline.errors import DataError, SkipPolicy
 from pipeline.params import Params
-from pipeline.proposals.base import get_method
 from pipeline.proposals.config import EdgeBoxConfig
 from pipeline.proposals.edgebox import (
     EdgeBoxProposer,
@@ -21,6 +20,7 @@ from pipeline.proposals.edgebox import (
     thresholds,
 )
 from pipeline.proposals.edges import SobelEdges, StructuredEdges, edges_nms, load_hed
+from pipeline.proposals.stage import get_method
 
 
 def _params(tiny_voc, **edgebox):
@@ -83,7 +83,7 @@ def test_edgebox_on_real_photo_gives_filtered_boxes():
 def test_edgebox_method_on_tiny_voc_finds_the_shapes(tiny_voc):
     ds = VOCDataset(tiny_voc, "test", TINY_CLASSES)
     params = _params(tiny_voc, max_boxes=20, min_size=8)
-    props = get_method("edgebox")(ds, params, "test")
+    props = get_method("edgebox")(ds, params.proposals, "test")
     assert props.image_ids == ds.ids
     assert props.provenance["edge_source"] == "sobel"
     assert props.provenance["thresholds"]["max_boxes"] == 20
@@ -117,13 +117,13 @@ def test_bad_and_blank_images_are_skipped_or_empty(tiny_voc):
     ds = VOCDataset(tiny_voc, "train", TINY_CLASSES, check_images=False)
     (tiny_voc / "JPEGImages" / "000002.jpg").write_bytes(b"garbage")
     ds.policy = SkipPolicy(on_error="skip", max_skip_fraction=0.5)
-    props = get_method("edgebox")(ds, _params(tiny_voc, min_size=8), "train")
+    props = get_method("edgebox")(ds, _params(tiny_voc, min_size=8).proposals, "train")
     assert "000002" not in props.image_ids and len(props) == len(ds) - 1
     assert ds.policy.reasons["corrupt_image"] == 1
     assert len(props.boxes[props.index("000001")]) == 0  # a blank image has no proposals
     ds.policy = SkipPolicy(on_error="fail")
     with pytest.raises(DataError, match=r"000002.jpg"):
-        get_method("edgebox")(ds, _params(tiny_voc), "train")
+        get_method("edgebox")(ds, _params(tiny_voc).proposals, "train")
 
 
 def test_hed_loads_real_weights_and_gives_edges_in_unit_range():
@@ -145,7 +145,9 @@ def test_hed_loads_real_weights_and_gives_edges_in_unit_range():
 def test_hed_edge_source_runs_edgeboxes(tiny_voc):
     ds = VOCDataset(tiny_voc, "train", TINY_CLASSES)
     ds.images = ds.images[:2]
-    props = get_method("edgebox")(ds, _params(tiny_voc, edge_source="hed", min_size=8), "train")
+    props = get_method("edgebox")(
+        ds, _params(tiny_voc, edge_source="hed", min_size=8).proposals, "train"
+    )
     assert len(props.provenance["weights_sha256"]) == 64
     assert all(len(b) >= 1 for b in props.boxes)
 
@@ -158,7 +160,7 @@ def test_sed_without_model_is_a_clear_error(tiny_voc, tmp_path):
     params = _params(tiny_voc, edge_source="sed", sed_model=str(tmp_path / "model.yml.gz"))
     ds = VOCDataset(tiny_voc, "train", TINY_CLASSES)
     with pytest.raises(DataError, match="structured-edge model not found"):
-        get_method("edgebox")(ds, params, "train")
+        get_method("edgebox")(ds, params.proposals, "train")
     bad = tmp_path / "bad.yml.gz"
     bad.write_bytes(b"nope")
     with pytest.raises(DataError, match=r"bad.yml.gz"):

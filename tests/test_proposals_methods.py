@@ -9,8 +9,7 @@ from conftest import TINY_CLASSES
 from pipeline.config import ConfigError, build
 from pipeline.data.voc import VOCDataset
 from pipeline.params import Params
-from pipeline.proposals.base import METHODS, get_method
-from pipeline.proposals.stage import load_methods
+from pipeline.proposals.stage import METHODS, get_method
 
 
 def _params(tiny_voc, **proposals):
@@ -21,15 +20,14 @@ def _params(tiny_voc, **proposals):
 
 
 def test_registry_holds_every_method_and_refuses_unknown():
-    load_methods()
-    assert {"edgebox", "bbox", "random"} <= set(METHODS)
+    assert set(METHODS) == {"edgebox", "yolo", "bbox", "random"}
     with pytest.raises(ConfigError, match=r"proposal: 'nope'.*allowed: .*bbox"):
         get_method("nope")
 
 
 def test_bbox_returns_ground_truth_in_project_convention(tiny_voc):
     ds = VOCDataset(tiny_voc, "train", TINY_CLASSES)
-    props = get_method("bbox")(ds, _params(tiny_voc), "train")
+    props = get_method("bbox")(ds, _params(tiny_voc).proposals, "train")
     assert props.image_ids == ds.ids
     for im, b, s in zip(ds, props.boxes, props.scores, strict=True):
         np.testing.assert_array_equal(b, im.boxes())  # labels ignored, same boxes
@@ -42,7 +40,7 @@ def test_bbox_returns_ground_truth_in_project_convention(tiny_voc):
 def test_random_crops_are_seeded_per_image_and_inside_the_image(tiny_voc):
     ds = VOCDataset(tiny_voc, "train", TINY_CLASSES)
     params = _params(tiny_voc, random={"n": 5, "size": 64})
-    a = get_method("random")(ds, params, "train")
+    a = get_method("random")(ds, params.proposals, "train")
     for im, b in zip(ds, a.boxes, strict=True):
         assert b.shape == (5, 4) and b.dtype == np.float32
         assert (
@@ -52,15 +50,17 @@ def test_random_crops_are_seeded_per_image_and_inside_the_image(tiny_voc):
         np.testing.assert_array_equal(b[:, 3] - b[:, 1], 64)
     # reversed order and a subset give the same crops per image (no dependence on order)
     ds.images = ds.images[::-1][:2]
-    b2 = get_method("random")(ds, params, "train")
+    b2 = get_method("random")(ds, params.proposals, "train")
     for image_id, boxes in zip(b2.image_ids, b2.boxes, strict=True):
         np.testing.assert_array_equal(boxes, a.boxes[a.index(image_id)])
-    other = get_method("random")(ds, _params(tiny_voc, seed=1), "train")
+    other = get_method("random")(ds, _params(tiny_voc, seed=1).proposals, "train")
     assert not all(np.array_equal(x, y) for x, y in zip(other.boxes, b2.boxes, strict=True))
 
 
 def test_random_crop_larger_than_image_is_clipped(tiny_voc):
     ds = VOCDataset(tiny_voc, "train", TINY_CLASSES)
-    props = get_method("random")(ds, _params(tiny_voc, random={"n": 3, "size": 200}), "train")
+    props = get_method("random")(
+        ds, _params(tiny_voc, random={"n": 3, "size": 200}).proposals, "train"
+    )
     for b in props.boxes:
         np.testing.assert_array_equal(b, np.tile([0, 0, 96, 96], (3, 1)))

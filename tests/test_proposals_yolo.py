@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import socket
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from pipeline.artifacts import YOLO_MARKER, YOLO_WEIGHTS
 from pipeline.config import ConfigError, build
 from pipeline.data.voc import open_split
 from pipeline.errors import DataError
 from pipeline.params import Params
 from pipeline.proposals import yolo
-from pipeline.proposals.base import METHODS
 from pipeline.proposals.config import YoloConfig
+from pipeline.proposals.stage import METHODS
+from pipeline.runner import stage_script
 
 
 def make_params(
@@ -75,39 +78,40 @@ def test_config_refuses_bad_imgsz_and_device():
 
 def test_stage_writes_only_a_marker_when_yolo_is_not_used(tmp_path):
     params = make_params(tmp_path, proposal="edgebox")
-    metrics = yolo.stage(params)
+    metrics = stage_script("yolo")(params)
     assert metrics["trained"] is False and "neither is 'yolo'" in metrics["reason"]
-    assert sorted(p.name for p in yolo.yolo_dir(params).iterdir()) == [yolo.MARKER_NAME]
-    assert yolo.read_marker(params)["trained"] is False
+    assert sorted(p.name for p in params.paths.yolo_dir.iterdir()) == [YOLO_MARKER]
+    assert yolo.read_marker(params.paths.yolo_dir)["trained"] is False
     user = tmp_path / "user.pt"
     user.write_bytes(b"x")
-    metrics = yolo.stage(make_params(tmp_path, weights=str(user)))
+    metrics = stage_script("yolo")(make_params(tmp_path, weights=str(user)))
     assert metrics["trained"] is False and "weights is given" in metrics["reason"]
 
 
 def test_missing_or_broken_weights_name_the_file(tmp_path, tiny_voc):
     params = make_params(tmp_path, tiny_voc)
-    ds = open_split(params, "test")
+    ds = open_split(params.dataset_ref, "test")
     with pytest.raises(DataError, match=r"yolo/weights.pt: no trained YOLO weights"):
-        yolo.propose(ds, params, "test")
+        yolo.propose(ds, params.proposals, "test")
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match=r"bad.pt: not a loadable YOLO checkpoint"):
-        yolo.propose(ds, make_params(tmp_path, tiny_voc, weights=str(bad)), "test")
+        yolo.propose(ds, make_params(tmp_path, tiny_voc, weights=str(bad)).proposals, "test")
 
 
 @pytest.mark.slow
 def test_train_one_epoch_offline_then_mine_boxes(tmp_path, tiny_voc, no_network):
     params = make_params(tmp_path, tiny_voc, conf=0.0, max_det=7)
-    metrics = yolo.stage(params)
-    weights = yolo.yolo_dir(params) / yolo.WEIGHTS_NAME
+    metrics = stage_script("yolo")(params)
+    weights = params.paths.yolo_dir / YOLO_WEIGHTS
     assert metrics["trained"] is True and weights.is_file()
     assert metrics["images"] == 4 and metrics["boxes"] > 0 and len(metrics["weights_sha256"]) == 64
-    assert json.loads((yolo.yolo_dir(params) / yolo.MARKER_NAME).read_text())["trained"] is True
-    assert not list(yolo.yolo_dir(params).parent.glob("*.tmp-*"))
+    assert json.loads((params.paths.yolo_dir / YOLO_MARKER).read_text())["trained"] is True
+    assert not list(params.paths.yolo_dir.parent.glob("*.tmp-*"))
 
-    ds = open_split(params, "test")
-    props = yolo.propose(ds, params, "test")
+    ds = open_split(params.dataset_ref, "test")
+    cfg = params.proposals  # the proposals stage runs the yolo stage's weights when unset
+    props = yolo.propose(ds, replace(cfg, yolo=replace(cfg.yolo, weights=weights)), "test")
     assert props.image_ids == ds.ids and props.provenance["method"] == "yolo"
     assert props.provenance["weights_sha256"] == metrics["weights_sha256"]
     assert props.n_boxes > 0  # conf=0 keeps the untrained detector's best boxes
@@ -129,6 +133,6 @@ def test_unused_marker_is_the_same_for_every_other_method(tmp_path):
     texts = set()
     for method in ("edgebox", "bbox", "random"):
         params = make_params(tmp_path, proposal=method)
-        yolo.stage(params)
-        texts.add((yolo.yolo_dir(params) / yolo.MARKER_NAME).read_bytes())
+        stage_script("yolo")(params)
+        texts.add((params.paths.yolo_dir / YOLO_MARKER).read_bytes())
     assert len(texts) == 1

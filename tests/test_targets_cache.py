@@ -18,6 +18,7 @@ from pipeline.config import build
 from pipeline.data.voc import VOCDataset, load_rgb
 from pipeline.errors import DataError
 from pipeline.params import Params
+from pipeline.runner import stage_script
 from pipeline.targets import cache
 
 SIZE = 64
@@ -90,7 +91,7 @@ def backbone():
 def built(tmp_path_factory, backbone) -> tuple[Path, dict]:
     """One full stage run (2 DataLoader workers) shared by the read-only tests."""
     root = make_project(tmp_path_factory.mktemp("targets"))
-    return root, cache.stage(make_params(root, workers=2))
+    return root, stage_script("targets")(make_params(root, workers=2))
 
 
 def direct(root: Path, split: str, bb, scope: str = "fc") -> tuple[np.ndarray, np.ndarray]:
@@ -191,7 +192,7 @@ def test_interrupted_run_leaves_no_final_file_and_rerun_succeeds(tmp_path, monke
 
     monkeypatch.setattr(cache, "_write_rows", dying)
     with pytest.raises(KeyboardInterrupt):
-        cache.stage(params)
+        stage_script("targets")(params)
     out = root / "targets"
     assert not (out / "train.h5").exists()
     assert not list(out.glob("*")), "no temporary left behind"
@@ -201,7 +202,7 @@ def test_interrupted_run_leaves_no_final_file_and_rerun_succeeds(tmp_path, monke
     with pytest.raises(DataError):
         cache.open_targets(stale, {})
     monkeypatch.setattr(cache, "_write_rows", real)
-    cache.stage(params)
+    stage_script("targets")(params)
     assert sorted(p.name for p in out.iterdir()) == ["test.h5", "train.h5"]
 
 
@@ -217,7 +218,7 @@ def test_bad_manifest_and_corrupt_image(tmp_path: Path) -> None:
         image_id = fh["image_ids"][0].decode()
     jpeg(root, image_id).write_bytes(b"junk")
     with pytest.raises(DataError, match=f"{image_id}.jpg: unreadable or corrupt image"):
-        cache.stage(make_params(root, workers=1))
+        stage_script("targets")(make_params(root, workers=1))
     assert not (root / "targets" / "train.h5").exists()
     with pytest.raises(DataError, match="pairs manifest not found"):
         cache.read_patches(root / "pairs" / "val.h5")

@@ -50,7 +50,7 @@ def _prepare(tmp_path, params: Params, trunk_cache: bool = True) -> None:
         write_tiny_voc(tmp_path / "scenes", n_images=8, size=96)
     bb = build_backbone("efficientnet_lite0", input_size=SIZE)
     for split in ("train", "test"):
-        ds = open_split(params, split)
+        ds = open_split(params.dataset_ref, split)
         ids, sizes, p_img, p_box, top, bottom, off = [], [], [], [], [], [], []
         for im in ds:
             boxes = im.boxes()

@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from pipeline.config import ConfigError
+from pipeline.data.config import DataConfig, ScenesConfig
 from pipeline.errors import DataError, SkipPolicy
 
 log = logging.getLogger(__name__)
@@ -345,17 +346,32 @@ def dataset_classes(dataset: str, scenes_cfg) -> tuple[str, ...]:
     return tuple(scenes_cfg.classes) if dataset == "scenes" else VOC_CLASSES
 
 
-def open_split(params, split: str, check_images: bool = True, stage: str = "") -> VOCDataset:
-    """Open ``split`` of the dataset chosen in ``params`` with the stage's skip policy."""
+@dataclass(frozen=True)
+class DatasetRef:
+    """Which VOC-layout dataset a stage reads: the top-level ``dataset`` switch with the
+    ``data`` and ``scenes`` sections that locate it (``Params.dataset_ref``)."""
+
+    name: str
+    data: DataConfig
+    scenes: ScenesConfig
+
+    def dir(self, split: str) -> Path:
+        return dataset_dir(self.name, self.data, self.scenes, split)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return dataset_classes(self.name, self.scenes)
+
+
+def open_split(
+    ref: DatasetRef, split: str, check_images: bool = True, stage: str = ""
+) -> VOCDataset:
+    """Open ``split`` of the dataset ``ref`` with the stage's skip policy (``data.*``)."""
     policy = SkipPolicy(
-        on_error=params.data.on_error,
-        max_skip_fraction=params.data.max_skip_fraction,
+        on_error=ref.data.on_error,
+        max_skip_fraction=ref.data.max_skip_fraction,
         stage=stage,
     )
     return VOCDataset(
-        dataset_dir(params.dataset, params.data, params.scenes, split),
-        split,
-        classes=dataset_classes(params.dataset, params.scenes),
-        policy=policy,
-        check_images=check_images,
+        ref.dir(split), split, classes=ref.classes, policy=policy, check_images=check_images
     )

@@ -26,12 +26,13 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pipeline.config import to_dict
-from pipeline.data.voc import VOCDataset, open_split
+from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.evaluate.features import (
@@ -44,6 +45,11 @@ from pipeline.evaluate.svm import l2_normalize, train_and_test, train_multiclass
 from pipeline.io import atomic_path
 from pipeline.provenance import sha256_file
 from pipeline.seed import seed_everything
+
+if TYPE_CHECKING:
+    from pipeline.artifacts import PathsConfig
+    from pipeline.backbones.config import NetworkConfig
+    from pipeline.evaluate.config import ClassifyConfig
 
 log = logging.getLogger(__name__)
 
@@ -146,14 +152,14 @@ def predict_h3(trained, h1: np.ndarray, offset: np.ndarray, batch_size: int) -> 
 
 
 def context_classification(
-    params,
+    cfg: ClassifyConfig,
+    offset_scale: str,
     splits: dict[str, VOCDataset],
     obj: dict[str, dict[str, dict[str, np.ndarray]]],
     trained,
     rng: np.random.Generator,
 ) -> dict:
     """Paper Table 1 on pairs of ground-truth objects; accuracies of the three inputs."""
-    cfg = params.classify
     data: dict[str, dict[str, np.ndarray]] = {}
     shares: dict[str, float] = {}
     for role in ("train", "test"):
@@ -165,7 +171,7 @@ def context_classification(
         top, bottom = object_pairs(table, cfg.max_context_pairs, rng)
         if len(top) == 0:
             raise DataError(ds.root, f"split {ds.split!r}: no image has two non-difficult objects")
-        offset = context_offsets(ds, table, top, bottom, params.pairs.offset_scale)  # (M, 8)
+        offset = context_offsets(ds, table, top, bottom, offset_scale)  # (M, 8)
         own = l2_normalize(orig["features"][top])  # (M, D)
         h3 = l2_normalize(
             predict_h3(trained, scn["features"][bottom], offset, cfg.batch_size)
@@ -245,30 +251,36 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(b - a, 6)
 
 
-def run_classify(params) -> dict:
-    """Extract (or reuse) features, run the SVM protocol and the context experiment."""
-    cfg = params.classify
+def run_classify(
+    dataset_ref: DatasetRef,
+    backbone: str,
+    net: NetworkConfig,
+    cfg: ClassifyConfig,
+    offset_scale: str,
+    splits: tuple[str, str],
+    paths: PathsConfig,
+) -> dict:
+    """DVC stage ``classify``: extract (or reuse) the features of the original network and
+    of the trained bottom stream (``paths.model_file``) on the (train, test) ``splits``, run
+    the SVM protocol and the context experiment (offsets scaled by ``offset_scale``)."""
     rng = seed_everything(cfg.seed)
     device = resolve_device(cfg.device, "classify.device")
-    cache_dir = Path(params.paths.classify)
+    cache_dir = Path(paths.classify)
     params_json = json.dumps(
-        {"classify": to_dict(cfg), "backbone": params.backbone, "network": to_dict(params.network)}
+        {"classify": to_dict(cfg), "backbone": backbone, "network": to_dict(net)}
     )
-    splits = {
-        "train": open_split(params, params.data.eval_train_split, stage="classify"),
-        "test": open_split(params, params.data.eval_test_split, stage="classify"),
+    datasets = {
+        role: open_split(dataset_ref, split, stage="classify")
+        for role, split in zip(("train", "test"), splits, strict=True)
     }
-    classes = splits["train"].classes
+    classes = datasets["train"].classes
 
     from pipeline.backbones import build_backbone
 
     original = original_extractor(
-        build_backbone(
-            params.backbone, params.network.weights, input_size=params.network.input_size
-        ),
-        device,
+        build_backbone(backbone, net.weights, input_size=net.input_size), device
     )
-    scn, trained = scn_extractor(Path(params.paths.train) / "model.pt", params.backbone, device)
+    scn, trained = scn_extractor(paths.model_file, backbone, device)
     if scn.input_size != original.input_size:
         log.warning(
             "SCN input size %d differs from network.input_size %d",
@@ -282,9 +294,9 @@ def run_classify(params) -> dict:
         for ext in (original, scn):
             feats[setting][ext.network] = {
                 role: cached_features(
-                    cache_dir, ds, setting, ext, params.dataset, cfg.batch_size, params_json
+                    cache_dir, ds, setting, ext, dataset_ref.name, cfg.batch_size, params_json
                 )
-                for role, ds in splits.items()
+                for role, ds in datasets.items()
             }
 
     metrics: dict = {"device": str(device), "classes": list(classes)}
@@ -313,12 +325,9 @@ def run_classify(params) -> dict:
         res["n_test"] = len(feats[setting]["original"]["test"]["features"])
         results[setting] = res
     metrics.update(results)
-    metrics["context"] = context_classification(params, splits, feats["obj"], trained, rng)
-    metrics["skipped"] = {role: ds.policy.metrics() for role, ds in splits.items()}
-    plot_per_class_ap(Path(params.paths.plots) / PLOT_NAME, classes, results)
+    metrics["context"] = context_classification(
+        cfg, offset_scale, datasets, feats["obj"], trained, rng
+    )
+    metrics["skipped"] = {role: ds.policy.metrics() for role, ds in datasets.items()}
+    plot_per_class_ap(paths.plot_file(PLOT_NAME), classes, results)
     return metrics
-
-
-def stage(params) -> dict:
-    """DVC stage entry (``pipeline.runner.STAGES['classify']``)."""
-    return run_classify(params)

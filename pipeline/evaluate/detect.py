@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -33,7 +34,7 @@ import torch
 from torch import nn
 
 from pipeline.config import ConfigError, to_dict
-from pipeline.data.voc import VOCDataset, open_split
+from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.evaluate.config import DetectConfig
@@ -48,6 +49,10 @@ from pipeline.evaluate.fast_rcnn import (
 from pipeline.io import atomic_path
 from pipeline.provenance import code_version
 from pipeline.seed import seed_everything
+
+if TYPE_CHECKING:
+    from pipeline.artifacts import PathsConfig
+    from pipeline.backbones.config import NetworkConfig
 
 log = logging.getLogger(__name__)
 
@@ -250,29 +255,37 @@ def plot_examples(
 # --------------------------------------------------------------------------- stage
 
 
-def run_detect(params, backbones: dict[str, object] | None = None) -> dict:
-    """Train and test Fast R-CNN for each network; return the metrics.
+def run_detect(
+    dataset_ref: DatasetRef,
+    backbone: str,
+    net: NetworkConfig,
+    cfg: DetectConfig,
+    splits: tuple[str, str],
+    paths: PathsConfig,
+    backbones: dict[str, object] | None = None,
+) -> dict:
+    """DVC stage ``detect``: train Fast R-CNN on ``splits[0]`` and test it on ``splits[1]``
+    for the original network and the trained bottom stream, over the ``detect_proposals``
+    RoIs; return the metrics.
 
     ``backbones`` (name -> Backbone) replaces the default pair (original, scn), for tests.
     """
-    cfg: DetectConfig = params.detect
     seed_everything(cfg.seed)
     device = resolve_device(cfg.device, "detect.device")
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
-    split_train, split_test = params.data.eval_train_split, params.data.eval_test_split
-    train_ds = open_split(params, split_train, check_images=False, stage="detect")
-    test_ds = open_split(params, split_test, check_images=False, stage="detect")
+    split_train, split_test = splits
+    train_ds = open_split(dataset_ref, split_train, check_images=False, stage="detect")
+    test_ds = open_split(dataset_ref, split_test, check_images=False, stage="detect")
     classes = train_ds.classes
-    prop_dir = Path(params.paths.proposals) / "detect"
     train_images, train_missing = detection_images(
-        train_ds, prop_dir / f"{split_train}.h5", cfg.max_proposals, training=True
+        train_ds, paths.detect_proposals_file(split_train), cfg.max_proposals, training=True
     )
     test_images, test_missing = detection_images(
-        test_ds, prop_dir / f"{split_test}.h5", cfg.max_proposals, training=False
+        test_ds, paths.detect_proposals_file(split_test), cfg.max_proposals, training=False
     )
     if backbones is None:
-        backbones = load_backbones(params)
+        backbones = load_backbones(backbone, net, paths.model_file)
     first = next(iter(backbones.values()))
 
     def source(ds, images, bb):
@@ -349,14 +362,14 @@ def run_detect(params, backbones: dict[str, object] | None = None) -> dict:
             c: metrics["scn"]["per_class"][c]["ap"] - metrics["original"]["per_class"][c]["ap"]
             for c in classes
         }
-    out_dir = Path(params.paths.detect)
-    params_json = json.dumps({"detect": to_dict(cfg), "backbone": params.backbone}, sort_keys=True)
+    out_dir = Path(paths.detect)
+    params_json = json.dumps({"detect": to_dict(cfg), "backbone": backbone}, sort_keys=True)
     write_detections(
         out_dir / "detections.h5", [im.id for im in test_images], detections, classes, params_json
     )
     write_history(out_dir / "history.csv", histories)
     plot_examples(
-        Path(params.paths.plots) / PLOT_NAME,
+        paths.plot_file(PLOT_NAME),
         test_ds,
         test_images,
         detections,
@@ -366,15 +379,12 @@ def run_detect(params, backbones: dict[str, object] | None = None) -> dict:
     return _clean(metrics)
 
 
-def load_backbones(params) -> dict[str, object]:
+def load_backbones(backbone: str, net: NetworkConfig, model_path: Path) -> dict[str, object]:
     """The original pretrained backbone and the trained SCN bottom stream as a backbone."""
     from pipeline.backbones import build_backbone
     from pipeline.train.model import load_trained
 
-    original = build_backbone(
-        params.backbone, params.network.weights, input_size=params.network.input_size
-    )
-    model_path = Path(params.paths.train) / "model.pt"
+    original = build_backbone(backbone, net.weights, input_size=net.input_size)
     trained = load_trained(model_path)
     scn = trained.backbone
     if scn.name != original.name:
@@ -384,8 +394,3 @@ def load_backbones(params) -> dict[str, object]:
             kind="stale_model",
         )
     return {"original": original, "scn": scn}
-
-
-def stage(params) -> dict:
-    """DVC stage entry (``pipeline.runner.STAGES['detect']``)."""
-    return run_detect(params)

@@ -47,8 +47,8 @@ from pipeline.io import atomic_path
 from pipeline.provenance import code_version, sha256_file
 
 if TYPE_CHECKING:
+    from pipeline.artifacts import PathsConfig
     from pipeline.pairs.config import PairsConfig
-    from pipeline.params import Params
     from pipeline.proposals.base import ProposalSet
 
 log = logging.getLogger(__name__)
@@ -312,42 +312,59 @@ def read_manifest(path: str | Path) -> PairManifest:
     return m
 
 
-def make_split(params: Params, split: str) -> dict[str, Any]:
-    """Build and write the manifest of ``split``; return its metrics."""
+def make_split(
+    cfg: PairsConfig,
+    proposal: str,
+    dataset: str,
+    split: str,
+    proposals_file: Path,
+    out_file: Path,
+) -> dict[str, Any]:
+    """Build the manifest of ``split`` from the ``proposal`` method's ``proposals_file``
+    (of ``dataset``, unless the file names its own), write it to ``out_file``; return its
+    metrics."""
     from pipeline.proposals.store import read_proposals
 
-    src = Path(params.paths.proposals) / f"{split}.h5"
-    proposals = read_proposals(src, expect_method=params.proposal)
-    manifest = build_manifest(proposals, params.pairs)
+    src = Path(proposals_file)
+    proposals = read_proposals(src, expect_method=proposal)
+    manifest = build_manifest(proposals, cfg)
     if len(manifest.top) == 0:
         raise DataError(
             src,
             f"no pairs from {len(proposals)} images ({manifest.counts}); need images with at "
-            f"least 2 distinct proposals and pairs with IoU in [{params.pairs.min_iou}, "
-            f"{params.pairs.max_iou}]",
+            f"least 2 distinct proposals and pairs with IoU in [{cfg.min_iou}, "
+            f"{cfg.max_iou}]",
             kind="no_pairs",
         )
     attrs = {
-        "offset_scale": params.pairs.offset_scale,
+        "offset_scale": cfg.offset_scale,
         "source_proposals": str(proposals.provenance.get("method", "")),
         "proposals_sha256": sha256_file(src),
         "proposals_file": str(src),
-        "dataset": str(proposals.provenance.get("dataset", params.dataset)),
+        "dataset": str(proposals.provenance.get("dataset", dataset)),
         "split": split,
         "created_by": "pairs",
         "code_version": code_version(),
-        "params": to_dict(params.pairs),
+        "params": to_dict(cfg),
     }
-    write_manifest(Path(params.paths.pairs) / f"{split}.h5", manifest, attrs)
+    write_manifest(out_file, manifest, attrs)
     metrics = manifest.metrics()
     log.info("pairs %s: %s", split, metrics)
     return metrics
 
 
-def stage(params: Params) -> dict:
-    """DVC stage ``pairs``: manifests for ``data.scn_split`` and ``data.eval_test_split``."""
-    splits = list(dict.fromkeys([params.data.scn_split, params.data.eval_test_split]))
+def stage(
+    cfg: PairsConfig, proposal: str, dataset: str, splits: list[str], paths: PathsConfig
+) -> dict:
+    """DVC stage ``pairs``: manifests for ``splits`` (the SCN and held-out test splits),
+    from ``<paths.proposals>/<split>.h5`` into ``<paths.pairs>/<split>.h5``."""
+    splits = list(dict.fromkeys(splits))
     return {
-        "method": params.proposal,
-        "splits": {split: make_split(params, split) for split in splits},
+        "method": proposal,
+        "splits": {
+            split: make_split(
+                cfg, proposal, dataset, split, paths.proposals_file(split), paths.pairs_file(split)
+            )
+            for split in splits
+        },
     }

@@ -1,8 +1,8 @@
-"""The proposal-method registry and the in-memory form of a split's proposals.
+"""The in-memory form of a split's proposals, and what every proposal method shares.
 
-A method is a function ``propose(dataset, params, split) -> ProposalSet`` registered
-under its name with :func:`register`; the ``proposals`` stage looks it up in
-:data:`METHODS` by the top-level ``proposal`` switch (or ``proposals.detect_method``).
+A method is a function ``propose(dataset, cfg: ProposalsConfig, split) -> ProposalSet``
+in its own module; :data:`pipeline.proposals.stage.METHODS` lists them by name, the
+choices of the top-level ``proposal`` switch (and of ``proposals.detect_method``).
 
 Boxes follow the project convention (``docs/artifacts.md``): ``(x1, y1, x2, y2)``
 float32 continuous pixel coordinates in the frame of the original image.
@@ -17,41 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import ConfigError
 from pipeline.errors import SkipPolicy
 
 if TYPE_CHECKING:
     from pipeline.data.voc import VOCDataset, VOCImage
-    from pipeline.params import Params
+    from pipeline.proposals.config import ProposalsConfig
 
 log = logging.getLogger(__name__)
 
-ProposeFn = Callable[["VOCDataset", "Params", str], "ProposalSet"]
-
-#: name -> ``propose(dataset, params, split) -> ProposalSet``
-METHODS: dict[str, ProposeFn] = {}
-
-
-def register(name: str) -> Callable[[ProposeFn], ProposeFn]:
-    """Decorator registering a proposal method under ``name`` (one function per name)."""
-
-    def deco(fn: ProposeFn) -> ProposeFn:
-        if name in METHODS and METHODS[name] is not fn:
-            raise ValueError(f"proposal method {name!r} is already registered")  # programming error
-        METHODS[name] = fn
-        return fn
-
-    return deco
-
-
-def get_method(name: str, key: str = "proposal") -> ProposeFn:
-    """The registered method ``name``; ConfigError naming ``key`` when unknown."""
-    if name not in METHODS:
-        raise ConfigError(
-            f"{key}: {name!r} is not a registered proposal method; "
-            f"allowed: {', '.join(sorted(METHODS))}"
-        )
-    return METHODS[name]
+#: ``propose(dataset, cfg, split) -> ProposalSet``: one per method, listed by name in
+#: :data:`pipeline.proposals.stage.METHODS`.
+ProposeFn = Callable[["VOCDataset", "ProposalsConfig", str], "ProposalSet"]
 
 
 def empty_boxes() -> np.ndarray:

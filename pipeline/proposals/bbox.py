@@ -11,15 +11,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.proposals.base import ProposalSet, clip_boxes, filter_boxes, register
+from pipeline.proposals.base import ProposalSet, clip_boxes, filter_boxes
 
 if TYPE_CHECKING:
     from pipeline.data.voc import VOCDataset
-    from pipeline.params import Params
+    from pipeline.proposals.config import ProposalsConfig
 
 
-@register("bbox")
-def propose(dataset: VOCDataset, params: Params, split: str) -> ProposalSet:
+def propose(dataset: VOCDataset, cfg: ProposalsConfig, split: str) -> ProposalSet:
     """One proposal per ground-truth object of each image of ``dataset``."""
     start = time.perf_counter()
     images = list(dataset)

@@ -24,13 +24,12 @@ from tqdm import tqdm
 
 from pipeline.data.voc import load_rgb
 from pipeline.errors import DataError
-from pipeline.proposals.base import ProposalSet, clip_boxes, filter_boxes, register
+from pipeline.proposals.base import ProposalSet, clip_boxes, filter_boxes
 from pipeline.proposals.edges import hed_weights_path, make_edge_detector, sha256_cached
 
 if TYPE_CHECKING:
     from pipeline.data.voc import VOCDataset
-    from pipeline.params import Params
-    from pipeline.proposals.config import EdgeBoxConfig
+    from pipeline.proposals.config import EdgeBoxConfig, ProposalsConfig
 
 log = logging.getLogger(__name__)
 
@@ -193,18 +192,15 @@ def edge_source_sha256(settings: EdgeBoxConfig) -> str:
     return make_edge_detector(settings.edge_source, settings.sed_model, threads=1).weights_sha256
 
 
-@register("edgebox")
-def propose(dataset: VOCDataset, params: Params, split: str) -> ProposalSet:
+def propose(dataset: VOCDataset, cfg: ProposalsConfig, split: str) -> ProposalSet:
     """EdgeBoxes proposals for every image of ``dataset``; bad images skipped via its policy."""
-    cfg = params.proposals.edgebox
+    workers, cfg = cfg.workers, cfg.edgebox
     weights_sha256 = edge_source_sha256(cfg)  # a missing model fails before any work
     images = list(dataset)
     tasks = [(i, str(im.path), im.width, im.height) for i, im in enumerate(images)]
     kept, boxes, scores = [], [], []
     start = time.perf_counter()
-    for index, b, s, problem, kind in run_edgeboxes(
-        tasks, cfg, params.proposals.workers, desc=f"edgebox {split}"
-    ):
+    for index, b, s, problem, kind in run_edgeboxes(tasks, cfg, workers, desc=f"edgebox {split}"):
         if problem is not None:
             dataset.policy.handle(DataError(images[index].path, problem, kind=kind or "invalid"))
             continue

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.proposals.base import ProposalSet, clip_boxes, register
+from pipeline.proposals.base import ProposalSet, clip_boxes
 
 if TYPE_CHECKING:
     from pipeline.data.voc import VOCDataset
-    from pipeline.params import Params
+    from pipeline.proposals.config import ProposalsConfig
 
 
 def image_rng(seed: int, image_id: str) -> np.random.Generator:
@@ -35,23 +35,20 @@ def random_squares(
     return clip_boxes(boxes, width, height)
 
 
-@register("random")
-def propose(dataset: VOCDataset, params: Params, split: str) -> ProposalSet:
+def propose(dataset: VOCDataset, cfg: ProposalsConfig, split: str) -> ProposalSet:
     """``proposals.random.n`` random squares of ``proposals.random.size`` px per image."""
-    cfg = params.proposals.random
+    seed, cfg = cfg.seed, cfg.random
     start = time.perf_counter()
     images = list(dataset)
     boxes = [
-        random_squares(
-            image_rng(params.proposals.seed, im.id), im.width, im.height, cfg.n, cfg.size
-        )
+        random_squares(image_rng(seed, im.id), im.width, im.height, cfg.n, cfg.size)
         for im in images
     ]
     scores = [np.ones(len(b), dtype=np.float32) for b in boxes]
     provenance = {
         "method": "random",
         "edge_source": "",
-        "thresholds": {"n": cfg.n, "size": cfg.size, "seed": params.proposals.seed},
+        "thresholds": {"n": cfg.n, "size": cfg.size, "seed": seed},
         "weights_sha256": "",
     }
     return ProposalSet.from_images(

@@ -10,7 +10,6 @@ SCN experiments over that switch do not rerun it.
 
 from __future__ import annotations
 
-import importlib
 import logging
 from dataclasses import replace
 from pathlib import Path
@@ -18,37 +17,35 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import to_dict
-from pipeline.data.voc import VOCDataset, open_split
-from pipeline.proposals.base import METHODS, ProposalSet, get_method
+from pipeline.config import ConfigError, to_dict
+from pipeline.data.voc import DatasetRef, VOCDataset, open_split
+from pipeline.proposals import bbox, edgebox, random_crops, yolo
+from pipeline.proposals.base import ProposalSet, ProposeFn
 from pipeline.proposals.store import write_proposals
 from pipeline.seed import seed_everything
 
 if TYPE_CHECKING:
-    from pipeline.params import Params
+    from pipeline.proposals.config import ProposalsConfig
 
 log = logging.getLogger(__name__)
 
-#: modules that register a method in :data:`pipeline.proposals.base.METHODS`
-METHOD_MODULES = (
-    "pipeline.proposals.edgebox",
-    "pipeline.proposals.bbox",
-    "pipeline.proposals.random_crops",
-    "pipeline.proposals.yolo",
-)
+#: The proposal methods by name: the choices of ``proposal`` and ``proposals.detect_method``.
+METHODS: dict[str, ProposeFn] = {
+    "edgebox": edgebox.propose,
+    "yolo": yolo.propose,
+    "bbox": bbox.propose,
+    "random": random_crops.propose,
+}
 IOU_THRESHOLDS = (0.5, 0.7)
 
 
-def load_methods() -> dict:
-    """Import every method module so that it registers itself; return the registry."""
-    for name in METHOD_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name != name:  # a missing dependency inside the module is a real error
-                raise
-            log.debug("proposal module %s is not present", name)
-    return METHODS
+def get_method(name: str, key: str = "proposal") -> ProposeFn:
+    """The method ``name``; a ConfigError naming ``key`` when there is none."""
+    if name not in METHODS:
+        raise ConfigError(
+            f"{key}: {name!r} is not a proposal method; allowed: {', '.join(METHODS)}"
+        )
+    return METHODS[name]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -111,38 +108,48 @@ def unique_splits(*splits: str) -> list[str]:
 
 
 def mine(
-    params: Params,
+    dataset_ref: DatasetRef,
     method: str,
+    cfg: ProposalsConfig,
     splits: list[str],
     out_dir: Path,
+    yolo_dir: Path,
     stage_name: str,
     method_key: str,
 ) -> dict[str, Any]:
-    """Run ``method`` on each split, write ``<out_dir>/<split>.h5``; return the metrics."""
-    load_methods()
+    """Run ``method`` on each split, write ``<out_dir>/<split>.h5``; return the metrics.
+
+    ``yolo_dir``: the ``yolo`` stage's output, whose weights YOLO runs when
+    ``proposals.yolo.weights`` is unset.
+    """
     propose = get_method(method, key=method_key)  # refuse an unknown method before any work
-    seed_everything(params.proposals.seed)
+    seed_everything(cfg.seed)
     stage_params = {
-        "dataset": params.dataset,
+        "dataset": dataset_ref.name,
         method_key: method,
-        "proposals": to_dict(params.proposals),
-        "data": to_dict(params.data),
+        "proposals": to_dict(cfg),
+        "data": to_dict(dataset_ref.data),
     }
-    metrics: dict[str, Any] = {"method": method, "dataset": params.dataset, "splits": {}}
+    run_cfg = cfg
+    if method == "yolo":
+        yolo_cfg = replace(cfg.yolo, weights=yolo.resolve_weights(cfg.yolo, yolo_dir))
+        run_cfg = replace(cfg, yolo=yolo_cfg)
+    metrics: dict[str, Any] = {"method": method, "dataset": dataset_ref.name, "splits": {}}
     # Open (and check) every split before writing any: too many bad items in the last
     # split must not leave the first split's file behind.
-    datasets = {split: open_split(params, split, stage=stage_name) for split in splits}
+    datasets = {split: open_split(dataset_ref, split, stage=stage_name) for split in splits}
     for split, dataset in datasets.items():
         log.info(
-            "%s: %s on %s/%s (%d images)", stage_name, method, params.dataset, split, len(dataset)
-        )
-        props = propose(dataset, params, split)
+            "%s: %s on %s/%s (%d images)", stage_name, method, dataset_ref.name, split,
+            len(dataset),
+        )  # fmt: skip
+        props = propose(dataset, run_cfg, split)
         path = out_dir / f"{split}.h5"
         write_proposals(
             path,
             props,
             {
-                "dataset": params.dataset,
+                "dataset": dataset_ref.name,
                 "split": split,
                 "created_by": stage_name,
                 "params": stage_params,
@@ -165,38 +172,37 @@ def mine(
     return metrics
 
 
-def stage(params: Params) -> dict[str, Any]:
-    """Stage ``proposals``: the ``proposal`` method on the SCN and held-out test splits."""
+def propose_splits(
+    dataset_ref: DatasetRef,
+    proposal: str,
+    cfg: ProposalsConfig,
+    splits: list[str],
+    out_dir: Path,
+    yolo_dir: Path,
+) -> dict[str, Any]:
+    """Stage ``proposals``: the ``proposal`` method on ``splits`` (the SCN and held-out
+    test splits) into ``<out_dir>/<split>.h5``."""
     return mine(
-        params,
-        params.proposal,
-        unique_splits(params.data.scn_split, params.data.eval_test_split),
-        Path(params.paths.proposals),
-        "proposals",
+        dataset_ref, proposal, cfg, unique_splits(*splits), out_dir, yolo_dir, "proposals",
         "proposal",
-    )
+    )  # fmt: skip
 
 
-def detect_stage(params: Params) -> dict[str, Any]:
-    """Stage ``detect_proposals``: ``proposals.detect_method`` on the detection splits.
+def detect_proposals(
+    dataset_ref: DatasetRef, cfg: ProposalsConfig, splits: list[str], out_dir: Path, yolo_dir: Path
+) -> dict[str, Any]:
+    """Stage ``detect_proposals``: ``proposals.detect_method`` on ``splits`` (the detector's
+    train and test splits) into ``<out_dir>/<split>.h5``.
 
     The per-image cap is ``proposals.detect_max_boxes`` whatever the method.
     """
-    cfg = params.proposals
     cap = cfg.detect_max_boxes
-    params = replace(
-        params,
-        proposals=replace(
-            cfg,
-            edgebox=replace(cfg.edgebox, max_boxes=cap),
-            yolo=replace(cfg.yolo, max_det=cap),
-        ),
+    cfg = replace(
+        cfg,
+        edgebox=replace(cfg.edgebox, max_boxes=cap),
+        yolo=replace(cfg.yolo, max_det=cap),
     )
     return mine(
-        params,
-        params.proposals.detect_method,
-        unique_splits(params.data.eval_train_split, params.data.eval_test_split),
-        Path(params.paths.proposals) / "detect",
-        "detect_proposals",
-        "proposals.detect_method",
-    )
+        dataset_ref, cfg.detect_method, cfg, unique_splits(*splits), out_dir, yolo_dir,
+        "detect_proposals", "proposals.detect_method",
+    )  # fmt: skip

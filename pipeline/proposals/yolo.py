@@ -37,21 +37,19 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.artifacts import YOLO_MARKER, YOLO_WEIGHTS
 from pipeline.config import ConfigError, to_dict
 from pipeline.errors import DataError, SkipPolicy
 from pipeline.io import atomic_path, write_json
-from pipeline.proposals.base import ProposalSet, clip_boxes, filter_boxes, register
+from pipeline.proposals.base import ProposalSet, clip_boxes, filter_boxes
 from pipeline.provenance import code_version, sha256_file
 
 if TYPE_CHECKING:
-    from pipeline.data.voc import VOCDataset
-    from pipeline.params import Params
-    from pipeline.proposals.config import YoloConfig
+    from pipeline.data.voc import DatasetRef, VOCDataset
+    from pipeline.proposals.config import ProposalsConfig, YoloConfig
 
 log = logging.getLogger(__name__)
 
-WEIGHTS_NAME = "weights.pt"
-MARKER_NAME = "stage.json"
 MIN_BOX_SIDE = 1.0  # detector boxes thinner than one pixel after clipping are dropped
 _FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 
@@ -252,70 +250,66 @@ def train_yolo(
     }
 
 
-def yolo_dir(params: Params) -> Path:
-    """``<paths.proposals>/yolo``: the ``yolo`` stage's output directory."""
-    return Path(params.paths.proposals) / "yolo"
-
-
-def skip_reason(params: Params) -> str:
+def skip_reason(proposal: str, cfg: ProposalsConfig) -> str:
     """Why the ``yolo`` stage trains nothing ("" when it must train).
 
     It trains when ``proposal`` or ``proposals.detect_method`` is ``yolo`` and no
     ``proposals.yolo.weights`` are given.
     """
-    if params.proposals.yolo.weights is not None:
-        return f"proposals.yolo.weights is given ({params.proposals.yolo.weights})"
-    if "yolo" not in (params.proposal, params.proposals.detect_method):
+    if cfg.yolo.weights is not None:
+        return f"proposals.yolo.weights is given ({cfg.yolo.weights})"
+    if "yolo" not in (proposal, cfg.detect_method):
         return (
-            f"proposal is {params.proposal!r} and proposals.detect_method is "
-            f"{params.proposals.detect_method!r}, neither is 'yolo'"
+            f"proposal is {proposal!r} and proposals.detect_method is "
+            f"{cfg.detect_method!r}, neither is 'yolo'"
         )
     return ""
 
 
-def stage(params: Params) -> dict:
-    """DVC stage ``yolo``: train the proposal detector when it is needed, else a marker."""
+def stage(
+    dataset_ref: DatasetRef, proposal: str, cfg: ProposalsConfig, split: str, out_dir: Path
+) -> dict:
+    """DVC stage ``yolo``: train the proposal detector on ``split`` into ``out_dir`` when it
+    is needed (:func:`skip_reason`), else write a marker only."""
     from pipeline.data.voc import open_split
     from pipeline.seed import seed_everything
 
-    cfg = params.proposals.yolo
-    out_dir = yolo_dir(params)
     marker: dict[str, Any] = {
         "code_version": code_version(),
-        "proposal": params.proposal,
-        "yolo": to_dict(cfg),
-        "split": params.data.scn_split,
-        "dataset": params.dataset,
+        "proposal": proposal,
+        "yolo": to_dict(cfg.yolo),
+        "split": split,
+        "dataset": dataset_ref.name,
     }
-    reason = skip_reason(params)
+    reason = skip_reason(proposal, cfg)
     if reason:
         log.info("yolo: nothing to train (%s); writing a marker only", reason)
         metrics = {"trained": False, "reason": reason}
         # The marker's content must not depend on which non-YOLO method is chosen or on
         # the code version: it is a dependency of the proposal stages, and a changed
         # marker would rerun detect_proposals on every `proposal` switch.
-        stable = {"trained": False, "weights": to_dict(cfg.weights)}
+        stable = {"trained": False, "weights": to_dict(cfg.yolo.weights)}
         with atomic_path(out_dir) as tmp:
             tmp.mkdir()
-            write_json(tmp / MARKER_NAME, stable)
+            write_json(tmp / YOLO_MARKER, stable)
         return metrics
-    seed_everything(params.proposals.seed)
-    dataset = open_split(params, params.data.scn_split, stage="yolo")
+    seed_everything(cfg.seed)
+    dataset = open_split(dataset_ref, split, stage="yolo")
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
-        metrics = train_yolo(dataset, cfg, tmp / WEIGHTS_NAME, seed=params.proposals.seed)
-        metrics["weights_sha256"] = sha256_file(tmp / WEIGHTS_NAME)
+        metrics = train_yolo(dataset, cfg.yolo, tmp / YOLO_WEIGHTS, seed=cfg.seed)
+        metrics["weights_sha256"] = sha256_file(tmp / YOLO_WEIGHTS)
         metrics["skipped"] = dataset.policy.metrics()
-        write_json(tmp / MARKER_NAME, {**marker, **metrics})
+        write_json(tmp / YOLO_MARKER, {**marker, **metrics})
     return metrics
 
 
 # --------------------------------------------------------------------------- proposals
 
 
-def resolve_weights(params: Params) -> Path:
-    """The checkpoint the method runs: the user's weights, or the ``yolo`` stage's."""
-    cfg = params.proposals.yolo
+def resolve_weights(cfg: YoloConfig, yolo_dir: Path | None = None) -> Path:
+    """The checkpoint the method runs: the user's ``weights``, or the ``yolo`` stage's
+    in ``yolo_dir`` (``PathsConfig.yolo_dir``)."""
     if cfg.weights is not None:
         path = Path(cfg.weights)
         if not path.is_file():
@@ -323,8 +317,8 @@ def resolve_weights(params: Params) -> Path:
                 path, "proposals.yolo.weights: checkpoint not found", kind="missing_weights"
             )
         return path
-    path = yolo_dir(params) / WEIGHTS_NAME
-    if not path.is_file():
+    path = Path(yolo_dir or "<paths.proposals>/yolo") / YOLO_WEIGHTS
+    if yolo_dir is None or not path.is_file():
         raise DataError(
             path,
             "no trained YOLO weights; run the `yolo` stage with proposal=yolo "
@@ -390,16 +384,15 @@ def detect_boxes(
     return boxes, scores
 
 
-@register("yolo")
-def propose(dataset: VOCDataset, params: Params, split: str) -> ProposalSet:
+def propose(dataset: VOCDataset, cfg: ProposalsConfig, split: str) -> ProposalSet:
     """YOLO detections of every image of ``dataset`` as proposals (labels ignored)."""
-    cfg = params.proposals.yolo
-    weights = resolve_weights(params)
+    cfg = cfg.yolo
+    weights = resolve_weights(cfg)  # the stage passes the yolo stage's weights when unset
     model = load_detector(weights)
     device = resolve_device(cfg.device)
     policy = SkipPolicy(
-        on_error=params.data.on_error,
-        max_skip_fraction=params.data.max_skip_fraction,
+        on_error=dataset.policy.on_error,
+        max_skip_fraction=dataset.policy.max_skip_fraction,
         stage="proposals",
     )
     images = list(dataset)
@@ -452,9 +445,9 @@ def propose(dataset: VOCDataset, params: Params, split: str) -> ProposalSet:
     return ProposalSet.from_images(kept, boxes, scores, provenance, policy=policy, seconds=seconds)
 
 
-def read_marker(params: Params) -> dict[str, Any]:
-    """The ``yolo`` stage's ``stage.json`` (for inspection and tests)."""
-    path = yolo_dir(params) / MARKER_NAME
+def read_marker(yolo_dir: Path) -> dict[str, Any]:
+    """The ``yolo`` stage's ``stage.json`` in ``yolo_dir`` (for inspection and tests)."""
+    path = Path(yolo_dir) / YOLO_MARKER
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:

@@ -184,15 +184,15 @@ def run_experiment(cfg: SyntheticConfig, out_dir: Path, plot_csv: Path) -> dict:
     }
 
 
-def stage(params) -> dict:
-    """DVC stage ``synthetic`` (see module docstring)."""
-    cfg: SyntheticConfig = params.synthetic
+def stage(cfg: SyntheticConfig, out_dir: Path, csv_path: Path) -> dict:
+    """DVC stage ``synthetic`` (see module docstring): figures into ``out_dir``, the test
+    curves into ``csv_path``."""
     threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)  # tiny ops: extra threads only add sync costs
     try:
-        with atomic_path(params.paths.synthetic) as tmp:
-            metrics = run_experiment(cfg, tmp, Path(params.paths.plots) / "synthetic.csv")
+        with atomic_path(out_dir) as tmp:
+            metrics = run_experiment(cfg, tmp, csv_path)
     finally:
         torch.set_num_threads(threads)
     return metrics

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -36,6 +36,12 @@ from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.io import TMP_MARK, atomic_path
 from pipeline.provenance import code_version, sha256_file
+
+if TYPE_CHECKING:
+    from pipeline.artifacts import PathsConfig
+    from pipeline.backbones.config import NetworkConfig
+    from pipeline.data.voc import DatasetRef
+    from pipeline.targets.config import TargetsConfig
 
 log = logging.getLogger(__name__)
 
@@ -423,31 +429,37 @@ def build_targets(
 # --------------------------------------------------------------------------- stage
 
 
-def stage(params) -> dict:
-    """Build ``<paths.targets>/<split>.h5`` for the SCN split and the held-out test split."""
+def stage(
+    dataset_ref: DatasetRef,
+    backbone: str,
+    net: NetworkConfig,
+    cfg: TargetsConfig,
+    splits: list[str],
+    paths: PathsConfig,
+) -> dict:
+    """DVC stage ``targets``: ``<paths.targets>/<split>.h5`` for each of ``splits`` (the SCN
+    and held-out test splits), from the patches of ``<paths.pairs>/<split>.h5``."""
     from pipeline.backbones import build_backbone
     from pipeline.data.voc import open_split
     from pipeline.seed import seed_everything
 
-    cfg, net = params.targets, params.network
     seed_everything(cfg.seed)
-    bb = build_backbone(params.backbone, weights=net.weights, input_size=net.input_size)
+    bb = build_backbone(backbone, weights=net.weights, input_size=net.input_size)
     stage_params = {
-        "dataset": params.dataset,
-        "backbone": params.backbone,
+        "dataset": dataset_ref.name,
+        "backbone": backbone,
         "network": to_dict(net),
         "targets": to_dict(cfg),
     }
-    splits = list(dict.fromkeys([params.data.scn_split, params.data.eval_test_split]))
     per_split: dict[str, Any] = {}
-    for split in splits:
-        patches = read_patches(Path(params.paths.pairs) / f"{split}.h5")
-        ds = open_split(params, split, check_images=False, stage="targets")
+    for split in dict.fromkeys(splits):
+        patches = read_patches(paths.pairs_file(split))
+        ds = open_split(dataset_ref, split, check_images=False, stage="targets")
         files = {im.id: im.path for im in ds}
         per_split[split] = build_targets(
             patches,
             files,
-            Path(params.paths.targets) / f"{split}.h5",
+            paths.targets_file(split),
             bb,
             scope=net.scope,
             dtype=cfg.dtype,
@@ -457,7 +469,7 @@ def stage(params) -> dict:
             device=cfg.device,
             amp=cfg.amp,
             compression=cfg.compression,
-            attrs={"split": split, "dataset": params.dataset, "params": stage_params},
+            attrs={"split": split, "dataset": dataset_ref.name, "params": stage_params},
         )
     total = sum(m["patches"] for m in per_split.values())
     seconds = sum(m["seconds"] for m in per_split.values())
