@@ -15,6 +15,10 @@ from pipeline.config import ConfigError, build
 from pipeline.data import scenes as scenes_mod
 from pipeline.data.config import SCENE_CLASSES, ScenesConfig
 from pipeline.data.scenes import generate_scenes, render_scene, split_ids
+from pipeline.data.scenes import glyphs as glyphs_mod
+from pipeline.data.scenes import layouts as layouts_mod
+from pipeline.data.scenes import render as render_mod
+from pipeline.data.scenes import writer as writer_mod
 from pipeline.data.voc import VOCDataset, open_split
 from pipeline.params import Params
 from pipeline.runner import run_stage
@@ -152,7 +156,7 @@ def test_regenerating_replaces_atomically_and_failure_keeps_old(tmp_path, monkey
             raise RuntimeError("boom")
         return render_scene(cfg, index)
 
-    monkeypatch.setattr(scenes_mod, "render_scene", broken)
+    monkeypatch.setattr(writer_mod, "render_scene", broken)  # looked up by _write_dataset
     with pytest.raises(RuntimeError, match="boom"):
         generate_scenes(tmp_path, dataclasses.replace(cfg, seed=5))
     assert files(year) == before
@@ -161,7 +165,7 @@ def test_regenerating_replaces_atomically_and_failure_keeps_old(tmp_path, monkey
 
 def test_corner_pair_boxes_are_checked_like_flat_ones():
     # PIL's line(joint="curve") calls pieslice with [(x0, y0), (x1, y1)] (seed 1, image 303).
-    ok = scenes_mod._SafeDraw._ok
+    ok = glyphs_mod._SafeDraw._ok
     assert ok([1, 2, 3, 4]) and ok([(1, 2), (3, 4)]) and ok(np.array([[1.0, 2.0], [3.0, 4.0]]))
     assert not ok([(3, 2), (1, 4)]) and not ok([1, 4, 3, 2])
     render_scene(dataclasses.replace(ScenesConfig(), seed=1, image_size=256), 303)
@@ -180,23 +184,25 @@ def test_many_scenes_over_seeds_and_sizes_exercise_every_rule_and_primitive(monk
 
         return wrapped
 
-    for name, fn in scenes_mod.LAYOUTS.items():
-        monkeypatch.setitem(scenes_mod.LAYOUTS, name, spy(f"layout:{name}", fn))
-    for kind, fn in scenes_mod.GLYPHS.items():
-        monkeypatch.setitem(scenes_mod.GLYPHS, kind, spy(f"glyph:{kind}", fn))
+    # the tables are patched in place (render shares them); a function in the module whose
+    # globals its caller reads (render_scene lives in pipeline.data.scenes.render)
+    for name, fn in layouts_mod.LAYOUTS.items():
+        monkeypatch.setitem(layouts_mod.LAYOUTS, name, spy(f"layout:{name}", fn))
+    for kind, fn in glyphs_mod.GLYPHS.items():
+        monkeypatch.setitem(glyphs_mod.GLYPHS, kind, spy(f"glyph:{kind}", fn))
     for prim in ("line", "ellipse", "rectangle", "polygon", "pieslice", "rounded_rectangle"):
-        fn = getattr(scenes_mod._SafeDraw, prim)
-        monkeypatch.setattr(scenes_mod._SafeDraw, prim, spy(f"draw:{prim}", fn))
-    render_item = scenes_mod._render_item
+        fn = getattr(glyphs_mod._SafeDraw, prim)
+        monkeypatch.setattr(glyphs_mod._SafeDraw, prim, spy(f"draw:{prim}", fn))
+    render_item = render_mod._render_item
 
     def render_item_spy(item, rng, nuisance):
         if item.cls is not None:
             seen[f"class:{item.cls}:cue={item.cue}"] = 1
         return render_item(item, rng, nuisance)
 
-    monkeypatch.setattr(scenes_mod, "_render_item", render_item_spy)
+    monkeypatch.setattr(render_mod, "_render_item", render_item_spy)
     monkeypatch.setattr(
-        scenes_mod, "_out_of_context", spy("out_of_context", scenes_mod._out_of_context)
+        render_mod, "_out_of_context", spy("out_of_context", render_mod._out_of_context)
     )
     base = ScenesConfig()
     n_images = 0
@@ -211,8 +217,8 @@ def test_many_scenes_over_seeds_and_sizes_exercise_every_rule_and_primitive(monk
             n_images += 1
     assert n_images == 500
     wanted = (
-        [f"layout:{name}" for name in scenes_mod.LAYOUTS]
-        + [f"glyph:{kind}" for kind in scenes_mod.GLYPHS]
+        [f"layout:{name}" for name in layouts_mod.LAYOUTS]
+        + [f"glyph:{kind}" for kind in glyphs_mod.GLYPHS]
         + [f"draw:{p}" for p in ("line", "ellipse", "rectangle", "polygon", "pieslice")]
         + ["out_of_context"]
     )
