@@ -6,7 +6,7 @@ from pipeline.runner import stage_main
 
 
 def run(p: Params) -> dict:
-    return stage(p)
+    return stage(p.scenes, p.data.scenes_root)
 
 
 if __name__ == "__main__":

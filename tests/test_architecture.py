@@ -94,3 +94,70 @@ def test_config_machinery_imports_nothing_of_the_project():
     # Params and load_params sit on top of every section's config
     assert "pipeline.config" in graph["pipeline.params"]
     assert "pipeline.train.config" in graph["pipeline.params"]
+
+
+def code_closure(script: Path) -> set[Path]:
+    """The project files Python loads to run ``script``: every project module it imports,
+    directly or not, anywhere in a module (including function bodies), with the packages'
+    ``__init__.py`` on the way, plus the script itself."""
+    files = {module_name(p): p for p in (ROOT / "pipeline").rglob("*.py")}
+    modules = set(files)
+    seen: set[str] = set()
+    todo = list(project_imports(script, modules))
+    while todo:
+        name = todo.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        parts = name.split(".")
+        todo.extend(".".join(parts[:k]) for k in range(1, len(parts)))  # parent packages
+        todo.extend(project_imports(files[name], modules) - seen)
+    return {files[m].relative_to(ROOT) for m in seen if m in files} | {script.relative_to(ROOT)}
+
+
+def dvc_stages() -> dict[str, dict]:
+    import yaml
+
+    return yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+
+
+def code_deps(stage: dict) -> list[Path]:
+    deps = [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]
+    return [Path(d) for d in deps if d.startswith(("pipeline/", "stages/"))]
+
+
+def test_stage_names_match_dvc_yaml_and_scripts():
+    from pipeline.runner import STAGE_NAMES
+
+    assert tuple(dvc_stages()) == STAGE_NAMES
+    for name, stage in dvc_stages().items():
+        assert stage["cmd"] == f"python stages/{name}.py"
+        assert (ROOT / "stages" / f"{name}.py").is_file()
+
+
+def test_every_stage_lists_exactly_the_code_it_runs():
+    """dvc.yaml's code deps are truthful: every project file a stage's script loads is a dep
+    (or inside a folder dep), and every code dep is loaded (no stale entries)."""
+    problems = []
+    for name, stage in dvc_stages().items():
+        used = code_closure(ROOT / "stages" / f"{name}.py")
+        deps = code_deps(stage)
+        for f in sorted(used):
+            if not any(f == d or d in f.parents for d in deps):
+                problems.append(f"{name}: loads {f} but does not list it in deps")
+        for d in deps:
+            if not (ROOT / d).exists():
+                problems.append(f"{name}: dep {d} does not exist")
+            elif (ROOT / d).is_dir():
+                if not any(d in f.parents for f in used):
+                    problems.append(f"{name}: lists folder {d} but loads nothing from it")
+            elif d not in used:
+                problems.append(f"{name}: lists {d} but does not load it")
+    assert problems == [], "\n".join(problems)
+
+
+def test_code_closure_follows_function_level_imports(tmp_path):
+    closure = code_closure(ROOT / "stages" / "scenes.py")
+    assert Path("pipeline/runner.py") in closure  # the runner writes every metrics file
+    assert Path("pipeline/data/scenes/writer.py") in closure
+    assert Path("pipeline/train/loop.py") not in closure

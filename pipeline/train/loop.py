@@ -544,7 +544,7 @@ def _split_files(params, split: str) -> tuple[Path, Path]:
 def _image_files(params, split: str) -> dict[str, Path]:
     from pipeline.data.voc import open_split
 
-    ds = open_split(params, split, check_images=False, stage="train")
+    ds = open_split(params.dataset_ref, split, check_images=False, stage="train")
     return {im.id: im.path for im in ds}
 
 

@@ -134,7 +134,7 @@ def generate_scenes(root: Path, cfg: ScenesConfig, show_progress: bool = False) 
     return metrics
 
 
-def stage(params) -> dict:
-    """DVC stage ``scenes``: generate the dataset under ``data.scenes_root``."""
-    metrics = generate_scenes(params.data.scenes_root, params.scenes, show_progress=True)
+def stage(cfg: ScenesConfig, root: Path) -> dict:
+    """DVC stage ``scenes``: generate the dataset under ``root`` (``data.scenes_root``)."""
+    metrics = generate_scenes(root, cfg, show_progress=True)
     return {"code_version": code_version(), **metrics}
