@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import TINY_CLASSES
 
 from pipeline.config import ConfigError, build
 from pipeline.data.voc import VOCDataset
@@ -20,6 +19,7 @@ from pipeline.proposals.edgebox import (
     run_edgeboxes,
 )
 from pipeline.proposals.edges import SobelEdges, StructuredEdges, edges_nms, load_hed
+from tests.helpers.voc import TINY_CLASSES
 
 
 def _params(tiny_voc, **edgebox):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TINY_CLASSES
 
 from pipeline.config import ConfigError, build
 from pipeline.data.voc import VOCDataset
 from pipeline.params import Params
 from pipeline.proposals.base import METHODS, get_method
 from pipeline.proposals.stage import load_methods
+from tests.helpers.voc import TINY_CLASSES
 
 
 def _params(tiny_voc, **proposals):

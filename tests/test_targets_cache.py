@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLASSES, write_tiny_voc
 
 from pipeline.backbones import build_backbone
 from pipeline.backbones.preprocess import crop_resize, normalize
@@ -19,6 +18,7 @@ from pipeline.data.voc import VOCDataset, load_rgb
 from pipeline.errors import DataError
 from pipeline.params import Params
 from pipeline.targets import cache
+from tests.helpers.voc import TINY_CLASSES, write_tiny_voc
 
 SIZE = 64
 
