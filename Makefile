@@ -39,17 +39,17 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline stages tests bench
-	$(BIN)/ruff format --check pipeline stages tests bench
+	$(BIN)/ruff check pipeline stages tests bench experiments tools
+	$(BIN)/ruff format --check pipeline stages tests bench experiments tools
 
 format: $(STAMP)
-	$(BIN)/ruff format pipeline stages tests bench
+	$(BIN)/ruff format pipeline stages tests bench experiments tools
 
 results: $(STAMP)
-	$(RUN) $(BIN)/python bench/results.py
+	$(RUN) $(BIN)/python -m experiments.results
 
 ablations: $(STAMP)
-	$(RUN) $(BIN)/python bench/ablations.py
+	$(RUN) $(BIN)/python -m experiments.ablations
 
 clean-venv:
 	rm -rf $(VENV)

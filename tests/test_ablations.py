@@ -1,23 +1,19 @@
-"""bench/ablations.py: variant parsing and the ABLATIONS.md table (pure, from metrics dicts).
+"""experiments/ablations.py: variant parsing and the ABLATIONS.md table (pure, from metrics dicts).
 
 The real run of two variants is in tests/test_results.py (it reuses that module's repo).
 """
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 
+from experiments.ablations import VARIANTS, Variant, parse_args, parse_variant, render
+from experiments.results import Run
+from tests.helpers.reports import fake_metrics
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from test_results import fake_metrics  # noqa: E402
-
-from bench.ablations import VARIANTS, Variant, parse_args, parse_variant, render  # noqa: E402
-from bench.results import Run  # noqa: E402
 
 
 def test_builtin_variants_and_subsets():
@@ -50,8 +46,9 @@ def test_table_shows_each_variant_from_its_metrics():
     ok = Variant("bbox", ["proposal=bbox"], "why?", done)
     bad = Run("", "ablation-broken", status="failed", error="train.lr: must be > 0")
     failed = Variant("broken", ["train.lr=-1"], "q", bad)
-    ctx = {"commit": "a" * 40, "dirty": [], "generated": "now", "command": "bench/ablations.py",
-           "dvc_version": "3.67.1", "base_sha256": "f" * 64, "base_params": {}}  # fmt: skip
+    ctx = {"commit": "a" * 40, "dirty": [], "generated": "now",
+           "command": "python -m experiments.ablations", "dvc_version": "3.67.1",
+           "base_sha256": "f" * 64, "base_params": {}}  # fmt: skip
     text = render([ok, failed], ctx)
     line = next(s for s in text.splitlines() if s.startswith("| `bbox` | `proposal=bbox`"))
     cells = [c.strip() for c in line.strip("|").split("|")]
@@ -64,7 +61,7 @@ def test_table_shows_each_variant_from_its_metrics():
 def test_stage_table_reads_every_stage_in_dvc_order(tmp_path):
     import json
 
-    from bench.stage_table import main, render, rows, stage_order
+    from experiments.stage_table import main, render, rows, stage_order
 
     order = stage_order(ROOT / "dvc.yaml")
     assert order[0] == "scenes" and "detect" in order and len(order) == len(set(order))

@@ -16,14 +16,14 @@ from pathlib import Path
 import h5py
 import pytest
 import yaml
-from conftest import write_tiny_voc
-from test_pipeline_dvc import tiny_params
 
 from pipeline.config import ConfigError
 from pipeline.errors import DataError, TooManySkipped
 from pipeline.io import TMP_MARK
 from pipeline.proposals.store import read_proposals
 from pipeline.runner import run_stage
+from tests.helpers.voc import write_tiny_voc
+from tools.dvc_repo import tiny_params
 
 ROOT = Path(__file__).resolve().parent.parent
 

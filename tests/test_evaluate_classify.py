@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_voc
 
 from pipeline.backbones import build_backbone
 from pipeline.backbones.preprocess import crop_resize, normalize
@@ -22,6 +21,7 @@ from pipeline.evaluate.features import ObjectTable, cached_features, original_ex
 from pipeline.params import Params
 from pipeline.runner import stage_script
 from pipeline.train.model import build_scn, save_trained
+from tests.helpers.voc import write_tiny_voc
 
 SIZE = 64  # tiny input size: fast on the CPU
 

@@ -9,12 +9,12 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLASSES, write_tiny_voc
 
 from pipeline.config import build
 from pipeline.data.voc import VOCDataset
 from pipeline.errors import DataError
 from pipeline.params import Params
+from tests.helpers.voc import TINY_CLASSES, write_tiny_voc
 
 
 @pytest.fixture(autouse=True)

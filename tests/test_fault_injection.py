@@ -1,36 +1,22 @@
 """SIGKILL a DVC stage mid-run, rerun `dvc repro`: nothing half-written, same metrics.
 
-A reduced run of bench/fault_injection.py (every stage: see BENCHMARKS.md, section
+A reduced run of tools/fault_injection.py (every stage: see BENCHMARKS.md, section
 "Fault injection"): the dataset stage, which writes one directory, and the pairs stage,
 which writes two HDF5 files, in a tiny temporary DVC repo.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from pipeline.io import TMP_MARK, atomic_path
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location(
-        "fault_injection", ROOT / "bench" / "fault_injection.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+from tools import fault_injection as fi
 
 
 def test_volatile_keys_and_diff():
-    fi = load_bench()
     a = {"seconds": 1.0, "splits": {"train": {"pairs": 5, "images_per_s": 3.0}}, "train_s": 2,
          "peak_rss_mb": 812.5, "children_peak_uss_mb": 0.0}  # fmt: skip
     b = {"seconds": 9.0, "splits": {"train": {"pairs": 6, "images_per_s": 1.0}}}
@@ -61,7 +47,6 @@ def test_atomic_path_removes_temporaries_of_dead_writers_only(tmp_path):
 
 @pytest.mark.slow
 def test_killed_stages_leave_nothing_complete_and_rerun_to_the_same_metrics(tmp_path):
-    fi = load_bench()
     results = fi.run(
         tmp_path, ["scenes", "pairs"], fraction=0.0, deadline=0.5, extra={"proposal": "bbox"}
     )

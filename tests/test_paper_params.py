@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+from experiments.paper_params import render
 from pipeline.params import load_params
+from tools.dvc_repo import dvc, make_repo
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ("paper_voc2012.yaml", "paper_voc2007.yaml")
-
-sys.path.insert(0, str(ROOT / "tests"))
-from test_pipeline_dvc import dvc, make_repo  # noqa: E402
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -30,12 +28,9 @@ def test_paper_params_validate_with_the_papers_settings(name):
 
 @pytest.mark.parametrize("name", FILES)
 def test_paper_params_files_are_up_to_date(name):
-    sys.path.insert(0, str(ROOT / "bench"))
-    from paper_params import render
-
     expected = render(name)
     assert (ROOT / "params" / name).read_text() == expected, (
-        "params/ is stale: run python bench/paper_params.py"
+        "params/ is stale: run python -m experiments.paper_params"
     )
 
 

@@ -6,7 +6,6 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import TINY_CLASSES
 
 from pipeline.config import ConfigError, build
 from pipeline.data.voc import VOCDataset
@@ -21,6 +20,7 @@ from pipeline.proposals.edgebox import (
 )
 from pipeline.proposals.edges import SobelEdges, StructuredEdges, edges_nms, load_hed
 from pipeline.proposals.stage import get_method
+from tests.helpers.voc import TINY_CLASSES
 
 
 def _params(tiny_voc, **edgebox):

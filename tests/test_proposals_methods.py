@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import TINY_CLASSES
 
 from pipeline.config import ConfigError, build
 from pipeline.data.voc import VOCDataset
 from pipeline.params import Params
 from pipeline.proposals.stage import METHODS, get_method
+from tests.helpers.voc import TINY_CLASSES
 
 
 def _params(tiny_voc, **proposals):

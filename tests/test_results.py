@@ -1,4 +1,4 @@
-"""bench/results.py: RESULTS.md rendering (pure) and a real two-mechanism DVC experiment run."""
+"""experiments/results.py: RESULTS.md rendering (pure), a real two-mechanism DVC experiment run."""
 
 from __future__ import annotations
 
@@ -9,39 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from experiments.results import Run, params_diff, parse_args, pct, render_results
+from tests.helpers.reports import fake_metrics
+from tools.dvc_repo import make_repo, tiny_params
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from test_pipeline_dvc import make_repo, tiny_params  # noqa: E402
-
-from bench.results import Run, params_diff, parse_args, pct, render_results  # noqa: E402
-
-
-def fake_metrics(obj: tuple[float, float], img: tuple[float, float], det: tuple[float, float],
-                 context: float = 0.5) -> dict:  # fmt: skip
-    return {
-        "classify": {
-            "obj": {"original": {"map": obj[0], "map_11point": obj[0]},
-                    "scn": {"map": obj[1], "map_11point": obj[1]}, "n_train": 81, "n_test": 83},
-            "img": {"original": {"map": img[0], "map_11point": img[0]},
-                    "scn": {"map": img[1], "map_11point": img[1]}, "n_train": 10, "n_test": 10},
-            "context": {"own": {"accuracy": 0.71}, "context": {"accuracy": context},
-                        "both": {"accuracy": 0.7345}, "majority_baseline": 0.33,
-                        "same_class_share_train": 0.23, "same_class_share_test": 0.15,
-                        "n_train_pairs": 200, "n_test_pairs": 190},
-        },
-        "detect": {"original": {"map": det[0], "map_11point": det[0] + 0.01, "loss_first": 1.8},
-                   "scn": {"map": det[1], "map_11point": det[1] + 0.01, "loss_first": 2.25}},
-        "synthetic": {"epochs": 40, "test_mse_offset": 1.5, "test_mse_no_offset": 30.25,
-                      "test_mse_ratio": 1.5 / 30.25, "test_mse_mean_predictor": 40.0,
-                      "n_train": 600, "n_test": 200},
-        "proposals": {"splits": {s: {"boxes_per_image": 8.5, "recall_iou0.5": 0.9,
-                                     "recall_iou0.7": 0.75} for s in ("train", "test")}},
-        "pairs": {"splits": {s: {"patches": 66, "pairs": 60} for s in ("train", "test")}},
-        "train": {"test_loss": 123.4, "test_explained": 0.25, "h1_drift": 1.234,
-                  "h1_norm_ratio": 1.5},
-    }  # fmt: skip
 
 
 BASE = {"proposal": "edgebox", "backbone": "efficientnet_lite0", "dataset": "scenes",
@@ -50,8 +22,9 @@ BASE = {"proposal": "edgebox", "backbone": "efficientnet_lite0", "dataset": "sce
 
 def context() -> dict:
     return {"commit": "a" * 40, "dirty": ["pipeline/train/loop.py"], "generated": "now",
-            "command": "bench/results.py", "dvc_version": "3.67.1", "base_params": BASE,
-            "base_params_text": "proposal: edgebox\n", "base_params_sha256": "f" * 64}  # fmt: skip
+            "command": "python -m experiments.results", "dvc_version": "3.67.1",
+            "base_params": BASE, "base_params_text": "proposal: edgebox\n",
+            "base_params_sha256": "f" * 64}  # fmt: skip
 
 
 def row(text: str, first_cell: str, after: str) -> str:
@@ -147,18 +120,18 @@ def exp_file(repo: Path, name: str, path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def experiment_repo(tmp_path_factory):
-    """A tiny git + DVC repo after ``bench/results.py --proposals bbox,random`` ran in it
-    (shared by the results and the ablations tests: the pipeline runs once)."""
+    """A tiny git + DVC repo after ``python -m experiments.results --proposals bbox,random``
+    ran in it (shared by the results and the ablations tests: the pipeline runs once)."""
     tmp_path = tmp_path_factory.mktemp("experiments")
     params = tiny_params({"scenes": {"n_train": 8, "n_test": 8},
                           "classify": {"costs": [1.0], "max_context_pairs": 100}})  # fmt: skip
     repo = make_repo(tmp_path, params)
     before = (repo / "params.yaml").read_bytes()
     out = tmp_path / "out" / "RESULTS.md"
-    cmd = [sys.executable, str(ROOT / "bench" / "results.py"), "--repo", str(repo),
+    cmd = [sys.executable, "-m", "experiments.results", "--repo", str(repo),
            "--output", str(out), "--proposals", "bbox,random",
            "--set", "train.epochs=1"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return repo, before, out
 
@@ -198,7 +171,7 @@ def test_results_script_runs_two_mechanisms_as_dvc_experiments(experiment_repo):
 
 @pytest.mark.slow
 def test_ablation_variants_each_start_from_the_base_params(experiment_repo, tmp_path):
-    """bench/ablations.py in the same repo. `dvc exp run -S` leaves its edits in the
+    """experiments/ablations.py in the same repo. `dvc exp run -S` leaves its edits in the
     workspace: the second variant must not inherit the first one's (a bug the first real
     ablation run had). As ``results-bbox`` ran these params, DVC's run cache restores
     every stage but the first variant's ``detect``."""
@@ -206,11 +179,11 @@ def test_ablation_variants_each_start_from_the_base_params(experiment_repo, tmp_
 
     repo, before, _ = experiment_repo
     out = tmp_path / "ABLATIONS.md"
-    cmd = [sys.executable, str(ROOT / "bench" / "ablations.py"), "--repo", str(repo),
+    cmd = [sys.executable, "-m", "experiments.ablations", "--repo", str(repo),
            "--output", str(out),
            "--variant", "first:proposal=bbox,train.epochs=1,detect.iterations=3",
            "--variant", "second:proposal=bbox,train.epochs=1"]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (repo / "params.yaml").read_bytes() == before
     base = yaml.safe_load(before)

@@ -10,7 +10,6 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_CLASSES, write_tiny_voc
 
 from pipeline.backbones import build_backbone
 from pipeline.backbones.preprocess import crop_resize, normalize
@@ -20,6 +19,7 @@ from pipeline.errors import DataError
 from pipeline.params import Params
 from pipeline.runner import stage_script
 from pipeline.targets import cache
+from tests.helpers.voc import TINY_CLASSES, write_tiny_voc
 
 SIZE = 64
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from test_train_helpers import one_thread, open_toy_sets, toy_config, toy_model, toy_sets
 
 from pipeline.train.loop import fit, load_checkpoint, resume_key
+from tests.helpers.toy_train import open_toy_sets, toy_config, toy_model, toy_sets
 
-__all__ = ["one_thread"]  # autouse fixture
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _state(model) -> dict[str, torch.Tensor]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_train_helpers import one_thread
 
 from pipeline.backbones import build_backbone
 from pipeline.errors import DataError
@@ -12,7 +11,7 @@ from pipeline.models.context import assert_frozen, scn_loss
 from pipeline.train.model import build_scn, load_trained, save_trained
 
 SIZE = 64
-__all__ = ["one_thread"]  # autouse fixture
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -6,16 +6,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_train_helpers import TARGET_DIM, TRUNK_DIM, one_thread, toy_config, toy_sets
 from torch import nn
 
 from pipeline.backbones import build_backbone
 from pipeline.models.context import scn_loss
 from pipeline.train.loop import fit, target_variance
 from pipeline.train.model import SCN, build_scn
+from tests.helpers.toy_train import TARGET_DIM, TRUNK_DIM, toy_config, toy_sets
 
 SIZE = 64
-__all__ = ["one_thread"]  # autouse fixture
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
@@ -117,7 +117,7 @@ def test_context_module_gets_its_own_learning_rate(tmp_path):
 
 
 def SCN_toy() -> SCN:
-    from test_train_helpers import toy_model
+    from tests.helpers.toy_train import toy_model
 
     return toy_model()
 

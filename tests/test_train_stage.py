@@ -8,8 +8,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import write_tiny_voc
-from test_train_helpers import one_thread, write_pairs
 
 from pipeline.backbones import build_backbone
 from pipeline.config import build
@@ -20,8 +18,10 @@ from pipeline.params import Params
 from pipeline.targets.cache import build_targets, read_patches
 from pipeline.train.loop import stage
 from pipeline.train.model import load_trained
+from tests.helpers.toy_train import write_pairs
+from tests.helpers.voc import write_tiny_voc
 
-__all__ = ["one_thread"]  # autouse fixture
+pytestmark = pytest.mark.usefixtures("one_thread")
 SIZE = 64
 
 

@@ -1,7 +1,7 @@
 """Per-stage wall time and peak memory of the last run, from ``metrics/<stage>.json``.
 
-    make repro && .venv/bin/python bench/stage_table.py            # markdown table
-    .venv/bin/python bench/stage_table.py --metrics /tmp/copy/metrics
+    make repro && .venv/bin/python -m experiments.stage_table      # markdown table
+    .venv/bin/python -m experiments.stage_table --metrics /tmp/copy/metrics
 
 Every stage's metrics carry ``seconds`` (wall time of the stage function),
 ``peak_rss_mb`` (peak resident memory of the stage process) and

@@ -1,7 +1,7 @@
 """The results table: one DVC experiment per proposal mechanism, written to RESULTS.md.
 
-    .venv/bin/python bench/results.py                          # all four mechanisms
-    .venv/bin/python bench/results.py --proposals bbox,random --set train.epochs=1
+    .venv/bin/python -m experiments.results                    # all four mechanisms
+    .venv/bin/python -m experiments.results --proposals bbox,random --set train.epochs=1
 
 For each mechanism it runs ``dvc exp run -S proposal=<m> --name results-<m> [-S ...]``
 in the repository's workspace, one after the other (stages whose inputs did not change
@@ -41,12 +41,10 @@ from typing import Any
 
 import yaml
 
+from pipeline.io import atomic_path
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pipeline.io import atomic_path  # noqa: E402
-
-log = logging.getLogger("bench.results")
+log = logging.getLogger("experiments.results")
 
 MECHANISMS = ("edgebox", "yolo", "bbox", "random")
 # Column order and labels of the paper's Table 2.
@@ -600,7 +598,9 @@ def main(argv: list[str] | None = None) -> int:
         "commit": commit,
         "dirty": dirty,
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["bench/results.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            ["python -m experiments.results", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "dvc_version": repo.dvc("--version").stdout.strip(),
         "base_params": yaml.safe_load(base_text) or {},
         "base_params_text": base_text,

@@ -1,9 +1,9 @@
 """Fault injection: SIGKILL each DVC stage mid-run, rerun, compare with a clean run.
 
-    .venv/bin/python bench/fault_injection.py                     # every stage, tiny size
-    .venv/bin/python bench/fault_injection.py --stages scenes,pairs --fraction 0.3
+    .venv/bin/python -m tools.fault_injection                     # every stage, tiny size
+    .venv/bin/python -m tools.fault_injection --stages scenes,pairs --fraction 0.3
 
-In a temporary git + DVC repo at the tiny size of ``tests/test_pipeline_dvc.py``:
+In a temporary git + DVC repo at the tiny size of :mod:`tools.dvc_repo`:
 
 1. clean run: ``dvc repro -s <stage>`` for every stage the chosen ones need, in graph
    order, timing each; the metrics JSON, ``dvc.lock`` hashes and per-file MD5s of every
@@ -39,13 +39,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(ROOT))
-
-from test_pipeline_dvc import BIN, dvc, make_repo, tiny_params  # noqa: E402
-
-from pipeline.io import TMP_MARK  # noqa: E402
+from pipeline.io import TMP_MARK
+from tools.dvc_repo import BIN, ROOT, dvc, make_repo, tiny_params
 
 log = logging.getLogger("fault_injection")
 

@@ -1,8 +1,8 @@
 """Ablations behind RESULTS.md's analysis: named DVC experiments, one table, ABLATIONS.md.
 
-    .venv/bin/python bench/ablations.py                       # the built-in list below
-    .venv/bin/python bench/ablations.py --only default,detect-lr-0.001
-    .venv/bin/python bench/ablations.py --variant "mine:train.epochs=6,detect.lr=0.002"
+    .venv/bin/python -m experiments.ablations                 # the built-in list below
+    .venv/bin/python -m experiments.ablations --only default,detect-lr-0.001
+    .venv/bin/python -m experiments.ablations --variant "mine:train.epochs=6,detect.lr=0.002"
 
 Each variant is ``dvc exp run --name ablation-<name> -S k=v ...`` in the repository's
 workspace, one after the other (stages whose inputs did not change are skipped or
@@ -24,29 +24,16 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import hashlib
-import importlib.util
 import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from experiments import results
+from pipeline.io import atomic_path
+
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from pipeline.io import atomic_path  # noqa: E402
-
-log = logging.getLogger("bench.ablations")
-
-
-def _load_results():
-    spec = importlib.util.spec_from_file_location("bench_results", ROOT / "bench" / "results.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-results = _load_results()
+log = logging.getLogger("experiments.ablations")
 
 # name -> (params overrides, the question it answers)
 VARIANTS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -226,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
         "commit": commit,
         "dirty": dirty,
         "generated": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["bench/ablations.py", *(argv if argv is not None else sys.argv[1:])]),
+        "command": " ".join(
+            ["python -m experiments.ablations", *(argv if argv is not None else sys.argv[1:])]
+        ),
         "dvc_version": repo.dvc("--version").stdout.strip(),
         "base_sha256": hashlib.sha256(base_text.encode()).hexdigest(),
     }

@@ -1,0 +1,155 @@
+"""Throwaway git + DVC repositories of this project, for the tests and tools/fault_injection.py.
+
+``tiny_params`` is params.yaml at the tiny size (every stage in seconds on a 2-core CPU);
+``make_repo`` copies the stage graph, scripts and library into a new git + DVC repo;
+``clone_worktree`` copies every tracked file of this checkout as it is now; ``dvc``,
+``git`` and ``make`` run those tools there (``dvc`` and DVC's stages with this interpreter's
+environment, ``make`` from a user's shell, :func:`user_env`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+# Tiny settings: every stage in seconds on a 2-core CPU.
+TINY = {
+    "scenes": {"n_train": 10, "n_val": 2, "n_test": 10, "image_size": 128},
+    "proposals": {
+        "workers": 1,
+        "detect_max_boxes": 10,
+        "edgebox": {"max_boxes": 6},
+        "random": {"n": 4, "size": 32},
+    },
+    "pairs": {"max_pairs_per_image": 6},
+    "network": {"input_size": 64},
+    "targets": {"batch_size": 32, "workers": 0},
+    "train": {"epochs": 2, "batch_size": 16},
+    "classify": {"costs": [0.1, 1.0], "cv_folds": 2, "max_context_pairs": 200},
+    "detect": {
+        "iterations": 4,
+        "lr_step": 3,
+        "rois_per_image": 8,
+        "min_size": 64,
+        "max_size": 128,
+        "n_examples": 1,
+    },
+    "synthetic": {
+        "n_square": 12,
+        "n_triangle": 12,
+        "n_black": 8,
+        "n_test": 10,
+        "canvas_size": 128,
+        "min_size": 16,
+        "max_size": 28,
+        "axis_tolerance": 16,
+        "input_size": 32,
+        "hidden": 32,
+        "epochs": 2,
+        "pixel_size": 8,
+        "recon_epochs": [1, 2],
+    },
+}
+
+
+def deep_update(base: dict, patch: dict) -> dict:
+    for key, value in patch.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            deep_update(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def tiny_params(extra: dict | None = None) -> dict:
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    deep_update(params, TINY)
+    for key, value in (extra or {}).items():
+        if key in params and isinstance(params[key], dict):
+            deep_update(params[key], value)
+        else:
+            params[key] = value
+    return params
+
+
+def make_repo(dest: Path, params: dict) -> Path:
+    """A git + DVC repo with the project's stage graph, scripts and library."""
+    for name in ("dvc.yaml", ".dvcignore"):
+        if (ROOT / name).exists():
+            shutil.copy(ROOT / name, dest / name)
+    shutil.copytree(ROOT / "stages", dest / "stages")
+    shutil.copytree(
+        ROOT / "pipeline", dest / "pipeline", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    (dest / ".dvc").mkdir()
+    shutil.copy(ROOT / ".dvc" / "config", dest / ".dvc" / "config")
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "init")
+    return dest
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True)
+
+
+def dvc(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd)}
+    return subprocess.run(
+        [str(BIN / "dvc"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def clone_worktree(dest: Path, params: dict) -> Path:
+    """A fresh clone of this checkout as it is now: every tracked file from the working
+    tree (so uncommitted edits are tested too), in a new git repo, with ``params``."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout
+    for name in filter(None, listed.split("\0")):
+        src = ROOT / name
+        if src.is_file():  # a tracked file deleted in the working tree is not copied
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    git(dest, "init", "-q")
+    git(dest, "add", "-A")
+    git(dest, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "clone")
+    return dest
+
+
+def user_env() -> dict[str, str]:
+    """The environment of a user's shell: no venv on PATH, no PYTHONPATH, not inside make."""
+    venvs = {BIN.resolve()}
+    if os.environ.get("VIRTUAL_ENV"):
+        venvs.add((Path(os.environ["VIRTUAL_ENV"]) / "bin").resolve())
+    path = [p for p in os.environ["PATH"].split(os.pathsep) if p and Path(p).resolve() not in venvs]
+    drop = {"VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "MAKEFLAGS", "MFLAGS", "MAKELEVEL"}
+    env = {k: v for k, v in os.environ.items() if k not in drop}
+    env["PATH"] = os.pathsep.join(path)
+    return env
+
+
+def make(repo: Path, target: str, venv: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["make", target, f"VENV={venv}"],
+        cwd=repo,
+        env=user_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
