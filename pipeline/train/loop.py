@@ -176,8 +176,7 @@ def evaluate(
     # (||h1 - h1_0||^2, ||h1_0||^2, ||h1||^2) summed over the pairs
     drift = torch.zeros(3, dtype=torch.float64, device=device)
     moments = None  # (2, D): sum of h3, sum of h3^2
-    features = ds._array("features")  # (P, D_T) frozen representation of every patch
-    comparable = features.shape[1] == model.context.v1.in_features
+    comparable = ds.target_dim == model.context.v1.in_features
     for start in range(0, len(idx), EVAL_BATCH):
         rows = idx[start : start + EVAL_BATCH]
         batch = ds[rows]
@@ -190,7 +189,7 @@ def evaluate(
         total[1] += len(x)
         if comparable:
             h1 = h1.double()  # (B, D)
-            h1_0 = torch.from_numpy(ds._rows(features, ds.bottom[rows])).to(device).double()
+            h1_0 = torch.from_numpy(ds.patch_features(ds.bottom[rows])).to(device).double()
             drift += torch.stack([(h1 - h1_0).pow(2).sum(), h1_0.pow(2).sum(), h1.pow(2).sum()])
         h3 = h3.double()  # (B, D)
         m = torch.stack([h3.sum(0), h3.pow(2).sum(0)])  # (2, D)
@@ -226,11 +225,10 @@ def target_variance(ds: PairDataset, center: np.ndarray | None = None) -> tuple[
     With ``center`` None it is the targets' own mean: the loss of the best constant
     prediction, the "predict-the-mean" baseline that a useful context module beats.
     """
-    feats = ds._array("features")
     d = ds.target_dim
     total, sq = np.zeros(d), np.zeros(d)
     for start in range(0, len(ds), 4096):
-        t = ds._rows(feats, ds.top[start : start + 4096]).astype(np.float64)  # (b, D)
+        t = ds.patch_features(ds.top[start : start + 4096]).astype(np.float64)  # (b, D)
         total += t.sum(0)
         sq += (t**2).sum(0)
     n = max(len(ds), 1)
@@ -566,7 +564,7 @@ def top_stream_check(backbone, ds: PairDataset, n: int = 4, rtol: float = 0.05) 
         assert_frozen(backbone.model, "top stream")
         x = ds.crops(rows)  # (n, 3, S, S)
         feats = backbone.features(x)  # (n, D)
-        cached = torch.from_numpy(ds._rows(ds._array("features"), rows))  # (n, D)
+        cached = torch.from_numpy(ds.patch_features(rows))  # (n, D)
         err = float((feats - cached).norm() / cached.norm().clamp(min=1e-12))
         if err > rtol:
             raise DataError(
