@@ -34,7 +34,7 @@ STAGES: dict[str, str] = {
     "detect_proposals": "pipeline.proposals.stage:detect_stage",
     "pairs": "pipeline.pairs.manifest:stage",
     "targets": "pipeline.targets.cache:stage",
-    "train": "pipeline.train.loop:stage",
+    "train": "pipeline.train.stage:stage",
     "classify": "pipeline.evaluate.classify:stage",
     "detect": "pipeline.evaluate.detect:stage",
     "synthetic": "pipeline.synthetic.experiment:stage",

@@ -11,7 +11,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from test_train_helpers import one_thread, open_toy_sets, toy_config, toy_model, toy_sets
 
-from pipeline.train.loop import fit, load_checkpoint, resume_key
+from pipeline.train.checkpoint import load_checkpoint, resume_key
+from pipeline.train.methods.scn import fit
 
 __all__ = ["one_thread"]  # autouse fixture
 

@@ -18,8 +18,8 @@ from pipeline.errors import DataError
 from pipeline.pairs.manifest import pair_offsets
 from pipeline.params import Params
 from pipeline.targets.cache import build_targets, read_patches
-from pipeline.train.loop import stage
 from pipeline.train.model import load_trained
+from pipeline.train.stage import stage
 
 __all__ = ["one_thread"]  # autouse fixture
 SIZE = 64
