@@ -42,7 +42,7 @@ from pipeline.params import Params
 from pipeline.targets.cache import build_targets, read_patches
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import PairDataset
-from pipeline.train.loop import fit
+from pipeline.train.methods.scn import fit
 from pipeline.train.model import build_scn
 
 log = logging.getLogger("bench_train")

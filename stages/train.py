@@ -2,11 +2,12 @@
 
 from pipeline.params import Params
 from pipeline.runner import stage_main
-from pipeline.train.loop import stage
+from pipeline.train.stage import stage
 
 
 def run(p: Params) -> dict:
-    return stage(p)
+    splits = (p.data.scn_split, p.data.eval_test_split)
+    return stage(p.dataset_ref, p.backbone, p.proposal, p.network, p.train, splits, p.paths)
 
 
 if __name__ == "__main__":

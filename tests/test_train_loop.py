@@ -10,7 +10,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipeline.train.loop import fit, load_checkpoint, resume_key
+from pipeline.train.checkpoint import load_checkpoint, resume_key
+from pipeline.train.methods.scn import fit
 from tests.helpers.toy_train import open_toy_sets, toy_config, toy_model, toy_sets
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -10,7 +10,7 @@ from torch import nn
 
 from pipeline.backbones import build_backbone
 from pipeline.models.context import scn_loss
-from pipeline.train.loop import fit, target_variance
+from pipeline.train.methods.scn import fit, target_variance
 from pipeline.train.model import SCN, build_scn
 from tests.helpers.toy_train import TARGET_DIM, TRUNK_DIM, toy_config, toy_sets
 

@@ -15,8 +15,8 @@ from pipeline.data.voc import open_split
 from pipeline.errors import DataError
 from pipeline.pairs.manifest import pair_offsets
 from pipeline.params import Params
+from pipeline.runner import stage_script
 from pipeline.targets.cache import build_targets, read_patches
-from pipeline.train.loop import stage
 from pipeline.train.model import load_trained
 from tests.helpers.toy_train import write_pairs
 from tests.helpers.voc import write_tiny_voc
@@ -84,7 +84,7 @@ def test_drift_is_zero_before_training_and_measured_against_the_cache(tmp_path, 
     drift metric compares each held-out bottom patch with its own cache row."""
     params = _params(tmp_path, scope, epochs=1, lr=1e-12)
     _prepare(tmp_path, params, trunk_cache)
-    metrics = stage(params)
+    metrics = stage_script("train")(params)
     assert metrics["h1_drift"] < 1e-4
     assert metrics["h1_norm_ratio"] == pytest.approx(1.0, abs=1e-4)
 
@@ -95,7 +95,7 @@ def test_drift_is_zero_before_training_and_measured_against_the_cache(tmp_path, 
 def test_stage_writes_model_plots_and_metrics(tmp_path, scope, trunk_cache, source):
     params = _params(tmp_path, scope)
     _prepare(tmp_path, params, trunk_cache)
-    metrics = stage(params)
+    metrics = stage_script("train")(params)
     assert metrics["source"] == source and metrics["epochs"] == 2
     assert metrics["resumed_from_epoch"] == 0 and metrics["device"] == "cpu"
     assert np.isfinite(metrics["train_loss"]) and np.isfinite(metrics["test_loss"])
@@ -120,7 +120,7 @@ def test_stage_writes_model_plots_and_metrics(tmp_path, scope, trunk_cache, sour
     assert [r["h1_drift"] for r in rows] == [str(h["h1_drift"]) for h in metrics_history(out)]
 
     # resume: two more epochs continue the checkpoint instead of starting over
-    more = stage(_params(tmp_path, scope, epochs=3))
+    more = stage_script("train")(_params(tmp_path, scope, epochs=3))
     assert more["resumed_from_epoch"] == 2 and more["epochs"] == 3
 
 
@@ -151,16 +151,16 @@ def test_model_file_content_is_identical_across_runs_and_resumes(tmp_path):
 
     params = _params(tmp_path, "fc")
     _prepare(tmp_path, params, True)
-    stage(params)
+    stage_script("train")(params)
     first, first_bytes = content(tmp_path / "train" / "model.pt"), digests()
     assert all("seconds" not in r for r in first["history"])
     ckpt = torch.load(tmp_path / "train" / "checkpoint.pt", weights_only=False)  # numpy RNG
     assert all("seconds" not in r for r in ckpt["history"])
-    stage(params)  # resumes from the final checkpoint, rewrites model.pt
+    stage_script("train")(params)  # resumes from the final checkpoint, rewrites model.pt
     assert same(content(tmp_path / "train" / "model.pt"), first)
     assert digests() == first_bytes
     shutil.rmtree(tmp_path / "train")
-    stage(params)  # from scratch
+    stage_script("train")(params)  # from scratch
     assert same(content(tmp_path / "train" / "model.pt"), first)
     assert digests() == first_bytes
 
@@ -169,4 +169,4 @@ def test_stage_refuses_targets_of_another_configuration(tmp_path):
     params = _params(tmp_path, "fc")
     _prepare(tmp_path, params)
     with pytest.raises(DataError, match="scope"):
-        stage(_params(tmp_path, "fc+conv5"))
+        stage_script("train")(_params(tmp_path, "fc+conv5"))

@@ -226,6 +226,12 @@ class PairDataset(Dataset):
         uniq, inverse = np.unique(rows, return_inverse=True)  # h5py wants increasing rows
         return np.asarray(array[uniq], dtype=np.float32)[inverse]
 
+    def patch_features(self, patches: np.ndarray) -> np.ndarray:
+        """The cached top-stream ``features`` of ``patches`` (B,) -> (B, D) float32: the
+        targets of the pairs whose top patch they are, and h1 of the untrained bottom
+        stream for the pairs whose bottom patch they are (W_B = W_T at the start)."""
+        return self._rows(self._array("features"), np.asarray(patches, dtype=np.int64))
+
     def _image(self, image_id: str) -> np.ndarray:
         if image_id in self._decoded:
             self._decoded.move_to_end(image_id)
@@ -257,7 +263,7 @@ class PairDataset(Dataset):
             x = torch.from_numpy(self._rows(self._array("trunk"), bottom))  # (B, ...)
         else:
             x = self.crops(bottom)  # (B, 3, S, S)
-        target = torch.from_numpy(self._rows(self._array("features"), top))  # (B, D)
+        target = torch.from_numpy(self.patch_features(top))  # (B, D)
         return {
             "x": x,
             "offset": torch.from_numpy(self.offset[idx]),  # (B, 8)

@@ -1,0 +1,1 @@
+"""Training methods over the shared loop: one module each (``scn``), on ``base.Method``."""
