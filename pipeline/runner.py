@@ -47,7 +47,44 @@ STAGE_NAMES = (
 #: ``stages/`` of the checkout this package lives in (what dvc.yaml runs).
 STAGES_DIR = Path(__file__).resolve().parent.parent / "stages"
 
+#: The stage graph DVC runs; each stage's ``params:`` list there is the one declaration of
+#: the params it depends on.
+DVC_YAML = STAGES_DIR.parent / "dvc.yaml"
+
 StageRun = Callable[[Params], "dict[str, Any] | None"]
+
+
+def declared_params(name: str, dvc_yaml: Path = DVC_YAML) -> tuple[str, ...]:
+    """The params keys stage ``name`` depends on: its ``params:`` list in dvc.yaml (what DVC
+    reruns it by), in order."""
+    import yaml
+
+    stages = yaml.safe_load(Path(dvc_yaml).read_text())["stages"]
+    if name not in stages:
+        raise ConfigError(f"stage: {name!r} is not in {dvc_yaml}; allowed: {', '.join(stages)}")
+    keys: list[str] = []
+    for entry in stages[name].get("params", []):
+        if isinstance(entry, str):
+            keys.append(entry)
+        else:  # {params_file: [keys]}
+            for listed in entry.values():
+                keys.extend(listed)
+    return tuple(keys)
+
+
+def stage_provenance(params: Params, name: str, dvc_yaml: Path = DVC_YAML) -> dict[str, Any]:
+    """``{key: value}`` of every param stage ``name`` depends on (:func:`declared_params`),
+    as plain YAML/JSON values: what its artifacts record as their ``params``."""
+    data = to_dict(params)
+    out: dict[str, Any] = {}
+    for key in declared_params(name, dvc_yaml):
+        node: Any = data
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ConfigError(f"{dvc_yaml}: stage {name}: params key {key!r} is not a param")
+            node = node[part]
+        out[key] = node
+    return out
 
 
 def stage_script(name: str) -> StageRun:

@@ -3,13 +3,20 @@ original network vs the trained bottom stream."""
 
 from pipeline.evaluate.classify import run_classify
 from pipeline.params import Params
-from pipeline.runner import stage_main
+from pipeline.runner import stage_main, stage_provenance
 
 
 def run(p: Params) -> dict:
     splits = (p.data.eval_train_split, p.data.eval_test_split)
     return run_classify(
-        p.dataset_ref, p.backbone, p.network, p.classify, p.pairs.offset_scale, splits, p.paths
+        p.dataset_ref,
+        p.backbone,
+        p.network,
+        p.classify,
+        p.pairs.offset_scale,
+        splits,
+        p.paths,
+        stage_provenance(p, "classify"),
     )
 
 

@@ -3,13 +3,18 @@ detector's train and test splits (independent of the `proposal` switch)."""
 
 from pipeline.params import Params
 from pipeline.proposals.stage import detect_proposals
-from pipeline.runner import stage_main
+from pipeline.runner import stage_main, stage_provenance
 
 
 def run(p: Params) -> dict:
     splits = [p.data.eval_train_split, p.data.eval_test_split]
     return detect_proposals(
-        p.dataset_ref, p.proposals, splits, p.paths.detect_proposals_dir, p.paths.yolo_dir
+        p.dataset_ref,
+        p.proposals,
+        splits,
+        p.paths.detect_proposals_dir,
+        p.paths.yolo_dir,
+        stage_provenance(p, "detect_proposals"),
     )
 
 

@@ -2,12 +2,12 @@
 
 from pipeline.pairs.manifest import stage
 from pipeline.params import Params
-from pipeline.runner import stage_main
+from pipeline.runner import stage_main, stage_provenance
 
 
 def run(p: Params) -> dict:
     splits = [p.data.scn_split, p.data.eval_test_split]
-    return stage(p.pairs, p.proposal, p.dataset, splits, p.paths)
+    return stage(p.pairs, p.proposal, p.dataset, splits, p.paths, stage_provenance(p, "pairs"))
 
 
 if __name__ == "__main__":

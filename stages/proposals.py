@@ -3,13 +3,19 @@ held-out test splits."""
 
 from pipeline.params import Params
 from pipeline.proposals.stage import propose_splits
-from pipeline.runner import stage_main
+from pipeline.runner import stage_main, stage_provenance
 
 
 def run(p: Params) -> dict:
     splits = [p.data.scn_split, p.data.eval_test_split]
     return propose_splits(
-        p.dataset_ref, p.proposal, p.proposals, splits, p.paths.proposals, p.paths.yolo_dir
+        p.dataset_ref,
+        p.proposal,
+        p.proposals,
+        splits,
+        p.paths.proposals,
+        p.paths.yolo_dir,
+        stage_provenance(p, "proposals"),
     )
 
 

@@ -3,11 +3,18 @@
 
 from pipeline.params import Params
 from pipeline.proposals.yolo import stage
-from pipeline.runner import stage_main
+from pipeline.runner import stage_main, stage_provenance
 
 
 def run(p: Params) -> dict:
-    return stage(p.dataset_ref, p.proposal, p.proposals, p.data.scn_split, p.paths.yolo_dir)
+    return stage(
+        p.dataset_ref,
+        p.proposal,
+        p.proposals,
+        p.data.scn_split,
+        p.paths.yolo_dir,
+        stage_provenance(p, "yolo"),
+    )
 
 
 if __name__ == "__main__":

@@ -124,8 +124,8 @@ def test_same_backbone_twice_gives_identical_results(tmp_path):
     p = _params(tmp_path, iterations=3, n_examples=0)
     splits = (p.data.eval_train_split, p.data.eval_test_split)
     metrics = run_detect(
-        p.dataset_ref, p.backbone, p.network, p.detect, splits, p.paths,
-        {"original": bb, "scn": twin},
+        p.dataset_ref, p.backbone, p.network, p.detect, splits, p.paths, {},
+        backbones={"original": bb, "scn": twin},
     )  # fmt: skip
     a, b = metrics["original"], metrics["scn"]
     assert a["loss_first"] == b["loss_first"] and a["loss_last"] == b["loss_last"]

@@ -23,7 +23,7 @@ from pipeline.pairs.manifest import (
 from pipeline.params import Params
 from pipeline.proposals.base import ProposalSet
 from pipeline.proposals.store import write_proposals
-from pipeline.runner import stage_script
+from pipeline.runner import declared_params, stage_script
 
 
 def grid_boxes(n: int, size: float = 10.0, step: float = 20.0) -> np.ndarray:
@@ -205,7 +205,10 @@ def test_stage_writes_manifests_in_the_artifact_format(tmp_path):
         assert fh.attrs["source_proposals"] == "bbox"
         assert fh.attrs["created_by"] == "pairs"
         assert len(fh.attrs["proposals_sha256"]) == 64
-        assert json.loads(fh.attrs["params"])["max_pairs_per_image"] == 4
+        recorded = json.loads(fh.attrs["params"])  # exactly what dvc.yaml says pairs reads
+        assert list(recorded) == sorted(declared_params("pairs"))
+        assert recorded["pairs.max_pairs_per_image"] == 4
+        assert recorded["proposal"] == params.proposal
     m = read_manifest(path)
     assert m.image_ids == ["im0", "im2"]
     assert not list((tmp_path / "pairs").glob("*.tmp-*"))  # atomic: no temporaries left

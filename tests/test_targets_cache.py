@@ -125,7 +125,8 @@ def test_cache_rows_equal_direct_forward(built, backbone) -> None:
             assert fh["trunk"].shape[1:] == (192, 2, 2)
             assert fh["features"].compression == "gzip" and fh["features"].chunks
             assert fh.attrs["trunk_layer"] == "block14" and fh.attrs["split"] == split
-            assert json.loads(fh.attrs["params"])["targets"]["workers"] == 2
+            recorded = json.loads(fh.attrs["params"])  # the params dvc.yaml says targets reads
+            assert recorded["targets.workers"] == 2 and recorded["backbone"] == "efficientnet_lite0"
             assert fh.attrs["n_patches"] == len(feats) == metrics["splits"][split]["patches"]
 
 

@@ -26,12 +26,11 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
-from pipeline.config import to_dict
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
@@ -259,6 +258,7 @@ def run_classify(
     offset_scale: str,
     splits: tuple[str, str],
     paths: PathsConfig,
+    provenance: dict[str, Any],
 ) -> dict:
     """DVC stage ``classify``: extract (or reuse) the features of the original network and
     of the trained bottom stream (``paths.model_file``) on the (train, test) ``splits``, run
@@ -266,9 +266,7 @@ def run_classify(
     rng = seed_everything(cfg.seed)
     device = resolve_device(cfg.device, "classify.device")
     cache_dir = Path(paths.classify)
-    params_json = json.dumps(
-        {"classify": to_dict(cfg), "backbone": backbone, "network": to_dict(net)}
-    )
+    params_json = json.dumps(provenance)
     datasets = {
         role: open_split(dataset_ref, split, stage="classify")
         for role, split in zip(("train", "test"), splits, strict=True)

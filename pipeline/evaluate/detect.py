@@ -26,14 +26,14 @@ import math
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
 import torch
 from torch import nn
 
-from pipeline.config import ConfigError, to_dict
+from pipeline.config import ConfigError
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
@@ -262,6 +262,7 @@ def run_detect(
     cfg: DetectConfig,
     splits: tuple[str, str],
     paths: PathsConfig,
+    provenance: dict[str, Any],
     backbones: dict[str, object] | None = None,
 ) -> dict:
     """DVC stage ``detect``: train Fast R-CNN on ``splits[0]`` and test it on ``splits[1]``
@@ -363,7 +364,7 @@ def run_detect(
             for c in classes
         }
     out_dir = Path(paths.detect)
-    params_json = json.dumps({"detect": to_dict(cfg), "backbone": backbone}, sort_keys=True)
+    params_json = json.dumps(provenance, sort_keys=True)
     write_detections(
         out_dir / "detections.h5", [im.id for im in test_images], detections, classes, params_json
     )

@@ -41,7 +41,6 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
-from pipeline.config import to_dict
 from pipeline.errors import DataError
 from pipeline.io import atomic_path
 from pipeline.provenance import code_version, sha256_file
@@ -319,6 +318,7 @@ def make_split(
     split: str,
     proposals_file: Path,
     out_file: Path,
+    provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """Build the manifest of ``split`` from the ``proposal`` method's ``proposals_file``
     (of ``dataset``, unless the file names its own), write it to ``out_file``; return its
@@ -345,7 +345,7 @@ def make_split(
         "split": split,
         "created_by": "pairs",
         "code_version": code_version(),
-        "params": to_dict(cfg),
+        "params": provenance,
     }
     write_manifest(out_file, manifest, attrs)
     metrics = manifest.metrics()
@@ -354,7 +354,12 @@ def make_split(
 
 
 def stage(
-    cfg: PairsConfig, proposal: str, dataset: str, splits: list[str], paths: PathsConfig
+    cfg: PairsConfig,
+    proposal: str,
+    dataset: str,
+    splits: list[str],
+    paths: PathsConfig,
+    provenance: dict[str, Any],
 ) -> dict:
     """DVC stage ``pairs``: manifests for ``splits`` (the SCN and held-out test splits),
     from ``<paths.proposals>/<split>.h5`` into ``<paths.pairs>/<split>.h5``."""
@@ -363,7 +368,13 @@ def stage(
         "method": proposal,
         "splits": {
             split: make_split(
-                cfg, proposal, dataset, split, paths.proposals_file(split), paths.pairs_file(split)
+                cfg,
+                proposal,
+                dataset,
+                split,
+                paths.proposals_file(split),
+                paths.pairs_file(split),
+                provenance,
             )
             for split in splits
         },

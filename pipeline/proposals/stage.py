@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pipeline.config import ConfigError, to_dict
+from pipeline.config import ConfigError
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.proposals import bbox, edgebox, random_crops, yolo
 from pipeline.proposals.base import ProposalSet, ProposeFn
@@ -116,20 +116,16 @@ def mine(
     yolo_dir: Path,
     stage_name: str,
     method_key: str,
+    provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """Run ``method`` on each split, write ``<out_dir>/<split>.h5``; return the metrics.
 
     ``yolo_dir``: the ``yolo`` stage's output, whose weights YOLO runs when
-    ``proposals.yolo.weights`` is unset.
+    ``proposals.yolo.weights`` is unset. ``provenance``: the params the stage depends on,
+    recorded in each file (``pipeline.runner.stage_provenance``).
     """
     propose = get_method(method, key=method_key)  # refuse an unknown method before any work
     seed_everything(cfg.seed)
-    stage_params = {
-        "dataset": dataset_ref.name,
-        method_key: method,
-        "proposals": to_dict(cfg),
-        "data": to_dict(dataset_ref.data),
-    }
     run_cfg = cfg
     if method == "yolo":
         yolo_cfg = replace(cfg.yolo, weights=yolo.resolve_weights(cfg.yolo, yolo_dir))
@@ -152,7 +148,7 @@ def mine(
                 "dataset": dataset_ref.name,
                 "split": split,
                 "created_by": stage_name,
-                "params": stage_params,
+                "params": provenance,
             },
         )
         m = split_metrics(dataset, props)
@@ -179,17 +175,23 @@ def propose_splits(
     splits: list[str],
     out_dir: Path,
     yolo_dir: Path,
+    provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """Stage ``proposals``: the ``proposal`` method on ``splits`` (the SCN and held-out
     test splits) into ``<out_dir>/<split>.h5``."""
     return mine(
         dataset_ref, proposal, cfg, unique_splits(*splits), out_dir, yolo_dir, "proposals",
-        "proposal",
+        "proposal", provenance,
     )  # fmt: skip
 
 
 def detect_proposals(
-    dataset_ref: DatasetRef, cfg: ProposalsConfig, splits: list[str], out_dir: Path, yolo_dir: Path
+    dataset_ref: DatasetRef,
+    cfg: ProposalsConfig,
+    splits: list[str],
+    out_dir: Path,
+    yolo_dir: Path,
+    provenance: dict[str, Any],
 ) -> dict[str, Any]:
     """Stage ``detect_proposals``: ``proposals.detect_method`` on ``splits`` (the detector's
     train and test splits) into ``<out_dir>/<split>.h5``.
@@ -204,5 +206,5 @@ def detect_proposals(
     )
     return mine(
         dataset_ref, cfg.detect_method, cfg, unique_splits(*splits), out_dir, yolo_dir,
-        "detect_proposals", "proposals.detect_method",
+        "detect_proposals", "proposals.detect_method", provenance,
     )  # fmt: skip

@@ -267,19 +267,24 @@ def skip_reason(proposal: str, cfg: ProposalsConfig) -> str:
 
 
 def stage(
-    dataset_ref: DatasetRef, proposal: str, cfg: ProposalsConfig, split: str, out_dir: Path
+    dataset_ref: DatasetRef,
+    proposal: str,
+    cfg: ProposalsConfig,
+    split: str,
+    out_dir: Path,
+    provenance: dict[str, Any],
 ) -> dict:
     """DVC stage ``yolo``: train the proposal detector on ``split`` into ``out_dir`` when it
-    is needed (:func:`skip_reason`), else write a marker only."""
+    is needed (:func:`skip_reason`), else write a marker only. ``provenance`` (the params
+    the stage depends on) goes into the marker of a trained detector."""
     from pipeline.data.voc import open_split
     from pipeline.seed import seed_everything
 
     marker: dict[str, Any] = {
         "code_version": code_version(),
-        "proposal": proposal,
-        "yolo": to_dict(cfg.yolo),
         "split": split,
         "dataset": dataset_ref.name,
+        "params": provenance,
     }
     reason = skip_reason(proposal, cfg)
     if reason:

@@ -31,7 +31,6 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from pipeline.backbones.preprocess import crop_resize, normalize
-from pipeline.config import to_dict
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.io import TMP_MARK, atomic_path
@@ -436,21 +435,17 @@ def stage(
     cfg: TargetsConfig,
     splits: list[str],
     paths: PathsConfig,
+    provenance: dict[str, Any],
 ) -> dict:
     """DVC stage ``targets``: ``<paths.targets>/<split>.h5`` for each of ``splits`` (the SCN
-    and held-out test splits), from the patches of ``<paths.pairs>/<split>.h5``."""
+    and held-out test splits), from the patches of ``<paths.pairs>/<split>.h5``;
+    ``provenance`` (the params the stage depends on) is recorded in each file."""
     from pipeline.backbones import build_backbone
     from pipeline.data.voc import open_split
     from pipeline.seed import seed_everything
 
     seed_everything(cfg.seed)
     bb = build_backbone(backbone, weights=net.weights, input_size=net.input_size)
-    stage_params = {
-        "dataset": dataset_ref.name,
-        "backbone": backbone,
-        "network": to_dict(net),
-        "targets": to_dict(cfg),
-    }
     per_split: dict[str, Any] = {}
     for split in dict.fromkeys(splits):
         patches = read_patches(paths.pairs_file(split))
@@ -469,7 +464,7 @@ def stage(
             device=cfg.device,
             amp=cfg.amp,
             compression=cfg.compression,
-            attrs={"split": split, "dataset": dataset_ref.name, "params": stage_params},
+            attrs={"split": split, "dataset": dataset_ref.name, "params": provenance},
         )
     total = sum(m["patches"] for m in per_split.values())
     seconds = sum(m["seconds"] for m in per_split.values())
