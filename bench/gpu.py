@@ -119,7 +119,7 @@ TINY = Sizes(
     cache_batch=4,
     bare_batches=1,
     train_patches=16,
-    train_pairs=32,
+    train_pairs=16,
     test_pairs=8,
     train_batch=8,
     train_epochs=2,
@@ -341,7 +341,8 @@ def bench_svm(args, sizes: Sizes, device: torch.device, deadline: float) -> dict
 
     xtr, xte = features(sizes.svm_train), features(sizes.svm_test)
     ytr, yte = labels(sizes.svm_train), labels(sizes.svm_test)
-    workers = args.svm_workers or os.cpu_count() or 1
+    # all CPUs on a GPU machine; one process for --tiny (joblib start-up would dominate)
+    workers = args.svm_workers or (1 if args.tiny else os.cpu_count() or 1)
     per_class, warnings = [], 0
     for c in range(n_cls):
         if per_class and time.perf_counter() > deadline:
@@ -612,6 +613,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench.gpu: --device {args.device!r}: allowed: cuda, cuda:N, cpu")
         return 2
     if device.type == "cuda":
+        if device.index is None:  # "cuda": the current device, named by its index
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.cuda.set_device(device)
         torch.backends.cudnn.benchmark = True
     sizes = TINY if args.tiny else FULL

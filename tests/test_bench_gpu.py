@@ -37,7 +37,7 @@ def smoke(tmp_path_factory) -> tuple[subprocess.CompletedProcess, dict]:
     return run, json.loads(out.read_text())
 
 
-@pytest.mark.slow  # about a minute and a half on 2 shared cores (VGG-19 on the CPU)
+@pytest.mark.slow  # about 1.5-2 minutes on 2 shared cores (VGG-19 on the CPU)
 def test_tiny_cpu_run_has_every_section(smoke):
     _, report = smoke
     assert report["tiny"] is True
@@ -59,7 +59,8 @@ def test_tiny_cpu_run_has_every_section(smoke):
     run = train["runs"]["fp32"]
     assert run["pairs_per_s"] > 0
     hours = run["projected_hours_160k_pairs_200_epochs"]
-    assert hours == pytest.approx(160_000 * 200 / run["pairs_per_s"] / 3600, rel=1e-3)
+    # pairs_per_s is rounded to 0.1 in the JSON, which at tiny CPU rates is a few percent
+    assert hours == pytest.approx(160_000 * 200 / run["pairs_per_s"] / 3600, rel=0.05)
     assert run["vs_paper_10h"] == pytest.approx(hours / 10.0, rel=1e-3)
     assert "160000 * 200" in run["projection"]
 
