@@ -52,9 +52,25 @@ def test_ridge_r2_linear_map_is_explained_and_noise_is_not():
     x = rng.normal(size=(400, 6))
     a = rng.normal(size=(6, 3))
     y = x @ a + 0.01 * rng.normal(size=(400, 3))
-    assert ridge_r2(x[:300], y[:300], x[300:], y[300:], alpha=1e-3) > 0.99
+    r2, alpha = ridge_r2(x[:300], y[:300], x[300:], y[300:], alphas=1e-3)
+    assert r2 > 0.99 and alpha == 1e-3
     noise = rng.normal(size=(400, 3))
-    assert ridge_r2(x[:300], noise[:300], x[300:], noise[300:], alpha=10.0) < 0.05
+    assert ridge_r2(x[:300], noise[:300], x[300:], noise[300:], alphas=10.0)[0] < 0.05
+
+
+def test_ridge_r2_chooses_the_penalty_by_grouped_cross_validation():
+    """Many noisy inputs, few rows: a small penalty overfits, CV picks a large one; with
+    a clean linear map it picks a small one."""
+    rng = np.random.default_rng(1)
+    alphas = (1e-3, 1e4)
+    x = rng.normal(size=(240, 150))
+    y = x[:, :1] + 3.0 * rng.normal(size=(240, 1))  # weak signal in one of 150 inputs
+    groups = np.repeat(np.arange(60), 4)  # 4 rows per "image"
+    r2, alpha = ridge_r2(x[:180], y[:180], x[180:], y[180:], alphas, groups=groups[:180])
+    assert alpha == 1e4
+    assert r2 > ridge_r2(x[:180], y[:180], x[180:], y[180:], 1e-3)[0]
+    clean = x[:, :3] @ np.array([[1.0], [2.0], [-1.0]])
+    assert ridge_r2(x[:180], clean[:180], x[180:], clean[180:], alphas, groups[:180])[1] == 1e-3
 
 
 # --------------------------------------------------------------------------- context
@@ -229,3 +245,29 @@ def test_ceiling_keeps_the_best_held_out_epoch():
     assert fit.epochs_run < 20
     assert fit.history[fit.best_epoch]["holdout_loss"] == min(losses)
     assert fit.epochs_run - fit.best_epoch == 2
+
+
+def test_config_rejects_bad_ridge_alphas():
+    from pipeline.config import ConfigError, build
+    from pipeline.diagnose.config import DiagnoseConfig
+
+    with pytest.raises(ConfigError, match=r"diagnose\.ridge_alphas"):
+        build(DiagnoseConfig, {"ridge_alphas": [1.0, 0.0]}, "diagnose")
+    with pytest.raises(ConfigError, match=r"diagnose\.ceiling_holdout"):
+        build(DiagnoseConfig, {"ceiling_holdout": 1.0}, "diagnose")
+
+
+def test_ridge_predictions_are_sklearns_ridge_on_standardised_inputs():
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from pipeline.diagnose.measures import ridge_predictions
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(50, 7)) * [1, 2, 3, 4, 5, 6, 7], rng.normal(size=(50, 2))
+    xt = rng.normal(size=(9, 7))
+    ours = ridge_predictions(x, y, xt, (0.5, 20.0))
+    for alpha, pred in zip((0.5, 20.0), ours, strict=True):
+        sc = StandardScaler().fit(x)
+        ref = Ridge(alpha=alpha).fit(sc.transform(x), y).predict(sc.transform(xt))
+        np.testing.assert_allclose(pred, ref, rtol=1e-6, atol=1e-8)

@@ -76,6 +76,7 @@ def test_stage_end_to_end(workspace):
     for key in ("class_gt", "oracle_proposals", "ridge_h1_offset", "ridge_h1", "ridge_offset"):
         assert t[key] is not None and t[key] <= 1, key
     assert set(t["n_proposal_pairs"]) == {"fit", "test"} and t["n_proposal_pairs"]["test"] > 0
+    assert set(t["ridge_alpha"]) == {"ridge_h1_offset", "ridge_h1", "ridge_offset"}
     for split in ("train", "test"):
         q = metrics["proposals"][split]
         assert q["patches"] > 0 and q["pairs"] > 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.config import device_param, param
+from pipeline.config import ConfigError, device_param, param
 
 
 @dataclass(frozen=True)
@@ -52,8 +52,10 @@ class DiagnoseConfig:
         help="classifier of the top object's class from [one-hot bottom class, offset]: "
         "gradient-boosted trees (sklearn HistGradientBoosting) or logistic regression",
     )
-    ridge_alpha: float = param(
-        10.0, gt=0, help="ridge penalty of the no-training map [h1_j, o_ij] -> top target"
+    ridge_alphas: tuple[float, ...] = param(
+        (1.0, 10.0, 100.0, 1000.0, 10000.0, 100000.0),
+        help="ridge penalties of the no-training map [h1_j, o_ij] -> top target (inputs "
+        "standardised); with several, chosen by 3-fold CV over images on the fit pairs",
     )
     match_iou: float = param(
         0.5, gt=0, le=1, help="a patch matches a ground-truth object at IoU >= this"
@@ -64,3 +66,10 @@ class DiagnoseConfig:
     workers: int = param(
         1, ge=1, help="processes for the SVM cross-validation (results do not depend on it)"
     )
+
+    def validate(self) -> None:
+        if not self.ridge_alphas or any(a <= 0 for a in self.ridge_alphas):
+            raise ConfigError(
+                f"diagnose.ridge_alphas: {list(self.ridge_alphas)!r} is not allowed; "
+                "allowed: a non-empty list of positive numbers"
+            )

@@ -202,6 +202,7 @@ def proposal_pairs(
         "h1": feats[bi],  # (M, D): the frozen original = the top stream
         "offset": np.asarray(offset, dtype=np.float64),  # (M, 8)
         "top_label": label[top],  # (M,) class or n_classes (background)
+        "image": m.patch_image[top].astype(np.int64),  # (M,) image of each pair
     }
 
 
@@ -370,12 +371,19 @@ def run_diagnose(
     )
     both_fit = np.concatenate([fit["h1"], fit["offset"]], axis=1)
     both_test = np.concatenate([test["h1"], test["offset"]], axis=1)
-    a = cfg.ridge_alpha
-    ridge = {
-        "ridge_h1_offset": ridge_r2(both_fit, fit["target"], both_test, test["target"], a),
-        "ridge_h1": ridge_r2(fit["h1"], fit["target"], test["h1"], test["target"], a),
-        "ridge_offset": ridge_r2(fit["offset"], fit["target"], test["offset"], test["target"], a),
+    inputs = {
+        "ridge_h1_offset": (both_fit, both_test),
+        "ridge_h1": (fit["h1"], test["h1"]),
+        "ridge_offset": (fit["offset"], test["offset"]),
     }
+    ridge, ridge_alpha = {}, {}
+    for key, (xf, xt) in inputs.items():
+        # h1 alone reuses the penalty chosen for [h1, o] (same 1280 inputs but 8): one
+        # costly cross-validation instead of two
+        alphas = (ridge_alpha["ridge_h1_offset"],) if key == "ridge_h1" else cfg.ridge_alphas
+        ridge[key], ridge_alpha[key] = ridge_r2(
+            xf, fit["target"], xt, test["target"], alphas, groups=fit["image"]
+        )
     seconds["proposal_pairs"] = time.perf_counter() - t
     targets = {
         "class_gt": _num(class_gt),
@@ -383,7 +391,7 @@ def run_diagnose(
         **{k: _num(v) for k, v in ridge.items()},
         "n_gt_pairs": {r: len(gt[r]["top"]) for r in gt},
         "n_proposal_pairs": {"fit": len(fit["target"]), "test": len(test["target"])},
-        "ridge_alpha": a,
+        "ridge_alpha": ridge_alpha,
     }
     log.info("targets R^2: %s", {k: targets[k] for k in ("class_gt", "oracle_proposals",
                                                           *ridge)})  # fmt: skip
