@@ -264,10 +264,11 @@ def test_ridge_predictions_are_sklearns_ridge_on_standardised_inputs():
     from pipeline.diagnose.measures import ridge_predictions
 
     rng = np.random.default_rng(3)
-    x, y = rng.normal(size=(50, 7)) * [1, 2, 3, 4, 5, 6, 7], rng.normal(size=(50, 2))
-    xt = rng.normal(size=(9, 7))
-    ours = ridge_predictions(x, y, xt, (0.5, 20.0))
-    for alpha, pred in zip((0.5, 20.0), ours, strict=True):
-        sc = StandardScaler().fit(x)
-        ref = Ridge(alpha=alpha).fit(sc.transform(x), y).predict(sc.transform(xt))
-        np.testing.assert_allclose(pred, ref, rtol=1e-6, atol=1e-8)
+    for n, f in ((50, 7), (6, 11)):  # more rows than inputs (primal), fewer (dual)
+        x, y = rng.normal(size=(n, f)) * np.arange(1, f + 1), rng.normal(size=(n, 2))
+        xt = rng.normal(size=(9, f))
+        ours = ridge_predictions(x, y, xt, (0.5, 20.0))
+        for alpha, pred in zip((0.5, 20.0), ours, strict=True):
+            sc = StandardScaler().fit(x)
+            ref = Ridge(alpha=alpha).fit(sc.transform(x), y).predict(sc.transform(xt))
+            np.testing.assert_allclose(pred, ref, rtol=1e-5, atol=1e-5)

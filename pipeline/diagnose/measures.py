@@ -62,19 +62,25 @@ def ridge_predictions(
     train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray, alphas: tuple[float, ...]
 ) -> list[np.ndarray]:
     """Test predictions of a ridge regression with intercept (sklearn ``Ridge``'s
-    solution) for each of ``alphas``, inputs standardised on train; one eigendecomposition
-    of the (F, F) Gram matrix serves every alpha."""
+    solution) for each of ``alphas``, inputs standardised on train. One eigendecomposition
+    serves every alpha: of the (F, F) Gram matrix when there are more rows than inputs,
+    else of the (N, N) kernel matrix (the dual form)."""
     mean, std = train_x.mean(axis=0), train_x.std(axis=0)
     std = np.where(std > 0, std, 1.0)
     xa = (np.asarray(train_x, np.float64) - mean) / std  # (N, F), centred
     xb = (np.asarray(test_x, np.float64) - mean) / std  # (M, F)
     y_mean = train_y.mean(axis=0)
-    lam, v = np.linalg.eigh(xa.T @ xa)  # (F,), (F, F): X^T X = V diag(lam) V^T
+    yc = np.asarray(train_y, np.float64) - y_mean  # (N, D)
+    if xa.shape[0] >= xa.shape[1]:
+        lam, v = np.linalg.eigh(xa.T @ xa)  # X^T X = V diag(lam) V^T; (F,), (F, F)
+        left, right = xb @ v, v.T @ (xa.T @ yc)  # (M, F), (F, D)
+    else:
+        lam, u = np.linalg.eigh(xa @ xa.T)  # X X^T = U diag(lam) U^T; (N,), (N, N)
+        left, right = (xb @ xa.T) @ u, u.T @ yc  # (M, N), (N, D)
     lam = np.clip(lam, 0.0, None)
-    vty = v.T @ (xa.T @ (np.asarray(train_y, np.float64) - y_mean))  # (F, D)
-    xbv = (xb @ v).astype(np.float32)  # (M, F); float32 halves the per-alpha product
+    left = left.astype(np.float32)  # float32 halves the per-alpha product
     return [
-        (xbv @ (vty / (lam + alpha)[:, None]).astype(np.float32)).astype(np.float64) + y_mean
+        (left @ (right / (lam + alpha)[:, None]).astype(np.float32)).astype(np.float64) + y_mean
         for alpha in alphas
     ]
 
