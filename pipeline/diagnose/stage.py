@@ -231,9 +231,10 @@ def plot_diagnose(path: Path, classes, original: dict, ceiling: dict, shares: di
         ax.bar(x + (k - 0.5) * 0.4, ap, width=0.4, color=colour, label=label)
     ax.set_xticks(x, classes, rotation=45, ha="right")
     ax.set_ylabel("Obj AP (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 115)  # room above 100 for the legend
+    ax.set_yticks(np.arange(0, 101, 20))
     ax.set_title("Room: original network vs supervised ceiling")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
     names = list(shares)
     vals = [np.nan if shares[n] is None else 100 * shares[n] for n in names]
     bx.barh(np.arange(len(names)), vals, color="tab:blue")
