@@ -11,6 +11,7 @@ from pipeline.backbones.config import NetworkConfig
 from pipeline.config import ConfigError, build, read_yaml
 from pipeline.data.config import DataConfig, ScenesConfig
 from pipeline.data.voc import DatasetRef
+from pipeline.diagnose.config import DiagnoseConfig
 from pipeline.evaluate.config import ClassifyConfig, DetectConfig
 from pipeline.pairs.config import PairsConfig
 from pipeline.proposals.config import Proposal, ProposalsConfig
@@ -43,6 +44,7 @@ class Params:
     train: TrainConfig = field(default_factory=TrainConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
+    diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
     @property

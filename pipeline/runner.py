@@ -39,6 +39,7 @@ STAGE_NAMES = (
     "detect_proposals",
     "pairs",
     "targets",
+    "diagnose",
     "train",
     "classify",
     "detect",

@@ -106,6 +106,7 @@ def test_one_device_rule_for_every_stage(tmp_path):
     assert keys == [
         "classify.device",
         "detect.device",
+        "diagnose.device",
         "proposals.yolo.device",
         "targets.device",
         "train.device",

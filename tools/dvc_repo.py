@@ -34,6 +34,7 @@ TINY = {
     "targets": {"batch_size": 32, "workers": 0},
     "train": {"epochs": 2, "batch_size": 16},
     "classify": {"costs": [0.1, 1.0], "cv_folds": 2, "max_context_pairs": 200},
+    "diagnose": {"max_objects": 200, "max_pairs": 300, "ceiling_epochs": 1, "workers": 1},
     "detect": {
         "iterations": 4,
         "lr_step": 3,

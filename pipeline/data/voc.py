@@ -10,6 +10,7 @@ This is the convention of ``torchvision.ops`` (RoIAlign, box_iou) up to the +1 w
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import xml.etree.ElementTree as ET
@@ -285,6 +286,14 @@ class VOCDataset:
     @property
     def ids(self) -> list[str]:
         return [im.id for im in self.images]
+
+    def subset(self, indices: Sequence[int]) -> VOCDataset:
+        """A view of the images at ``indices`` (in that order), same split, classes and
+        skip policy; the listed ids stay those of the whole split."""
+        sub = copy.copy(self)
+        sub.images = [self.images[int(i)] for i in indices]
+        sub._index = {im.id: k for k, im in enumerate(sub.images)}
+        return sub
 
     def load_image(self, image: VOCImage) -> np.ndarray:
         return load_rgb(image.path)

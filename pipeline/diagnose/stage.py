@@ -1,0 +1,428 @@
+"""Stage ``diagnose``: is there room for context pretraining on this dataset and
+backbone, and is there context to learn? (REFERENCE.md sections 7 and 8.)
+
+Cheap measures, each next to the baseline it must beat:
+
+- **original**: Obj mAP of the original network (the classify stage's protocol and code:
+  :func:`pipeline.evaluate.features.compute_features` crops, the same head, and
+  :func:`pipeline.evaluate.svm.train_and_test`) on ``data.eval_train_split`` /
+  ``data.eval_test_split``, at most ``diagnose.max_objects`` objects per split (whole
+  images, seeded);
+- **ceiling**: the same protocol on h1 of the SCN-trainable head fine-tuned with the
+  train objects' labels (:mod:`pipeline.diagnose.ceiling`); **headroom** = ceiling -
+  original, overall and per class;
+- **context**: on ordered pairs of ground-truth objects of one image (the classify
+  stage's :func:`~pipeline.evaluate.classify.object_pairs` and offsets), the accuracy of
+  predicting the top object's class from [one-hot bottom class, o_ij] (fit on train
+  pairs, tested on test pairs) against the majority-class rate, and their ratio;
+- **targets** (R^2, share of held-out top-stream target variance explained, as the train
+  stage's ``test_explained``): (a) ``class_gt``: by the top object's own class on the
+  ground-truth pairs (train class means of the original features of the object crops);
+  (b) ``oracle_proposals``: by the class of the best-matching ground-truth object at IoU
+  >= ``diagnose.match_iou`` (else background) of the top patch of the configured
+  proposal mechanism's pairs (``paths.pairs_file``, ``paths.targets_file`` of
+  ``data.scn_split`` to fit, ``data.eval_test_split`` to test); (c) ``ridge_*``: a ridge
+  map from the frozen original [h1_j, o_ij] (and h1_j or o_ij alone) to the top target:
+  the no-training baseline a trained SCN must beat (compare with
+  ``metrics/train.json``'s ``test_explained``);
+- **proposals**: per split, the share of the pairs' patches matching a ground-truth
+  object at IoU >= ``match_iou`` and the share of pairs whose two patches overlap less
+  than ``diagnose.low_iou``.
+
+Outputs: the returned metrics (``metrics/diagnose.json`` via the runner) and
+``<paths.plots>/diagnose.png``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from pipeline.data.voc import DatasetRef, VOCDataset, open_split
+from pipeline.devices import resolve_device
+from pipeline.diagnose.ceiling import head_features, train_ceiling
+from pipeline.diagnose.measures import (
+    class_mean_r2,
+    context_predictability,
+    match_labels,
+    pair_ious,
+    ridge_r2,
+)
+from pipeline.errors import DataError
+from pipeline.evaluate.classify import context_offsets, object_pairs
+from pipeline.evaluate.features import Extractor, ObjectTable, compute_features
+from pipeline.evaluate.svm import train_and_test
+from pipeline.seed import seed_everything
+
+if TYPE_CHECKING:
+    from pipeline.artifacts import PathsConfig
+    from pipeline.backbones.config import NetworkConfig
+    from pipeline.diagnose.config import DiagnoseConfig
+
+log = logging.getLogger(__name__)
+
+PLOT_NAME = "diagnose.png"
+
+
+def _num(v: float | None, digits: int = 6) -> float | None:
+    return None if v is None or not np.isfinite(v) else round(float(v), digits)
+
+
+# --------------------------------------------------------------------------- objects
+
+
+def cap_objects(ds: VOCDataset, max_objects: int, rng: np.random.Generator) -> VOCDataset:
+    """``ds`` itself when it has at most ``max_objects`` objects, else a view of whole
+    images in a seeded order up to that many objects (at least one image), in split order."""
+    counts = np.array([len(im.objects) for im in ds.images])
+    if counts.sum() <= max_objects:
+        return ds
+    keep, total = [], 0
+    for i in rng.permutation(len(ds.images)):
+        if keep and total + counts[i] > max_objects:
+            continue
+        keep.append(int(i))
+        total += int(counts[i])
+    log.info("%s: %d of %d objects (%d images)", ds.split, total, counts.sum(), len(keep))
+    return ds.subset(sorted(keep))
+
+
+def trunk_extractor(bb, trunk: torch.nn.Module, device: torch.device) -> Extractor:
+    """The frozen trunk below ``network.scope``, flattened, as a feature extractor: the
+    classify crops and batching, rows ``(N, prod(trunk shape))``."""
+    trunk = trunk.to(device).eval()
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return trunk(x).flatten(1)  # (B, prod(trunk shape))
+
+    return Extractor(
+        network="trunk",
+        fn=fn,
+        input_size=bb.input_size,
+        mean=tuple(bb.mean),
+        std=tuple(bb.std),
+        backbone=bb.name,
+        layer="trunk",
+        weights_sha256=bb.weights_sha256,
+        device=device,
+    )
+
+
+def object_trunks(
+    ds: VOCDataset, ext: Extractor, trunk_shape: tuple[int, ...], batch_size: int
+) -> dict[str, np.ndarray]:
+    """The obj setting of ``ds`` with trunk rows ``x`` (N, *trunk_shape) as features."""
+    arrays = compute_features(ds, "obj", ext, batch_size)
+    arrays["x"] = arrays.pop("features").reshape(-1, *trunk_shape)
+    return arrays
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+def _gt_pairs(
+    ds: VOCDataset, arr: dict[str, np.ndarray], max_pairs: int, offset_scale: str, rng
+) -> dict[str, np.ndarray]:
+    table = ObjectTable(arr["image_index"], arr["box"], arr["class_index"], arr["difficult"])
+    top, bottom = object_pairs(table, max_pairs, rng)
+    if len(top) == 0:
+        raise DataError(ds.root, f"split {ds.split!r}: no image has two non-difficult objects")
+    return {
+        "top": top,
+        "bottom": bottom,
+        "offset": context_offsets(ds, table, top, bottom, offset_scale),  # (M, 8)
+        "top_class": table.class_index[top].astype(np.int64),
+        "bottom_class": table.class_index[bottom].astype(np.int64),
+    }
+
+
+def proposal_pairs(
+    ds: VOCDataset,
+    pairs_file: Path,
+    targets_file: Path,
+    bb,
+    cfg: DiagnoseConfig,
+    rng: np.random.Generator,
+) -> dict:
+    """Quality of the pairs of ``pairs_file`` against the ground truth of ``ds``, and a
+    seeded sample of at most ``cfg.max_pairs`` of them with their top-stream features."""
+    from pipeline.pairs.manifest import read_manifest
+    from pipeline.targets.cache import expected_attrs, open_targets
+
+    if not Path(pairs_file).is_file():
+        raise DataError(pairs_file, "pairs file not found (run the pairs stage)", "missing_pairs")
+    m = read_manifest(pairs_file)
+    n_classes = len(ds.classes)
+    in_split = set(ds.ids)
+    known = np.array([image_id in in_split for image_id in m.image_ids], dtype=bool)
+    if not known.any():
+        raise DataError(
+            pairs_file, f"none of its images is in split {ds.split!r} of {ds.root}", "mismatch"
+        )
+    if not known.all():
+        log.warning("%s: %d images not in the dataset; their pairs are left out",
+                    pairs_file, int((~known).sum()))  # fmt: skip
+    label = np.full(len(m.patch_box), -1, dtype=np.int64)  # -1: image unknown
+    for k, image_id in enumerate(m.image_ids):
+        rows = np.flatnonzero(m.patch_image == k)
+        if not known[k] or len(rows) == 0:
+            continue
+        im = ds.by_id(image_id)
+        gt = np.array([o.box for o in im.objects], dtype=np.float64).reshape(-1, 4)
+        cls = np.array([ds.classes.index(o.name) for o in im.objects], dtype=np.int64)
+        label[rows], _ = match_labels(m.patch_box[rows], gt, cls, n_classes, cfg.match_iou)
+    ok_patch = label >= 0
+    ok_pair = ok_patch[m.top] & ok_patch[m.bottom]
+    top, bottom, offset = m.top[ok_pair], m.bottom[ok_pair], m.offset[ok_pair]
+    iou = pair_ious(m.patch_box[top], m.patch_box[bottom])
+    quality = {
+        "patches": int(ok_patch.sum()),
+        "share_patches_matching": _num(np.mean(label[ok_patch] < n_classes)),
+        "pairs": len(top),
+        "share_pairs_low_iou": _num(np.mean(iou < cfg.low_iou)) if len(top) else None,
+    }
+    if len(top) > cfg.max_pairs:
+        pick = np.sort(rng.choice(len(top), size=cfg.max_pairs, replace=False))
+        top, bottom, offset = top[pick], bottom[pick], offset[pick]
+    need = np.unique(np.concatenate([top, bottom]))
+    fh = open_targets(targets_file, expected_attrs(bb, pairs_path=pairs_file))
+    with fh:
+        feats = np.asarray(fh["features"][need], dtype=np.float64)  # (U, D)
+    where = {int(p): r for r, p in enumerate(need)}
+    ti = np.array([where[int(p)] for p in top], dtype=np.int64)
+    bi = np.array([where[int(p)] for p in bottom], dtype=np.int64)
+    return {
+        "quality": quality,
+        "target": feats[ti],  # (M, D)
+        "h1": feats[bi],  # (M, D): the frozen original = the top stream
+        "offset": np.asarray(offset, dtype=np.float64),  # (M, 8)
+        "top_label": label[top],  # (M,) class or n_classes (background)
+        "image": m.patch_image[top].astype(np.int64),  # (M,) image of each pair
+    }
+
+
+# --------------------------------------------------------------------------- plot
+
+
+def plot_diagnose(path: Path, classes, original: dict, ceiling: dict, shares: dict) -> None:
+    """Per-class AP bars, original vs ceiling; and a panel of predictability shares."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.io import atomic_path
+
+    fig, (ax, bx) = plt.subplots(
+        1, 2, figsize=(max(8, 0.6 * len(classes) + 6), 4), gridspec_kw={"width_ratios": [3, 1.4]}
+    )
+    x = np.arange(len(classes))
+    for k, (name, res, colour) in enumerate(
+        (("original", original, "tab:gray"), ("ceiling", ceiling, "tab:green"))
+    ):
+        per = res["per_class"]
+        ap = [np.nan if per[c]["ap"] is None else 100 * per[c]["ap"] for c in classes]
+        label = f"{name} (mAP {100 * res['map']:.1f})" if res["map"] is not None else name
+        ax.bar(x + (k - 0.5) * 0.4, ap, width=0.4, color=colour, label=label)
+    ax.set_xticks(x, classes, rotation=45, ha="right")
+    ax.set_ylabel("Obj AP (%)")
+    ax.set_ylim(0, 115)  # room above 100 for the legend
+    ax.set_yticks(np.arange(0, 101, 20))
+    ax.set_title("Room: original network vs supervised ceiling")
+    ax.legend(loc="upper center", ncol=2, fontsize=8)
+    names = list(shares)
+    vals = [np.nan if shares[n] is None else 100 * shares[n] for n in names]
+    bx.barh(np.arange(len(names)), vals, color="tab:blue")
+    bx.set_yticks(np.arange(len(names)), names, fontsize=8)
+    bx.invert_yaxis()
+    bx.set_xlabel("%")
+    bx.set_title("Context: predictability")
+    for i, v in enumerate(vals):
+        if np.isfinite(v):
+            bx.text(max(v, 0), i, f" {v:.1f}", va="center", fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- stage
+
+
+def run_diagnose(
+    dataset_ref: DatasetRef,
+    backbone: str,
+    net: NetworkConfig,
+    cfg: DiagnoseConfig,
+    costs: tuple[float, ...],
+    cv_folds: int,
+    offset_scale: str,
+    eval_splits: tuple[str, str],
+    scn_split: str,
+    paths: PathsConfig,
+) -> dict:
+    """DVC stage ``diagnose`` (module docstring): the (train, test) ``eval_splits`` for the
+    Obj SVMs, the ceiling and the ground-truth pairs; ``scn_split`` and the test split's
+    pairs and targets caches for the proposal pairs. SVMs: ``costs``, ``cv_folds``."""
+    from pipeline.backbones import build_backbone
+
+    rng = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device, "diagnose.device")
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    # the caches first: a missing one fails before any costly work
+    pair_splits = list(dict.fromkeys([scn_split, eval_splits[1]]))
+    for split in pair_splits:
+        for f, what in ((paths.pairs_file(split), "pairs"), (paths.targets_file(split), "targets")):
+            if not Path(f).is_file():
+                raise DataError(f, f"{what} cache not found (run the {what} stage)",
+                                f"missing_{what}")  # fmt: skip
+
+    full: dict[str, VOCDataset] = {}
+    for split in dict.fromkeys([*eval_splits, scn_split]):
+        full[split] = open_split(
+            dataset_ref, split, check_images=split in eval_splits, stage="diagnose"
+        )
+    roles = dict(zip(("train", "test"), eval_splits, strict=True))
+    datasets = {role: cap_objects(full[s], cfg.max_objects, rng) for role, s in roles.items()}
+    classes = datasets["train"].classes
+    n_classes = len(classes)
+
+    bb = build_backbone(backbone, net.weights, input_size=net.input_size)
+    trunk, head = bb.split(net.scope)
+    with torch.inference_mode():
+        trunk_shape = tuple(trunk(torch.zeros(1, 3, bb.input_size, bb.input_size)).shape[1:])
+    ext = trunk_extractor(bb, trunk, device)
+    obj = {r: object_trunks(ds, ext, trunk_shape, cfg.batch_size) for r, ds in datasets.items()}
+    seconds["trunk"] = time.perf_counter() - t0
+
+    def svm(feats: dict[str, np.ndarray], name: str) -> dict:
+        res = train_and_test(
+            feats["train"], obj["train"]["labels"], feats["test"], obj["test"]["labels"],
+            classes, costs, cv_folds, cfg.seed, desc=f"obj {name}", workers=cfg.workers,
+        )  # fmt: skip
+        log.info("obj %s: mAP %.4f (11-point %.4f)", name, res.map, res.map_11point)
+        return res.to_dict()
+
+    t = time.perf_counter()
+    h1 = {r: head_features(head, obj[r]["x"], cfg.batch_size, device) for r in obj}
+    original = svm(h1, "original")
+    seconds["original"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    keep = ~obj["train"]["difficult"]
+    ceiling_fit = train_ceiling(
+        head, obj["train"]["x"][keep], obj["train"]["class_index"][keep], n_classes,
+        epochs=cfg.ceiling_epochs, lr=cfg.ceiling_lr, batch_size=cfg.ceiling_batch_size,
+        holdout=cfg.ceiling_holdout, patience=cfg.ceiling_patience, seed=cfg.seed,
+        device=device,
+    )  # fmt: skip
+    tuned = {r: head_features(ceiling_fit.head, obj[r]["x"], cfg.batch_size, device) for r in obj}
+    ceiling = svm(tuned, "ceiling")
+    ceiling["training"] = ceiling_fit.to_dict()
+    seconds["ceiling"] = time.perf_counter() - t
+
+    headroom = {
+        "map": _num(None if None in (original["map"], ceiling["map"])
+                    else ceiling["map"] - original["map"]),
+        "map_11point": _num(None if None in (original["map_11point"], ceiling["map_11point"])
+                            else ceiling["map_11point"] - original["map_11point"]),
+        "per_class": {
+            c: _num(None if None in (original["per_class"][c]["ap"], ceiling["per_class"][c]["ap"])
+                    else ceiling["per_class"][c]["ap"] - original["per_class"][c]["ap"])
+            for c in classes
+        },
+    }  # fmt: skip
+
+    # context and targets on ground-truth pairs
+    t = time.perf_counter()
+    gt = {r: _gt_pairs(datasets[r], obj[r], cfg.max_pairs, offset_scale, rng) for r in datasets}
+    ctx = context_predictability(
+        gt["train"]["bottom_class"], gt["train"]["offset"], gt["train"]["top_class"],
+        gt["test"]["bottom_class"], gt["test"]["offset"], gt["test"]["top_class"],
+        n_classes, cfg.context_model, cfg.seed,
+    )  # fmt: skip
+    context = ctx.to_dict(classes)
+    context["model"] = cfg.context_model
+    log.info("context: accuracy %.4f vs majority %.4f", ctx.accuracy, ctx.majority_rate)
+    class_gt = class_mean_r2(
+        h1["train"][gt["train"]["top"]], gt["train"]["top_class"],
+        h1["test"][gt["test"]["top"]], gt["test"]["top_class"], n_classes,
+    )  # fmt: skip
+    seconds["gt_pairs"] = time.perf_counter() - t
+
+    # targets and quality on the proposal mechanism's pairs
+    t = time.perf_counter()
+    prop = {
+        split: proposal_pairs(
+            full[split], paths.pairs_file(split), paths.targets_file(split), bb, cfg, rng
+        )
+        for split in pair_splits
+    }
+    fit, test = prop[scn_split], prop[eval_splits[1]]
+    oracle = class_mean_r2(
+        fit["target"], fit["top_label"], test["target"], test["top_label"], n_classes + 1
+    )
+    both_fit = np.concatenate([fit["h1"], fit["offset"]], axis=1)
+    both_test = np.concatenate([test["h1"], test["offset"]], axis=1)
+    inputs = {
+        "ridge_h1_offset": (both_fit, both_test),
+        "ridge_h1": (fit["h1"], test["h1"]),
+        "ridge_offset": (fit["offset"], test["offset"]),
+    }
+    ridge, ridge_alpha = {}, {}
+    for key, (xf, xt) in inputs.items():
+        # h1 alone reuses the penalty chosen for [h1, o] (same 1280 inputs but 8): one
+        # costly cross-validation instead of two
+        alphas = (ridge_alpha["ridge_h1_offset"],) if key == "ridge_h1" else cfg.ridge_alphas
+        ridge[key], ridge_alpha[key] = ridge_r2(
+            xf, fit["target"], xt, test["target"], alphas, groups=fit["image"]
+        )
+    seconds["proposal_pairs"] = time.perf_counter() - t
+    targets = {
+        "class_gt": _num(class_gt),
+        "oracle_proposals": _num(oracle),
+        **{k: _num(v) for k, v in ridge.items()},
+        "n_gt_pairs": {r: len(gt[r]["top"]) for r in gt},
+        "n_proposal_pairs": {"fit": len(fit["target"]), "test": len(test["target"])},
+        "ridge_alpha": ridge_alpha,
+    }
+    log.info("targets R^2: %s", {k: targets[k] for k in ("class_gt", "oracle_proposals",
+                                                          *ridge)})  # fmt: skip
+
+    shares = {
+        "context accuracy": context["accuracy"],
+        "context majority": context["majority_rate"],
+        "R2 class (GT)": targets["class_gt"],
+        "R2 oracle (proposals)": targets["oracle_proposals"],
+        "R2 ridge [h1, o]": targets["ridge_h1_offset"],
+        "patches matching GT": test["quality"]["share_patches_matching"],
+    }
+    plot_diagnose(paths.plot_file(PLOT_NAME), classes, original, ceiling, shares)
+    return {
+        "device": str(device),
+        "backbone": bb.name,
+        "scope": net.scope,
+        "input_size": bb.input_size,
+        "classes": list(classes),
+        "splits": {"eval_train": eval_splits[0], "eval_test": eval_splits[1], "scn": scn_split},
+        "n_objects": {r: len(obj[r]["x"]) for r in obj},
+        "n_objects_total": {r: sum(len(im.objects) for im in full[s]) for r, s in roles.items()},
+        "original": original,
+        "ceiling": ceiling,
+        "headroom": headroom,
+        "context": context,
+        "targets": targets,
+        "proposals": {split: prop[split]["quality"] for split in pair_splits},
+        "match_iou": cfg.match_iou,
+        "low_iou": cfg.low_iou,
+        "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "skipped": {split: ds.policy.metrics() for split, ds in full.items()},
+    }

@@ -1,0 +1,103 @@
+"""The diagnose stage end to end on tiny generated scenes, through the real proposals,
+pairs and targets stages and the real backbone at a tiny input size."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import build
+from pipeline.data.config import ScenesConfig
+from pipeline.data.scenes import generate_scenes
+from pipeline.errors import DataError
+from pipeline.params import Params
+from pipeline.runner import run_stage
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+SCENES = ScenesConfig(n_train=10, n_val=1, n_test=10, image_size=128)
+
+
+def make_params(root: Path, **diagnose) -> Params:
+    return build(
+        Params,
+        {
+            "dataset": "scenes",
+            "proposal": "edgebox",
+            "paths": {k: str(root / k) for k in ("proposals", "pairs", "targets", "metrics",
+                                                 "plots")},
+            "data": {"scenes_root": str(root / "scenes")},
+            "scenes": {"n_train": SCENES.n_train, "n_val": SCENES.n_val,
+                       "n_test": SCENES.n_test, "image_size": SCENES.image_size},
+            "proposals": {"workers": 1, "edgebox": {"max_boxes": 6}},
+            "pairs": {"max_pairs_per_image": 6},
+            "network": {"input_size": 64},
+            "targets": {"batch_size": 32, "workers": 0, "device": "cpu"},
+            "classify": {"costs": [0.1, 1.0], "cv_folds": 2},
+            "diagnose": {"ceiling_epochs": 2, "max_pairs": 300, "device": "cpu", "workers": 1,
+                         **diagnose},
+        },
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("diagnose")
+    generate_scenes(root / "scenes", SCENES)
+    params = make_params(root)
+    for stage in ("proposals", "pairs", "targets"):
+        run_stage(stage, params)
+    return root
+
+
+@pytest.mark.slow
+def test_stage_end_to_end(workspace):
+    params = make_params(workspace)
+    metrics = run_stage("diagnose", params)
+    on_disk = json.loads((workspace / "metrics" / "diagnose.json").read_text())
+    assert on_disk["stage"] == "diagnose" and on_disk["seconds"] > 0
+    assert (workspace / "plots" / "diagnose.png").stat().st_size > 1000
+    classes = metrics["classes"]
+    for net in ("original", "ceiling"):
+        assert set(metrics[net]["per_class"]) == set(classes)
+        assert metrics[net]["map"] is None or 0 <= metrics[net]["map"] <= 1
+    assert metrics["ceiling"]["training"]["epochs_run"] >= 1
+    head = metrics["headroom"]
+    if metrics["original"]["map"] is not None and metrics["ceiling"]["map"] is not None:
+        assert head["map"] == pytest.approx(
+            metrics["ceiling"]["map"] - metrics["original"]["map"], abs=1e-5
+        )
+    ctx = metrics["context"]
+    assert 0 <= ctx["accuracy"] <= 1 and 0 < ctx["majority_rate"] <= 1
+    assert ctx["ratio"] == pytest.approx(ctx["accuracy"] / ctx["majority_rate"], rel=1e-4)
+    t = metrics["targets"]
+    for key in ("class_gt", "oracle_proposals", "ridge_h1_offset", "ridge_h1", "ridge_offset"):
+        assert t[key] is not None and t[key] <= 1, key
+    assert set(t["n_proposal_pairs"]) == {"fit", "test"} and t["n_proposal_pairs"]["test"] > 0
+    assert set(t["ridge_alpha"]) == {"ridge_h1_offset", "ridge_h1", "ridge_offset"}
+    for split in ("train", "test"):
+        q = metrics["proposals"][split]
+        assert q["patches"] > 0 and q["pairs"] > 0
+        assert 0 <= q["share_patches_matching"] <= 1 and 0 <= q["share_pairs_low_iou"] <= 1
+    assert metrics["n_objects"]["train"] == metrics["n_objects_total"]["train"]
+
+
+@pytest.mark.slow
+def test_object_cap_is_applied(workspace):
+    params = make_params(workspace, max_objects=12, ceiling_epochs=1)
+    metrics = run_stage("diagnose", params)
+    assert 0 < metrics["n_objects"]["train"] <= 12 < metrics["n_objects_total"]["train"]
+
+
+def test_missing_caches_name_the_file(tmp_path):
+    """Checked before any costly work: the missing file is named."""
+    params = make_params(tmp_path)
+    with pytest.raises(DataError, match=r"pairs[/\\]train\.h5.*run the pairs stage"):
+        run_stage("diagnose", params)
+    for split in ("train", "test"):
+        (tmp_path / "pairs").mkdir(exist_ok=True)
+        (tmp_path / "pairs" / f"{split}.h5").write_bytes(b"")
+    with pytest.raises(DataError, match=r"targets[/\\]train\.h5.*run the targets stage"):
+        run_stage("diagnose", params)
