@@ -120,6 +120,17 @@ def write_text(path: str | Path, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_figure(fig: Any, path: str | Path, dpi: int = 110, **savefig: Any) -> None:
+    """Save a matplotlib figure as PNG at ``path`` atomically (parents made), then close it."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=dpi, **savefig)
+    plt.close(fig)
+
+
 def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)

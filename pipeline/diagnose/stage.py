@@ -216,7 +216,7 @@ def plot_diagnose(path: Path, classes, original: dict, ceiling: dict, shares: di
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from pipeline.io import atomic_path
+    from pipeline.io import write_figure
 
     fig, (ax, bx) = plt.subplots(
         1, 2, figsize=(max(8, 0.6 * len(classes) + 6), 4), gridspec_kw={"width_ratios": [3, 1.4]}
@@ -246,10 +246,7 @@ def plot_diagnose(path: Path, classes, original: dict, ceiling: dict, shares: di
         if np.isfinite(v):
             bx.text(max(v, 0), i, f" {v:.1f}", va="center", fontsize=7)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    write_figure(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- stage

@@ -41,7 +41,7 @@ from pipeline.evaluate.features import (
     original_extractor,
 )
 from pipeline.evaluate.svm import l2_normalize, train_and_test, train_multiclass
-from pipeline.io import atomic_path
+from pipeline.io import write_figure
 from pipeline.provenance import sha256_file
 from pipeline.seed import seed_everything
 
@@ -237,10 +237,7 @@ def plot_per_class_ap(path: Path, classes, results: dict[str, dict]) -> None:
         ax.set_title(f"{setting}: per-class AP, original vs SCN features")
         ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    write_figure(fig, path, dpi=110)
 
 
 # --------------------------------------------------------------------------- stage

@@ -46,7 +46,7 @@ from pipeline.evaluate.fast_rcnn import (
     detect,
     train_fast_rcnn,
 )
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, write_figure
 from pipeline.provenance import code_version
 from pipeline.seed import seed_everything
 
@@ -246,10 +246,7 @@ def plot_examples(
                 ax.text(x1, y1, text, fontsize=6, color="white", va="bottom",
                         bbox={"facecolor": colour, "alpha": 0.6, "pad": 1, "lw": 0})  # fmt: skip
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_figure(fig, path, dpi=100)
 
 
 # --------------------------------------------------------------------------- stage

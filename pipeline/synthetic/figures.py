@@ -11,13 +11,11 @@ matplotlib.use("Agg")  # no display; must precede pyplot
 import matplotlib.pyplot as plt
 import numpy as np
 
-from pipeline.io import atomic_path
+from pipeline.io import write_figure
 
 
 def _save(fig: plt.Figure, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
+    write_figure(fig, path, dpi=110, bbox_inches="tight")
 
 
 def figure3(curves: dict[str, Sequence[float]], path: str | Path, title: str = "") -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.io import atomic_path
+from pipeline.io import atomic_path, write_figure
 
 
 def without_wall_clock(history: list[dict[str, float]]) -> list[dict[str, float]]:
@@ -57,6 +57,4 @@ def write_history(
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    with atomic_path(png_path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    write_figure(fig, png_path, dpi=100)
