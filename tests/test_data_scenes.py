@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 from pathlib import Path
 
@@ -204,7 +205,7 @@ def test_many_scenes_over_seeds_and_sizes_exercise_every_rule_and_primitive(monk
     monkeypatch.setattr(
         render_mod, "_out_of_context", spy("out_of_context", render_mod._out_of_context)
     )
-    base = ScenesConfig()
+    base = ScenesConfig(version=1, cue_probability=0.6)  # v2's cues are never absent
     n_images = 0
     for seed, size, n in [(0, 64, 120), (1, 97, 120), (2, 256, 120), (1, 256, 20), (3, 160, 120)]:
         cfg = dataclasses.replace(base, seed=seed, image_size=size)
@@ -227,6 +228,85 @@ def test_many_scenes_over_seeds_and_sizes_exercise_every_rule_and_primitive(monk
         assert f"class:{cls}:cue=False" in seen or f"class:{cls}:cue=True" in seen, cls
     for cls in scenes_mod.ROUND_CLASSES:  # the discs whose cue may be absent
         assert {f"class:{cls}:cue=True", f"class:{cls}:cue=False"} <= set(seen), cls
+
+
+# ----------------------------------------------------------------------------- versions
+
+V1_TINY_SHA256 = "8d850e6907e73abb102cb4c0ba29c0fa97552b09e5c842bd09eb2307534997cc"
+
+
+def tree_sha256(year: Path) -> str:
+    h = hashlib.sha256()
+    for name, data in files(year).items():
+        h.update(name.encode())
+        h.update(data)
+    return h.hexdigest()
+
+
+def test_version_1_is_byte_identical_to_the_rules_before_version_2(tmp_path):
+    """RESULTS.md's earlier figures came from version 1: it must stay reproducible. The
+    hash was taken with the generator of commit 531e0e1 (before version 2 existed)."""
+    cfg = dataclasses.replace(TINY, version=1, cue_probability=0.6)
+    generate_scenes(tmp_path, cfg)
+    assert tree_sha256(tmp_path / "VOCdevkit" / "SCENES") == V1_TINY_SHA256
+    generate_scenes(tmp_path / "v2", dataclasses.replace(cfg, version=2))
+    assert tree_sha256(tmp_path / "v2" / "VOCdevkit" / "SCENES") != V1_TINY_SHA256
+
+
+def test_version_2_discs_always_show_a_faint_cue(monkeypatch):
+    """Every disc carries its class detail, at an opacity inside the configured range, and
+    the detail layer is drawn at that opacity (a weak cue, never an absent one)."""
+    cfg = dataclasses.replace(TINY, cue_contrast_min=0.3, cue_contrast_max=0.5, image_size=192)
+    seen: list = []
+    render_item = render_mod._render_item
+
+    def render_item_spy(item, rng, nuisance):
+        if item.cls in scenes_mod.ROUND_CLASSES:
+            seen.append(item)
+        return render_item(item, rng, nuisance)
+
+    monkeypatch.setattr(render_mod, "_render_item", render_item_spy)
+    for k in range(40):
+        render_scene(cfg, k)
+    assert {it.cls for it in seen} == set(scenes_mod.ROUND_CLASSES)
+    assert all(it.cue for it in seen)
+    alphas = np.array([it.extra["cue_alpha"] for it in seen])
+    assert alphas.min() >= 0.3 and alphas.max() <= 0.5 and alphas.std() > 0.02
+    rng = np.random.default_rng(0)
+    for cls in scenes_mod.ROUND_CLASSES:
+        item = scenes_mod.Item("round", 0, 0, 60, 60, cls=cls, cue=True, extra={"cue_alpha": 0.4})
+        layers = glyphs_mod.GLYPHS["round"](item, 60, 60, rng)
+        assert len(layers) == 2 and layers[0][0].max() == 255, cls
+        assert layers[1][0].max() == round(255 * 0.4), cls  # the detail, at the cue's opacity
+
+
+def test_version_2_never_writes_a_sliver_box():
+    """Version 1 could annotate a one-pixel-wide sliver at the border (xmin == xmax), which
+    the reader rejects as zero-area, skipping the whole image; version 2 leaves it out."""
+    cfg = dataclasses.replace(TINY, image_size=64, out_of_context=1.0)
+    n = 0
+    for k in range(150):
+        for o in render_scene(cfg, k)[1]:
+            assert o.box[2] > o.box[0] and o.box[3] > o.box[1], (k, o)
+            n += 1
+    assert n > 300
+
+
+def test_unlabelled_pool_follows_the_test_split_and_changes_no_other_image(tmp_path):
+    generate_scenes(tmp_path / "a", TINY)
+    generate_scenes(tmp_path / "b", dataclasses.replace(TINY, n_unlabelled=5))
+    a = files(tmp_path / "a" / "VOCdevkit" / "SCENES")
+    b = files(tmp_path / "b" / "VOCdevkit" / "SCENES")
+    ids = split_ids(dataclasses.replace(TINY, n_unlabelled=5))
+    assert ids["unlabelled"] == [f"{k:06d}" for k in range(12, 17)]
+    assert "ImageSets/Main/unlabelled.txt" not in a
+    assert b["ImageSets/Main/unlabelled.txt"].decode().split() == ids["unlabelled"]
+    assert all(b[name] == data for name, data in a.items())  # nothing else changed
+    extra = {n for n in b if n not in a and not n.startswith("ImageSets")}
+    assert extra == {f"{d}/{i}.{e}" for i in ids["unlabelled"]
+                     for d, e in (("JPEGImages", "jpg"), ("Annotations", "xml"))}  # fmt: skip
+    ds = VOCDataset(tmp_path / "b" / "VOCdevkit" / "SCENES", "unlabelled", classes=TINY.classes)
+    assert ds.ids == ids["unlabelled"]
 
 
 @pytest.mark.parametrize("size", [64, 97, 256])
@@ -314,6 +394,8 @@ def test_round_lookalikes_share_size_range(medium):
         ({"jpeg_quality": 50, "jpeg_quality_min": 70}, "scenes.jpeg_quality_min: 70 is above"),
         ({"nuisance": 3.0}, "scenes.nuisance: 3.0 is out of range"),
         ({"n_test": 0}, "scenes.n_test: 0 is out of range"),
+        ({"cue_contrast_min": 0.7, "cue_contrast_max": 0.5}, "scenes.cue_contrast_min: 0.7 is"),
+        ({"version": 3}, "scenes.version: 3 is out of range"),
     ],
 )
 def test_config_errors(patch, message):

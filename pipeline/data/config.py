@@ -66,6 +66,12 @@ class ScenesConfig:
     n_train: int = param(300, ge=1)
     n_val: int = param(100, ge=0)
     n_test: int = param(300, ge=1)
+    n_unlabelled: int = param(
+        0,
+        ge=0,
+        help="extra images after test, split 'unlabelled': a pool for SCN's pairs "
+        "(set data.scn_split: unlabelled); 0 writes no such split",
+    )
     image_size: int = param(256, ge=64, le=2048, help="square images of this many pixels")
     classes: tuple[str, ...] = param(
         SCENE_CLASSES,
@@ -84,12 +90,28 @@ class ScenesConfig:
         help="strength of per-object appearance variation (texture contrast, blur, noise, "
         "rotation); 0 gives flat clean shapes, 2 very noisy ones",
     )
+    version: int = param(
+        2,
+        ge=1,
+        le=2,
+        help="generator rules (docs/scenes.md): 1 = the rules before 2026-12 (cues absent "
+        "40% of the time); 2 = weak cues always present, faint by cue_contrast_*",
+    )
     cue_probability: float = param(
-        0.6,
+        1.0,
         ge=0.0,
         le=1.0,
         help="chance that a round object (sun, ball, plate, wheel) shows its class detail "
         "(rays, segments, rim, tyre); without it the four look alike",
+    )
+    cue_contrast_min: float = param(
+        0.25,
+        gt=0.0,
+        le=1.0,
+        help="version 2: lowest opacity of a disc's class detail (drawn per object)",
+    )
+    cue_contrast_max: float = param(
+        0.6, gt=0.0, le=1.0, help="version 2: highest opacity of a disc's class detail"
     )
     out_of_context: float = param(
         0.1, ge=0.0, le=1.0, help="chance per image of one object placed anywhere, ignoring context"
@@ -117,6 +139,11 @@ class ScenesConfig:
             raise ConfigError(
                 f"scenes.name: {self.name!r} is not a folder name; allowed: letters, digits, "
                 "'_', '.', '-', not starting with a dot"
+            )
+        if self.cue_contrast_min > self.cue_contrast_max:
+            raise ConfigError(
+                f"scenes.cue_contrast_min: {self.cue_contrast_min} is above "
+                f"scenes.cue_contrast_max={self.cue_contrast_max}; allowed: <= cue_contrast_max"
             )
         if self.jpeg_quality_min > self.jpeg_quality:
             raise ConfigError(

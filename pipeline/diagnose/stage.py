@@ -252,48 +252,28 @@ def plot_diagnose(path: Path, classes, original: dict, ceiling: dict, shares: di
 # --------------------------------------------------------------------------- stage
 
 
-def run_diagnose(
-    dataset_ref: DatasetRef,
-    backbone: str,
-    net: NetworkConfig,
+def object_diagnostics(
+    datasets: dict[str, VOCDataset],
+    bb,
+    scope: str,
     cfg: DiagnoseConfig,
     costs: tuple[float, ...],
     cv_folds: int,
     offset_scale: str,
-    eval_splits: tuple[str, str],
-    scn_split: str,
-    paths: PathsConfig,
+    device: torch.device,
+    rng: np.random.Generator,
+    seconds: dict[str, float] | None = None,
 ) -> dict:
-    """DVC stage ``diagnose`` (module docstring): the (train, test) ``eval_splits`` for the
-    Obj SVMs, the ceiling and the ground-truth pairs; ``scn_split`` and the test split's
-    pairs and targets caches for the proposal pairs. SVMs: ``costs``, ``cv_folds``."""
-    from pipeline.backbones import build_backbone
-
-    rng = seed_everything(cfg.seed)
-    device = resolve_device(cfg.device, "diagnose.device")
-    seconds: dict[str, float] = {}
+    """The measures that need only the ground truth of ``datasets`` (roles ``train`` and
+    ``test``): original and ceiling Obj mAP, headroom, context predictability and the
+    share of target variance explained by the top object's class on ground-truth pairs.
+    No proposal, pair or target cache is read, so a dataset can be judged on these before
+    any other stage runs (``experiments/scenes_candidates.py``)."""
+    seconds = {} if seconds is None else seconds
     t0 = time.perf_counter()
-
-    # the caches first: a missing one fails before any costly work
-    pair_splits = list(dict.fromkeys([scn_split, eval_splits[1]]))
-    for split in pair_splits:
-        for f, what in ((paths.pairs_file(split), "pairs"), (paths.targets_file(split), "targets")):
-            if not Path(f).is_file():
-                raise DataError(f, f"{what} cache not found (run the {what} stage)",
-                                f"missing_{what}")  # fmt: skip
-
-    full: dict[str, VOCDataset] = {}
-    for split in dict.fromkeys([*eval_splits, scn_split]):
-        full[split] = open_split(
-            dataset_ref, split, check_images=split in eval_splits, stage="diagnose"
-        )
-    roles = dict(zip(("train", "test"), eval_splits, strict=True))
-    datasets = {role: cap_objects(full[s], cfg.max_objects, rng) for role, s in roles.items()}
     classes = datasets["train"].classes
     n_classes = len(classes)
-
-    bb = build_backbone(backbone, net.weights, input_size=net.input_size)
-    trunk, head = bb.split(net.scope)
+    trunk, head = bb.split(scope)
     with torch.inference_mode():
         trunk_shape = tuple(trunk(torch.zeros(1, 3, bb.input_size, bb.input_size)).shape[1:])
     ext = trunk_extractor(bb, trunk, device)
@@ -354,6 +334,63 @@ def run_diagnose(
         h1["test"][gt["test"]["top"]], gt["test"]["top_class"], n_classes,
     )  # fmt: skip
     seconds["gt_pairs"] = time.perf_counter() - t
+    return {
+        "n_objects": {r: len(obj[r]["x"]) for r in obj},
+        "original": original,
+        "ceiling": ceiling,
+        "headroom": headroom,
+        "context": context,
+        "class_gt": class_gt,
+        "n_gt_pairs": {r: len(gt[r]["top"]) for r in gt},
+    }
+
+
+def run_diagnose(
+    dataset_ref: DatasetRef,
+    backbone: str,
+    net: NetworkConfig,
+    cfg: DiagnoseConfig,
+    costs: tuple[float, ...],
+    cv_folds: int,
+    offset_scale: str,
+    eval_splits: tuple[str, str],
+    scn_split: str,
+    paths: PathsConfig,
+) -> dict:
+    """DVC stage ``diagnose`` (module docstring): the (train, test) ``eval_splits`` for the
+    Obj SVMs, the ceiling and the ground-truth pairs; ``scn_split`` and the test split's
+    pairs and targets caches for the proposal pairs. SVMs: ``costs``, ``cv_folds``."""
+    from pipeline.backbones import build_backbone
+
+    rng = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device, "diagnose.device")
+    seconds: dict[str, float] = {}
+
+    # the caches first: a missing one fails before any costly work
+    pair_splits = list(dict.fromkeys([scn_split, eval_splits[1]]))
+    for split in pair_splits:
+        for f, what in ((paths.pairs_file(split), "pairs"), (paths.targets_file(split), "targets")):
+            if not Path(f).is_file():
+                raise DataError(f, f"{what} cache not found (run the {what} stage)",
+                                f"missing_{what}")  # fmt: skip
+
+    full: dict[str, VOCDataset] = {}
+    for split in dict.fromkeys([*eval_splits, scn_split]):
+        full[split] = open_split(
+            dataset_ref, split, check_images=split in eval_splits, stage="diagnose"
+        )
+    roles = dict(zip(("train", "test"), eval_splits, strict=True))
+    datasets = {role: cap_objects(full[s], cfg.max_objects, rng) for role, s in roles.items()}
+    classes = datasets["train"].classes
+    n_classes = len(classes)
+
+    bb = build_backbone(backbone, net.weights, input_size=net.input_size)
+    obj_part = object_diagnostics(
+        datasets, bb, net.scope, cfg, costs, cv_folds, offset_scale, device, rng, seconds
+    )
+    original, ceiling, context = obj_part["original"], obj_part["ceiling"], obj_part["context"]
+    class_gt = obj_part["class_gt"]
+    gt_counts = obj_part["n_gt_pairs"]
 
     # targets and quality on the proposal mechanism's pairs
     t = time.perf_counter()
@@ -387,7 +424,7 @@ def run_diagnose(
         "class_gt": _num(class_gt),
         "oracle_proposals": _num(oracle),
         **{k: _num(v) for k, v in ridge.items()},
-        "n_gt_pairs": {r: len(gt[r]["top"]) for r in gt},
+        "n_gt_pairs": gt_counts,
         "n_proposal_pairs": {"fit": len(fit["target"]), "test": len(test["target"])},
         "ridge_alpha": ridge_alpha,
     }
@@ -410,11 +447,11 @@ def run_diagnose(
         "input_size": bb.input_size,
         "classes": list(classes),
         "splits": {"eval_train": eval_splits[0], "eval_test": eval_splits[1], "scn": scn_split},
-        "n_objects": {r: len(obj[r]["x"]) for r in obj},
+        "n_objects": obj_part["n_objects"],
         "n_objects_total": {r: sum(len(im.objects) for im in full[s]) for r, s in roles.items()},
         "original": original,
         "ceiling": ceiling,
-        "headroom": headroom,
+        "headroom": obj_part["headroom"],
         "context": context,
         "targets": targets,
         "proposals": {split: prop[split]["quality"] for split in pair_splits},

@@ -49,6 +49,13 @@ def _mask(w: int, h: int) -> tuple[Image.Image, ImageDraw.ImageDraw]:
     return im, _SafeDraw(im)
 
 
+def _faint(mask: Image.Image, item: Item) -> np.ndarray:
+    """The detail mask at the item's cue opacity (version 2 scenes; 1 = opaque)."""
+    alpha = item.extra.get("cue_alpha", 1.0)
+    m = np.asarray(mask)
+    return m if alpha >= 1.0 else np.round(m.astype(np.float32) * alpha).astype(np.uint8)
+
+
 def _layers_round(item: Item, w: int, h: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
     """Disc plus, when ``item.cue``, the class detail. Returns [(mask, rgb), ...]."""
     base = _colour(rng)
@@ -66,6 +73,21 @@ def _layers_round(item: Item, w: int, h: int, rng) -> list[tuple[np.ndarray, np.
         return layers
     det, dd = _mask(w, h)
     lw = max(1, round(min(rx, ry) * _u(rng, 0.08, 0.14)))
+    if item.cls == "sun" and "cue_alpha" in item.extra:  # version 2: a glow inside the disc
+        yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)  # (h, w) each
+        d2 = ((xx + 0.5 - cx) / max(rx, 1.0)) ** 2 + ((yy + 0.5 - cy) / max(ry, 1.0)) ** 2
+        core = _u(rng, 0.6, 0.9)  # the glow fades to nothing at this share of the radius
+        glow = np.clip(1.0 - np.sqrt(d2) / core, 0.0, 1.0) * np.asarray(disc) / 255
+        light = np.clip(1 - (1 - base) * _u(rng, 0.1, 0.4), 0, 1)  # always lighter
+        alpha = item.extra["cue_alpha"]
+        layers.append((np.round(glow * 255 * alpha).astype(np.uint8), light))
+        return layers
+    if item.cls == "plate" and "cue_alpha" in item.extra:  # version 2: well and rim
+        f = _u(rng, 0.55, 0.72)
+        dd.ellipse([cx - rx * f, cy - ry * f, cx + rx * f, cy + ry * f], fill=255)
+        dd.ellipse([x0, y0, x0 + dw - 1, y0 + dh - 1], outline=255, width=lw)
+        layers.append((_faint(det, item), detail))
+        return layers
     if item.cls == "sun":  # rays around the disc
         n = int(rng.integers(8, 15))
         for k in range(n):
@@ -73,7 +95,7 @@ def _layers_round(item: Item, w: int, h: int, rng) -> list[tuple[np.ndarray, np.
             p0 = (cx + 1.08 * rx * math.cos(a), cy + 1.08 * ry * math.sin(a))
             p1 = (cx + 1.42 * rx * math.cos(a), cy + 1.42 * ry * math.sin(a))
             dd.line([p0, p1], fill=255, width=lw + 1)
-        layers.append((np.asarray(det), base))  # rays in the disc colour
+        layers.append((_faint(det, item), base))  # rays in the disc colour
         return layers
     if item.cls == "ball":  # alternating segments
         n = int(rng.integers(2, 5)) * 2
@@ -98,7 +120,7 @@ def _layers_round(item: Item, w: int, h: int, rng) -> list[tuple[np.ndarray, np.
         for k in range(n):
             a = 2 * math.pi * k / n
             dd.line([(cx, cy), (cx + rx * math.cos(a), cy + ry * math.sin(a))], fill=255, width=lw)
-    layers.append((np.asarray(det), detail))
+    layers.append((_faint(det, item), detail))
     return layers
 
 

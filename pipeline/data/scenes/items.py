@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from pipeline.data.config import ScenesConfig
+
 ROUND_CLASSES = ("sun", "ball", "plate", "wheel")
 
 
@@ -44,14 +46,21 @@ def _colour(rng: np.random.Generator) -> np.ndarray:
     return cv2.cvtColor(hsv.astype(np.uint8), cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255
 
 
-def _round_item(rng, cls: str, cx: float, cy: float, r: float, cue_p: float) -> Item:
-    """A disc of class ``cls`` centred at (cx, cy), aspect jittered the same for all."""
+def _round_item(rng, cls: str, cx: float, cy: float, r: float, cfg: ScenesConfig) -> Item:
+    """A disc of class ``cls`` centred at (cx, cy), aspect jittered the same for all.
+
+    Version 2 also draws the opacity of the class detail, ``extra["cue_alpha"]``, from
+    ``[cue_contrast_min, cue_contrast_max]`` (version 1: always opaque)."""
     aspect = _u(rng, 0.82, 1.0)
     w, h = 2 * r, 2 * r * aspect
     if rng.random() < 0.5:
         w, h = h, w
-    cue = bool(rng.random() < cue_p)
-    pad = 1.45 if cls == "sun" and cue else 1.0  # rays reach beyond the disc
+    cue = bool(rng.random() < cfg.cue_probability)
+    extra = {}
+    if cfg.version >= 2:
+        extra["cue_alpha"] = _u(rng, cfg.cue_contrast_min, cfg.cue_contrast_max)
+    # version 1's sun rays reach beyond the disc; version 2's cues all lie inside it
+    pad = 1.45 if cls == "sun" and cue and cfg.version == 1 else 1.0
     return Item(
         "round",
         cx - w * pad / 2,
@@ -61,4 +70,5 @@ def _round_item(rng, cls: str, cx: float, cy: float, r: float, cue_p: float) -> 
         cls=cls,
         angle=_u(rng, 0, 360),
         cue=cue,
+        extra=extra,
     )

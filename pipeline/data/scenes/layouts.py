@@ -38,7 +38,7 @@ def _sky_objects(rng, s: float, horizon: float, cfg: ScenesConfig, p_sun: float)
     if rng.random() < p_sun:
         r = _u(rng, 0.045, 0.085) * s
         cx, cy = _u(rng, 0.1, 0.9) * s, _u(rng, 0.1, 0.32) * horizon + r
-        items.append(_round_item(rng, "sun", cx, cy, r, cfg.cue_probability))
+        items.append(_round_item(rng, "sun", cx, cy, r, cfg))
         if rng.random() < 0.6:  # a cloud half in front of the sun, beside it
             cw = _u(rng, 0.14, 0.26) * s
             ch = cw * _u(rng, 0.4, 0.6)
@@ -107,7 +107,7 @@ def _house(rng, s: float, x: float, ground: float) -> list[Item]:
     return items
 
 
-def _car(rng, s: float, x: float, ground: float, cue_p: float) -> list[Item]:
+def _car(rng, s: float, x: float, ground: float, cfg: ScenesConfig) -> list[Item]:
     """A car on the road with its two wheels on the bottom edge of the body."""
     w = _u(rng, 0.22, 0.36) * s
     h = w * _u(rng, 0.4, 0.55)
@@ -115,7 +115,7 @@ def _car(rng, s: float, x: float, ground: float, cue_p: float) -> list[Item]:
     body_bottom = ground - r * 0.9
     items = [Item("car", x, body_bottom - h, w, h, "car", angle=_u(rng, -4, 4))]
     for fx in (_u(rng, 0.17, 0.25), _u(rng, 0.75, 0.83)):
-        items.append(_round_item(rng, "wheel", x + fx * w, body_bottom, r, cue_p))
+        items.append(_round_item(rng, "wheel", x + fx * w, body_bottom, r, cfg))
     return items
 
 
@@ -138,7 +138,7 @@ def _layout_street(rng, s: float, cfg: ScenesConfig) -> tuple[float, list[Item]]
     for k in range(n_cars):
         ground = _u(rng, 0.82, 0.97) * s
         x = (k + _u(rng, 0.0, 0.35)) * s / n_cars
-        items += _car(rng, s, x, ground, cfg.cue_probability)
+        items += _car(rng, s, x, ground, cfg)
     return horizon, items
 
 
@@ -167,7 +167,7 @@ def _layout_park(rng, s: float, cfg: ScenesConfig) -> tuple[float, list[Item]]:
             cx, cy = side, t.y + t.h - r + _u(rng, 0.0, 0.04) * s
         else:
             cx, cy = _u(rng, 0.05, 0.95) * s, _u(rng, horizon / s + 0.08, 0.95) * s
-        items.append(_round_item(rng, "ball", cx, cy, r, cfg.cue_probability))
+        items.append(_round_item(rng, "ball", cx, cy, r, cfg))
     return horizon, items
 
 
@@ -190,11 +190,11 @@ def _layout_dining(rng, s: float, cfg: ScenesConfig) -> tuple[float, list[Item]]
     for k in range(n):  # a row of plates resting on the table top
         rk = r * _u(rng, 0.85, 1.15)
         cx = table_x + gap * (k + 0.5) + _u(rng, -0.15, 0.15) * gap
-        items.append(_round_item(rng, "plate", cx, table_top - rk * 0.75, rk, cfg.cue_probability))
+        items.append(_round_item(rng, "plate", cx, table_top - rk * 0.75, rk, cfg))
     if rng.random() < 0.3:  # a ball on the floor
         rb = _u(rng, 0.04, 0.08) * s
         bx, by = _u(rng, 0.05, 0.95) * s, s * _u(rng, 0.9, 0.97) - rb
-        items.append(_round_item(rng, "ball", bx, by, rb, cfg.cue_probability))
+        items.append(_round_item(rng, "ball", bx, by, rb, cfg))
     return horizon, items
 
 
@@ -211,7 +211,7 @@ def _out_of_context(rng, s: float, cfg: ScenesConfig) -> list[Item]:
     size = _u(rng, lo, hi) * s
     cx, cy = _u(rng, 0.1, 0.9) * s, _u(rng, 0.1, 0.9) * s
     if cls in ROUND_CLASSES:
-        return [_round_item(rng, cls, cx, cy, size / 2, cfg.cue_probability)]
+        return [_round_item(rng, cls, cx, cy, size / 2, cfg)]
     h = size * {"cloud": 0.5, "bird": 0.65, "tree": 1.5, "house": 1.1, "window": 1.2}.get(cls, 0.48)
     extra = {"conifer": False, "roof": 0.35}
     return [Item(cls, cx - size / 2, cy - h / 2, size, h, cls, extra=extra)]

@@ -188,6 +188,10 @@ def render_scene(cfg: ScenesConfig, index: int) -> tuple[np.ndarray, list[SceneO
             continue
         x1, y1 = rx0 + int(xs.min()), ry0 + int(ys.min())
         x2, y2 = rx0 + int(xs.max()) + 1, ry0 + int(ys.max()) + 1
+        if cfg.version >= 2 and min(x2 - x1, y2 - y1) < 2:
+            # a one-pixel-wide sliver writes xmin == xmax, which VOC readers reject as a
+            # zero-area box (version 1 wrote it; the reader skips such an image)
+            continue
         visible = len(xs) / max(1, solid_area.get(k, 0))
         small = min(x2 - x1, y2 - y1) < cfg.difficult_max_size
         objects.append(

@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
@@ -23,7 +24,7 @@ from pipeline.provenance import code_version
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "trainval", "test")
+SPLITS = ("train", "val", "trainval", "test", "unlabelled")
 
 
 def annotation_xml(
@@ -58,10 +59,18 @@ def annotation_xml(
 
 
 def split_ids(cfg: ScenesConfig) -> dict[str, list[str]]:
-    """Image ids of each split: train first, then val, then test; trainval = train + val."""
-    ids = [f"{k:06d}" for k in range(cfg.n_train + cfg.n_val + cfg.n_test)]
-    train, val = ids[: cfg.n_train], ids[cfg.n_train : cfg.n_train + cfg.n_val]
-    return {"train": train, "val": val, "trainval": train + val, "test": ids[-cfg.n_test :]}
+    """Image ids of each split: train, then val, then test, then unlabelled (the extra
+    pool for SCN's pairs; its annotations are written too, but only the ``bbox``
+    proposal mechanism and ``diagnose``'s oracle read them); trainval = train + val.
+    The ``unlabelled`` split is written only when ``n_unlabelled > 0``."""
+    n = [cfg.n_train, cfg.n_val, cfg.n_test, cfg.n_unlabelled]
+    ids = [f"{k:06d}" for k in range(sum(n))]
+    edges = np.cumsum([0, *n])
+    train, val, test, unlabelled = (ids[edges[k] : edges[k + 1]] for k in range(4))
+    out = {"train": train, "val": val, "trainval": train + val, "test": test}
+    if unlabelled:
+        out["unlabelled"] = unlabelled
+    return out
 
 
 def _write_imagesets(main: Path, splits: dict[str, list[str]], labels: dict, classes) -> None:
@@ -83,7 +92,7 @@ def _write_dataset(year: Path, cfg: ScenesConfig, show_progress: bool) -> dict:
     difficult: Counter = Counter()
     scenes: Counter = Counter()
     n_truncated = 0
-    all_ids = splits["train"] + splits["val"] + splits["test"]
+    all_ids = [i for name, ids in splits.items() if name != "trainval" for i in ids]
     for k, image_id in enumerate(tqdm(all_ids, desc="scenes", disable=not show_progress)):
         image, objects, scene, quality = render_scene(cfg, k)
         Image.fromarray(image).save(year / "JPEGImages" / f"{image_id}.jpg", quality=quality)
