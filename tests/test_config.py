@@ -39,6 +39,17 @@ def test_repo_params_validate():
         ({"pairs": {"min_iou": 0.6, "max_iou": 0.5}}, "pairs.min_iou: 0.6 is above"),
         ({"data": {"on_error": "ignore"}}, "data.on_error: 'ignore' is not a valid choice"),
         ({"train": {"use_offset": "yes"}}, "train.use_offset: 'yes' is not a boolean"),
+        (
+            {"train": {"optimizer": "rmsprop"}},
+            "train.optimizer: 'rmsprop' is not a valid choice; allowed: sgd, adam, adamw",
+        ),
+        (
+            {"train": {"loss": "l1"}},
+            "train.loss: 'l1' is not a valid choice; allowed: sum, mean, element_mean",
+        ),
+        ({"train": {"select": "first"}}, "train.select: 'first' is not a valid choice"),
+        ({"train": {"early_stop_patience": -1}}, "train.early_stop_patience: -1 is out of range"),
+        ({"train": {"context_warmup_epochs": 1.5}}, "train.context_warmup_epochs: 1.5 is not"),
     ],
 )
 def test_bad_params_name_key_value_and_allowed(tmp_path, patch, message):
@@ -72,12 +83,15 @@ def test_every_choice_literal_matches_its_registry(tmp_path):
     from pipeline.proposals.config import EdgeBoxConfig, ProposalsConfig
     from pipeline.proposals.edges import EDGE_SOURCES, make_edge_detector
     from pipeline.proposals.stage import METHODS
+    from pipeline.train.config import TrainConfig
+    from pipeline.train.loop import OPTIMIZERS
 
     hints = get_type_hints(Params)
     assert get_args(hints["backbone"]) == tuple(BACKBONES)
     assert set(get_args(hints["proposal"])) == set(PROPOSALS) == set(METHODS)
     assert get_args(get_type_hints(ProposalsConfig)["detect_method"]) == PROPOSALS
     assert get_args(get_type_hints(EdgeBoxConfig)["edge_source"]) == EDGE_SOURCES
+    assert get_args(get_type_hints(TrainConfig)["optimizer"]) == tuple(OPTIMIZERS)
     with pytest.raises(ConfigError, match="edge_source: 'canny'"):
         make_edge_detector("canny")
     p = Params()

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
 
+from pipeline.config import ConfigError
 from pipeline.io import atomic_path
 from pipeline.train.checkpoint import load_checkpoint, resume_key
 from pipeline.train.config import TrainConfig
@@ -148,6 +149,43 @@ def test_a_second_method_resumes_to_the_same_weights_and_checkpoint_bytes(tmp_pa
         assert torch.equal(value, resumed_state[key]), key
     assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
     assert ckpt.read_bytes() == (tmp_path / "full" / "ckpt.pt").read_bytes()
+
+
+class FirstLayerWarmup(ToyClassifier):
+    """The toy method with a warm-up: its first layer waits while the last one learns."""
+
+    def warmup_frozen(self) -> list[tuple[str, nn.Parameter]]:
+        return list(self.model[0].named_parameters())
+
+
+def test_a_second_method_gets_the_warmup_and_selection_on_its_own_score():
+    """The frozen warm-up and model selection come from the loop: any method naming its
+    warm-up parameters, scored by its select_key (here the default, test_loss, lowest)."""
+    train, test = _blobs()
+    method = FirstLayerWarmup(train, test)
+    start = {k: v.clone() for k, v in method.model.state_dict().items()}
+    states = {}
+
+    def snapshot(epoch, record):
+        states[epoch] = {k: v.clone() for k, v in method.model.state_dict().items()}
+
+    cfg = toy_config(epochs=4, lr=0.1, lr_step_epoch=4, context_warmup_epochs=2, select="best")
+    result = fit(method, cfg, on_epoch_end=snapshot)
+    for epoch in (1, 2):
+        assert all(torch.equal(states[epoch][k], start[k]) for k in ("0.weight", "0.bias"))
+        assert not torch.equal(states[epoch]["2.weight"], start["2.weight"])
+    assert not torch.equal(states[3]["0.weight"], start["0.weight"])
+    losses = [r["test_loss"] for r in result.history]
+    assert result.best_epoch == int(np.argmin(losses)) + 1 == result.selected_epoch
+    for key, value in states[result.best_epoch].items():
+        assert torch.equal(result.model.state_dict()[key], value)
+
+
+def test_a_warmup_is_refused_for_a_method_that_names_nothing_to_freeze():
+    train, test = _blobs()
+    with pytest.raises(ConfigError, match=r"train.context_warmup_epochs: 1, but the toy method "
+                       r"names no parameters to freeze.*allowed: 0"):  # fmt: skip
+        fit(ToyClassifier(train, test), toy_config(epochs=2, context_warmup_epochs=1))
 
 
 def test_the_loop_imports_nothing_of_the_scn():

@@ -124,12 +124,17 @@ def test_stage_writes_model_plots_and_metrics(tmp_path, scope, trunk_cache, sour
     assert more["resumed_from_epoch"] == 2 and more["epochs"] == 3
 
 
-def test_model_file_content_is_identical_across_runs_and_resumes(tmp_path):
+# the second: stops after epoch 4 and keeps epoch 3 (test_metrics_record_the_model_selection)
+@pytest.mark.parametrize(
+    "regime", [{}, {"select": "best", "early_stop_patience": 1, "epochs": 5, "lr": 0.1}]
+)
+def test_model_file_content_is_identical_across_runs_and_resumes(tmp_path, regime):
     """Same seed, same model.pt and checkpoint.pt: every tensor and metadata value (no
     wall-clock times) and every byte, whether the run started from scratch or resumed
     from its final checkpoint (pickle refers back to repeated strings by identity: a
     history loaded from the checkpoint must not change the bytes). DVC hashes the bytes:
-    a rerun of train after an interruption must not rerun classify and detect."""
+    a rerun of train after an interruption must not rerun classify and detect. Also with
+    model selection, whose checkpoint carries the best weights so far."""
     import hashlib
     import shutil
 
@@ -149,7 +154,7 @@ def test_model_file_content_is_identical_across_runs_and_resumes(tmp_path):
             return torch.equal(a, b)
         return a == b
 
-    params = _params(tmp_path, "fc")
+    params = _params(tmp_path, "fc", **regime)
     _prepare(tmp_path, params, True)
     stage_script("train")(params)
     first, first_bytes = content(tmp_path / "train" / "model.pt"), digests()
@@ -163,6 +168,50 @@ def test_model_file_content_is_identical_across_runs_and_resumes(tmp_path):
     stage_script("train")(params)  # from scratch
     assert same(content(tmp_path / "train" / "model.pt"), first)
     assert digests() == first_bytes
+
+
+def test_context_warmup_keeps_the_real_bottom_stream_as_it_was(tmp_path):
+    """EfficientNet's head with frozen BatchNorm: after a warm-up epoch model.pt's bottom
+    stream computes exactly the original features while the context module has learnt;
+    one more epoch (resumed) moves them."""
+    x = torch.randn(2, 3, SIZE, SIZE)
+    original = build_backbone("efficientnet_lite0", input_size=SIZE).features(x)  # (2, D)
+    params = _params(tmp_path, "fc", epochs=1, lr=1e-3, context_warmup_epochs=1)
+    _prepare(tmp_path, params)
+    metrics = stage_script("train")(params)
+    assert torch.equal(load_trained(tmp_path / "train" / "model.pt").features(x), original)
+    assert metrics["h1_drift"] < 1e-4  # the cache's rounding only, as before training
+    assert metrics["h3_spread"] > 0  # h3 varies with h1 and the offset: the context learnt
+    more = stage_script("train")(_params(tmp_path, "fc", epochs=2, lr=1e-3,
+                                         context_warmup_epochs=1))  # fmt: skip
+    assert more["resumed_from_epoch"] == 1
+    assert not torch.equal(load_trained(tmp_path / "train" / "model.pt").features(x), original)
+    assert more["h1_drift"] > 10 * metrics["h1_drift"]
+
+
+def test_metrics_record_the_model_selection(tmp_path):
+    """metrics/train.json: the best held-out epoch and score, the epoch model.pt holds
+    (its entries are that epoch's), the epochs run and whether the run stopped early."""
+    params = _params(tmp_path, "fc", epochs=5, lr=0.1)  # overshoots after a few epochs
+    _prepare(tmp_path, params)
+    last = stage_script("train")(params)
+    history = metrics_history(tmp_path / "train")
+    scores = [h["test_explained"] for h in history]
+    best = int(np.argmax(scores)) + 1
+    assert best < 4  # the case to select in: later epochs are worse
+    assert last["best_epoch"] == best and last["best_test_explained"] == max(scores)
+    assert (last["selected_epoch"], last["epochs"], last["epochs_run"]) == (5, 5, 5)
+    assert last["stopped_early"] is False and last["test_explained"] == scores[-1]
+    chosen = stage_script("train")(
+        _params(tmp_path, "fc", epochs=5, lr=0.1, select="best", early_stop_patience=1)
+    )
+    assert chosen["resumed_from_epoch"] == 0  # another regime: another checkpoint key
+    assert chosen["best_epoch"] == chosen["selected_epoch"] == best
+    assert chosen["test_explained"] == chosen["best_test_explained"] == max(scores)
+    assert chosen["h1_drift"] == history[best - 1]["h1_drift"]
+    assert chosen["epochs_run"] == best + 1 and chosen["stopped_early"] is True
+    assert len(metrics_history(tmp_path / "train")) == best + 1  # model.pt: every epoch run
+    json.dumps(chosen)
 
 
 def test_stage_refuses_targets_of_another_configuration(tmp_path):

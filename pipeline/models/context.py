@@ -39,14 +39,20 @@ def scn_loss(h3: torch.Tensor, target: torch.Tensor, reduction: str = "sum") -> 
     """Squared error ||target - h3||^2 per pair, summed over the feature dimension.
 
     ``reduction='sum'`` sums over pairs (the paper's objective); ``'mean'`` averages over
-    pairs (same minimiser, a learning rate independent of the batch size).
+    pairs (same minimiser, a learning rate independent of the batch size);
+    ``'element_mean'`` averages over pairs and feature dimensions (``mse_loss``'s scale,
+    the sum divided by B x D).
     """
     per_pair = (target - h3).pow(2).sum(dim=1)  # (B,)
     if reduction == "sum":
         return per_pair.sum()
     if reduction == "mean":
         return per_pair.mean()
-    raise ValueError(f"reduction: {reduction!r} is not a valid choice; allowed: sum, mean")
+    if reduction == "element_mean":
+        return per_pair.mean() / target.shape[1]
+    raise ValueError(
+        f"reduction: {reduction!r} is not a valid choice; allowed: sum, mean, element_mean"
+    )
 
 
 def assert_frozen(module: nn.Module, name: str = "top stream") -> None:

@@ -1,7 +1,8 @@
 """Checkpoints of the training loop, whatever the method: write, match, restore.
 
 ``checkpoint.pt`` holds the model, optimiser, scheduler, grad scaler, the RNG states of
-every process, the epoch, the config and the history (without wall-clock times), written
+every process, the epoch, the config and the history (without wall-clock times), and with
+``train.select: best`` the best epoch's weights so far (``best_model``), written
 atomically with canonical strings, so the same run writes the same bytes whether it
 started afresh or resumed (DVC hashes them). A checkpoint is continued only when its
 ``key`` (the train config minus :data:`RESUME_FREE_KEYS`, plus the caller's provenance)
@@ -132,9 +133,11 @@ def save_checkpoint(
     history: list[dict[str, float]],
     key: dict[str, Any],
     config: dict[str, Any],
+    best_model: dict[str, torch.Tensor] | None = None,
 ) -> None:
     """Write the training state after ``epoch`` epochs atomically (the same content, the
-    same bytes). ``rng``: the :func:`rng_state` of every process, in rank order."""
+    same bytes). ``rng``: the :func:`rng_state` of every process, in rank order;
+    ``best_model``: the state dict of the best epoch so far, stored when given."""
     payload = {
         "format": CHECKPOINT_FORMAT,
         "epoch": epoch,
@@ -148,5 +151,7 @@ def save_checkpoint(
         "config": config,
         "code_version": code_version(),
     }
+    if best_model is not None:
+        payload["best_model"] = best_model
     with atomic_path(path) as tmp:
         torch.save(canonical(payload), tmp)

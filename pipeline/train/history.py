@@ -24,13 +24,15 @@ def write_history(
     ylabel: str = "loss",
     title: str = "training",
     baseline_label: str = "baseline",
+    marker: tuple[int, str] | None = None,
 ) -> None:
     """The per-epoch records as a CSV (a DVC plot) and a PNG loss curve, atomically.
 
     ``fields``: the CSV columns (a key missing from a record leaves its cell empty, e.g.
     ``seconds`` of the epochs a resumed run read from its checkpoint). ``baseline``: a
     reference loss on the held-out set (e.g. the loss of predicting the mean target),
-    drawn as a horizontal line.
+    drawn as a horizontal line. ``marker``: (epoch, label) drawn as a vertical line (e.g.
+    the epoch whose weights were kept).
     """
     import csv
 
@@ -51,6 +53,8 @@ def write_history(
     ax.plot(epochs, [r["test_loss"] for r in history], "s-", ms=3, label="held-out test")
     if baseline is not None:
         ax.axhline(baseline, color="grey", ls="--", lw=1, label=baseline_label)
+    if marker is not None:
+        ax.axvline(marker[0], color="tab:green", ls=":", lw=1, label=marker[1])
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.set_title(title)

@@ -1,11 +1,29 @@
 """The training loop, whatever the method (:mod:`pipeline.train.methods`).
 
-SGD with momentum and weight decay over the method's parameter groups, a step learning
-rate (``lr`` times ``lr_gamma`` from epoch ``lr_step_epoch`` on) with an optional linear
-warm-up over ``warmup_epochs``, mixed precision on request. Each epoch logs the training
-loss and the method's held-out metrics, appends them to the history, then writes
-``checkpoint.pt`` atomically (:mod:`pipeline.train.checkpoint`); ``train.resume``
-continues from it to the same weights as an uninterrupted run.
+The optimiser ``train.optimizer`` (:data:`OPTIMIZERS`: SGD with momentum, Adam, AdamW;
+weight decay for each) over the method's parameter groups, a step learning rate (``lr``
+times ``lr_gamma`` from epoch ``lr_step_epoch`` on) with an optional linear warm-up over
+``warmup_epochs``, mixed precision on request. Each epoch logs the training loss and the
+method's held-out metrics, appends them to the history, then writes ``checkpoint.pt``
+atomically (:mod:`pipeline.train.checkpoint`); ``train.resume`` continues from it to the
+same weights as an uninterrupted run.
+
+Regime, for any method:
+
+- ``context_warmup_epochs``: for the first N epochs the parameters the method names in
+  :meth:`~pipeline.train.methods.base.Method.warmup_frozen` do not require gradients (no
+  gradient, so the optimiser leaves them, their momentum and weight decay alone); the
+  other parameters learn. Train/eval modes are left as configured (a BatchNorm with
+  batch statistics still updates its running statistics). From epoch N + 1 on they learn.
+- Model selection: each epoch is scored by the method's held-out
+  :attr:`~pipeline.train.methods.base.Method.select_key` (higher or lower is better as
+  its ``select_mode`` says; a non-finite score never counts as better; ties keep the
+  earlier epoch). ``select: best`` ends the run with the best epoch's weights (also its
+  buffers, e.g. BatchNorm statistics) instead of the last's; ``early_stop_patience: N``
+  stops once N epochs have passed since the best one (since the start when none scored).
+  With ``select: best`` the checkpoint also holds the best weights so far, and a resumed
+  run selects as an uninterrupted one; a run that stopped early stays stopped when it is
+  resumed (the stop follows from the history in the checkpoint).
 
 Device: the GPU when present (``train.device: auto``), else the CPU. Several processes:
 ``torchrun --nproc_per_node=N stages/train.py`` runs DistributedDataParallel
@@ -24,6 +42,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 from torch.utils.data import BatchSampler, DataLoader, Dataset, DistributedSampler
 from tqdm import tqdm
 
@@ -53,6 +72,55 @@ log = logging.getLogger(__name__)
 def history_fields(method: Method) -> list[str]:
     """The keys of each history record, in order."""
     return ["epoch", "train_loss", *method.record_keys, "lr", "seconds"]
+
+
+#: ``train.optimizer``: the optimiser over the method's parameter groups (each group's
+#: ``lr`` overrides ``cfg.lr``). ``momentum`` is SGD's only; Adam adds the weight decay to
+#: the gradient (L2), AdamW decays the weights directly (decoupled, Loshchilov & Hutter).
+OPTIMIZERS: dict[str, Callable[[list[dict[str, Any]], TrainConfig], torch.optim.Optimizer]] = {
+    "sgd": lambda groups, cfg: torch.optim.SGD(
+        groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+    ),
+    "adam": lambda groups, cfg: torch.optim.Adam(groups, lr=cfg.lr, weight_decay=cfg.weight_decay),
+    "adamw": lambda groups, cfg: torch.optim.AdamW(
+        groups, lr=cfg.lr, weight_decay=cfg.weight_decay
+    ),
+}
+
+
+def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
+    """The ``cfg.optimizer`` of :data:`OPTIMIZERS` over ``groups``."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(
+            f"train.optimizer: {cfg.optimizer!r} is not a valid choice; "
+            f"allowed: {', '.join(OPTIMIZERS)}"
+        )
+    return OPTIMIZERS[cfg.optimizer](groups, cfg)
+
+
+def best_epoch(history: list[dict[str, float]], key: str, mode: str) -> int | None:
+    """The epoch whose ``key`` is best (``mode`` ``max`` or ``min``): the earliest of equal
+    scores; non-finite scores never count. None when no epoch scored a finite value."""
+    best, value = None, None
+    for record in history:
+        v = float(record[key])
+        if not np.isfinite(v):
+            continue
+        if value is None or (v > value if mode == "max" else v < value):
+            best, value = int(record["epoch"]), v
+    return best
+
+
+def stops_early(history: list[dict[str, float]], best: int | None, patience: int) -> bool:
+    """True when ``patience`` (> 0) epochs have passed since the best epoch (since the start
+    when there is none) by the end of ``history``."""
+    if patience <= 0 or not history:
+        return False
+    return int(history[-1]["epoch"]) - (best or 0) >= patience
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
 def _loader(ds: Dataset, sampler, batch: int, workers: int, pin: bool) -> DataLoader:
@@ -93,13 +161,17 @@ def fit(
     method.check_data()
     model = method.model
     model.to(device)
-    net = wrap(model, device, info)
-    opt = torch.optim.SGD(
-        method.param_groups(cfg),
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-    )
+    opt = build_optimizer(method.param_groups(cfg), cfg)
+    frozen = method.warmup_frozen() if cfg.context_warmup_epochs else []
+    if cfg.context_warmup_epochs and not frozen:
+        raise ConfigError(
+            f"train.context_warmup_epochs: {cfg.context_warmup_epochs}, but the {method.name} "
+            "method names no parameters to freeze during a warm-up; allowed: 0"
+        )
+    trains = [p.requires_grad for _, p in frozen]
+    if cfg.context_warmup_epochs >= cfg.epochs:
+        log.warning("train.context_warmup_epochs=%d >= train.epochs=%d: the warm-up scope "
+                    "never trains", cfg.context_warmup_epochs, cfg.epochs)  # fmt: skip
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.lr_step_epoch], gamma=cfg.lr_gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     key = resume_key(cfg, meta or {})
@@ -107,9 +179,16 @@ def fit(
     start_epoch = 0
     torch.manual_seed(rank_seed(cfg.seed, info.rank))  # dropout etc. differ per process
     ckpt = load_checkpoint(checkpoint, key, cfg.epochs) if checkpoint and cfg.resume else None
+    best_state: dict[str, torch.Tensor] | None = None  # the best epoch's, with select: best
     if ckpt is not None:
         history, start_epoch = restore_checkpoint(ckpt, model, opt, sched, scaler, info)
+        best_state = ckpt.get("best_model")
         log.info("resuming from %s at epoch %d of %d", checkpoint, start_epoch, cfg.epochs)
+    key_name, mode = method.select_key, method.select_mode
+    if key_name not in method.record_keys or mode not in ("max", "min"):
+        raise ValueError(f"{method.name}: select_key {key_name!r} must be one of its record "
+                         f"keys {method.record_keys}, select_mode max or min")  # fmt: skip
+    best = best_epoch(history, key_name, mode)
 
     train_set = method.train_set
     sampler = DistributedSampler(
@@ -123,7 +202,29 @@ def fit(
     warmup_steps = cfg.warmup_epochs * len(loader)
     step = start_epoch * len(loader)
     train_seconds, samples_seen = 0.0, 0
+    stopped_early = False
+    net, frozen_now = None, None
     for epoch in range(start_epoch, cfg.epochs):
+        if stops_early(history, best, cfg.early_stop_patience):
+            stopped_early = True
+            log.info(
+                "early stop after epoch %d of %d: %s has not improved for %d epochs (best: "
+                "epoch %s)", len(history), cfg.epochs, key_name, cfg.early_stop_patience, best,
+            )  # fmt: skip
+            break
+        freeze = epoch < cfg.context_warmup_epochs
+        if freeze != frozen_now:  # (re)wrap: DDP registers the parameters needing grads
+            for (_, p), trainable in zip(frozen, trains, strict=True):
+                p.requires_grad_(trainable and not freeze)
+            if frozen and freeze:
+                log.info("context warm-up: %d parameter tensors of %s frozen for epochs 1-%d",
+                         len(frozen), method.name, cfg.context_warmup_epochs)  # fmt: skip
+            elif frozen:
+                log.info("context warm-up over: %d parameter tensors learn from epoch %d on",
+                         len(frozen), epoch + 1)  # fmt: skip
+            net = None  # release the old DDP wrapper (and its gradient hooks) first
+            net = wrap(model, device, info)
+            frozen_now = freeze
         method.on_epoch_start(epoch)
         if on_epoch_start is not None:
             on_epoch_start(epoch)
@@ -174,6 +275,9 @@ def fit(
             "seconds": round(seconds, 3),
         }
         history.append(record)
+        best = best_epoch(history, key_name, mode)
+        if cfg.select == "best" and best == epoch + 1:
+            best_state = _cpu_state(model)
         log.info(
             "epoch %d/%d: train %.4g, %s, lr %.3g, %.0f pairs/s",
             epoch + 1,
@@ -197,10 +301,25 @@ def fit(
                     history=history,
                     key=key,
                     config=to_dict(cfg),
+                    best_model=best_state if cfg.select == "best" else None,
                 )
             barrier(info)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, record)
+    for (_, p), trainable in zip(frozen, trains, strict=True):
+        p.requires_grad_(trainable)  # the method's model as it came, whatever the warm-up
+    selected = len(history)
+    if cfg.select == "best":
+        if best is None or best_state is None:
+            log.warning("train.select=best: no epoch scored a finite %s; keeping the last "
+                        "epoch's weights", key_name)  # fmt: skip
+        elif best != selected:
+            model.load_state_dict(best_state)
+            selected = best
+    if best is not None:
+        log.info("best %s %.4g at epoch %d of %d run; model: epoch %d (train.select=%s)",
+                 key_name, history[best - 1][key_name], best, len(history), selected,
+                 cfg.select)  # fmt: skip
     return FitResult(
         model=model,
         history=history,
@@ -210,4 +329,7 @@ def fit(
         device=str(device),
         world_size=info.world_size,
         extra=method.extra(),
+        selected_epoch=selected,
+        best_epoch=best,
+        stopped_early=stopped_early,
     )

@@ -6,6 +6,12 @@ supplies the model, the batches, the loss and the held-out metrics; the loop
 epoch so that ``train.resume`` continues an interrupted run to the same weights. At the
 end rank 0 writes ``<paths.train>/model.pt`` (the same content, the same bytes, whether
 the run resumed or not), ``<paths.plots>/train_loss.{csv,png}`` and returns the metrics.
+
+``model.pt`` holds the weights of the last epoch, or with ``train.select: best`` of the
+epoch with the best held-out score (the SCN: ``test_explained``); its history has every
+epoch run. The metrics describe that epoch, and add ``best_epoch`` and
+``best_<score>`` (whatever ``train.select``), ``selected_epoch``, ``epochs`` (asked),
+``epochs_run`` and ``stopped_early`` (``train.early_stop_patience``).
 """
 
 from __future__ import annotations
@@ -68,10 +74,19 @@ def stage(
             ylabel=method.loss_label,
             title=f"{method.name} training",
             baseline_label=baseline[0] if baseline else "baseline",
+            marker=(result.selected_epoch, "selected (best)") if cfg.select == "best" else None,
         )
+        best = result.best_epoch
         metrics = {
             **method.metrics(result),
-            "epochs": result.history[-1]["epoch"],
+            "epochs": cfg.epochs,
+            "epochs_run": result.history[-1]["epoch"],
+            "stopped_early": result.stopped_early,
+            "selected_epoch": result.selected_epoch,
+            "best_epoch": best,
+            f"best_{method.select_key}": result.history[best - 1][method.select_key]
+            if best is not None
+            else None,
             "resumed_from_epoch": result.resumed_epoch,
             "pairs_per_s": round(result.pairs_per_s, 1),
             "device": result.device,

@@ -61,9 +61,10 @@ def write_targets(path: Path, features: np.ndarray, trunk: np.ndarray | None, **
     return path
 
 
-def toy_offset_split(root: Path, n_images: int, seed: int) -> tuple[Path, Path]:
+def toy_offset_split(root: Path, n_images: int, seed: int, noise: float = 0.0) -> tuple[Path, Path]:
     """A problem only the offset solves: one bottom patch per image, four top patches
-    around it (left, right, up, down) whose targets depend only on the direction."""
+    around it (left, right, up, down) whose targets depend only on the direction, plus
+    Gaussian ``noise`` of that std per top patch (a split to overfit on)."""
     rng = np.random.default_rng(seed)
     direction_targets = np.random.default_rng(1234).normal(size=(4, TARGET_DIM)).astype(np.float32)
     patch_image, boxes, features, trunk, top, bottom, offset = [], [], [], [], [], [], []
@@ -77,7 +78,10 @@ def toy_offset_split(root: Path, n_images: int, seed: int) -> tuple[Path, Path]:
             i = len(boxes)
             patch_image.append(img)
             boxes.append([40 + 100 * dx, 40 + 100 * dy, 60 + 100 * dx, 60 + 100 * dy])
-            features.append(direction_targets[d])
+            target = direction_targets[d]
+            if noise:  # drawn only then: the noiseless splits stay as they were
+                target = target + noise * rng.normal(size=TARGET_DIM)
+            features.append(target)
             trunk.append(rng.normal(size=TRUNK_DIM))
             top.append(i)
             bottom.append(j)
@@ -102,9 +106,12 @@ def toy_offset_split(root: Path, n_images: int, seed: int) -> tuple[Path, Path]:
     return pairs, targets
 
 
-def toy_sets(tmp_path: Path, n_train: int = 32, n_test: int = 8) -> tuple[PairDataset, PairDataset]:
-    """Write the toy train/test splits under ``tmp_path`` and open them."""
-    toy_offset_split(tmp_path / "train", n_train, seed=0)
+def toy_sets(
+    tmp_path: Path, n_train: int = 32, n_test: int = 8, train_noise: float = 0.0
+) -> tuple[PairDataset, PairDataset]:
+    """Write the toy train/test splits under ``tmp_path`` and open them; ``train_noise``:
+    the std of the noise on the training targets (the test targets have none)."""
+    toy_offset_split(tmp_path / "train", n_train, seed=0, noise=train_noise)
     toy_offset_split(tmp_path / "test", n_test, seed=1)
     return open_toy_sets(tmp_path)
 

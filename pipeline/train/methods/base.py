@@ -1,16 +1,19 @@
 """What a training method supplies to the shared loop (:func:`pipeline.train.loop.fit`).
 
 The loop owns everything that does not depend on the objective: devices and DDP, the
-optimiser (SGD with momentum and weight decay over the method's parameter groups), the
-step learning rate and its warm-up, mixed precision, the sampler and the DataLoader,
-the per-epoch history, checkpoints and resumption. A method owns the rest:
+optimiser (``train.optimizer`` over the method's parameter groups), the step learning
+rate and its warm-up, the frozen warm-up of :meth:`Method.warmup_frozen`, model selection
+and early stopping on :attr:`Method.select_key`, mixed precision, the sampler and the
+DataLoader, the per-epoch history, checkpoints and resumption. A method owns the rest:
 
 - ``model``: the module trained and checkpointed (wrapped in DDP by the loop);
 - ``train_set``: a dataset indexed by a list of sample indices that returns a whole
   batch (a dict of tensors), as :class:`~pipeline.train.data.PairDataset` does;
 - :meth:`Method.param_groups`: the optimiser's parameter groups and their learning rates;
 - :meth:`Method.forward` and :meth:`Method.loss`: the loss of a batch;
-- :meth:`Method.evaluate`: the held-out entries of each epoch's history record;
+- :meth:`Method.evaluate`: the held-out entries of each epoch's history record, one of
+  which (:attr:`Method.select_key`) scores the epoch for model selection;
+- :meth:`Method.warmup_frozen`: the parameters ``train.context_warmup_epochs`` freezes;
 - :meth:`Method.save_trained` and :meth:`Method.metrics`: the trained network
   (``model.pt``) and the stage's metrics, for the train stage.
 
@@ -35,7 +38,13 @@ from pipeline.train.distributed import DistInfo
 
 @dataclass
 class FitResult:
-    """What :func:`pipeline.train.loop.fit` returns."""
+    """What :func:`pipeline.train.loop.fit` returns.
+
+    ``model`` holds the weights of epoch ``selected_epoch`` (the last epoch run, or with
+    ``train.select: best`` the best one); ``best_epoch``: the epoch of the best
+    :attr:`Method.select_key` (None when no epoch scored a finite value);
+    ``stopped_early``: ``train.early_stop_patience`` ended the run before ``train.epochs``.
+    """
 
     model: nn.Module
     history: list[dict[str, float]]
@@ -45,6 +54,14 @@ class FitResult:
     device: str = "cpu"
     world_size: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
+    selected_epoch: int = 0
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def selected(self) -> dict[str, float]:
+        """The history record of the epoch whose weights ``model`` holds."""
+        return self.history[self.selected_epoch - 1]
 
 
 @dataclass
@@ -80,6 +97,10 @@ class Method(ABC):
     record_keys: ClassVar[tuple[str, ...]] = ("test_loss",)
     #: the y label of the loss curve
     loss_label: ClassVar[str] = "loss"
+    #: the record key that scores an epoch for ``train.select: best`` and
+    #: ``train.early_stop_patience``, and whether higher (``max``) or lower is better
+    select_key: ClassVar[str] = "test_loss"
+    select_mode: ClassVar[Literal["max", "min"]] = "min"
 
     model: nn.Module
     train_set: Dataset
@@ -97,6 +118,13 @@ class Method(ABC):
     def param_groups(self, cfg: TrainConfig) -> list[dict[str, Any]]:
         """The optimiser's parameter groups, each with its ``lr``; the first group's
         learning rate is the history's ``lr``."""
+
+    def warmup_frozen(self) -> list[tuple[str, nn.Parameter]]:
+        """The named parameters that ``train.context_warmup_epochs`` keeps frozen (no
+        gradient, untouched by the optimiser) for the first epochs while the others learn;
+        empty (the default) when the method has no such warm-up, and then a warm-up is
+        refused."""
+        return []
 
     def setup(self, device: torch.device, resumed: bool) -> None:  # noqa: B027
         """Before the first epoch, the model on ``device`` (and restored from a checkpoint

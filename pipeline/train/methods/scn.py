@@ -3,16 +3,20 @@
 Model: :class:`~pipeline.train.model.SCN`, the bottom stream (frozen trunk + trained
 head) and the context module. Batches: :class:`~pipeline.train.data.PairDataset`, the
 bottom input of patch j, the offset o_ij and the cached top-stream features of patch i.
-Loss: the squared error ``||target - h3||^2`` summed or averaged over the pairs
-(``train.loss``, which only changes the objective's scale, hence the step size). The
+Loss: the squared error ``||target - h3||^2`` summed over the pairs, averaged over them,
+or averaged over pairs and dimensions (``train.loss``, which only changes the objective's
+scale, hence the SGD step size; the sum-equivalent lr is logged at the start). The
 context module learns at ``lr * context_lr_mult``; ``output_bias: mean`` starts b2 at the
-mean training target.
+mean training target. ``train.context_warmup_epochs`` freezes the bottom stream's
+trainable head (:meth:`SCNMethod.warmup_frozen`) while the context module learns; model
+selection scores epochs by ``test_explained``.
 
 Losses in logs, history and metrics are *per pair*: the squared error summed over the
 feature dimension, averaged over pairs, whatever ``train.loss``. The held-out metrics
 of each epoch: the loss, the share of the held-out targets' variance it explains (> 0
 beats predicting the mean), the spread of h3 and the drift of h1 from the network the
-bottom stream started as (:func:`evaluate`).
+bottom stream started as (:func:`evaluate`). The stage's metrics describe the epoch whose
+weights ``model.pt`` holds (the last, or the best with ``train.select: best``).
 
 :func:`build_method` builds the method for the train stage (backbone, target caches,
 pairs, provenance); :func:`fit` trains a given SCN on given pair sets.
@@ -179,6 +183,8 @@ class SCNMethod(Method):
         "h1_norm_ratio",
     )
     loss_label: ClassVar[str] = "loss per pair (squared error)"
+    select_key: ClassVar[str] = "test_explained"
+    select_mode: ClassVar[Literal["max", "min"]] = "max"
 
     def __init__(
         self,
@@ -200,7 +206,14 @@ class SCNMethod(Method):
 
     @property
     def reduction(self) -> Literal["sum", "mean"]:
-        return self.cfg.loss
+        return "sum" if self.cfg.loss == "sum" else "mean"
+
+    def loss_factor(self, batch_size: int) -> int:
+        """How many times smaller ``train.loss`` is than the summed loss on a full batch:
+        1 (``sum``), B (``mean``), B x D (``element_mean``); with SGD, ``lr`` on it takes
+        the step of ``lr / factor`` on the sum."""
+        d = self.train_set.target_dim
+        return {"sum": 1, "mean": batch_size, "element_mean": batch_size * d}[self.cfg.loss]
 
     def check_data(self) -> None:
         if len(self.train_set) == 0:
@@ -216,7 +229,25 @@ class SCNMethod(Method):
             {"params": context, "lr": cfg.lr * cfg.context_lr_mult},
         ]
 
+    def warmup_frozen(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """The bottom stream's trainable head: h1 stays the original network's during the
+        warm-up while the context module learns."""
+        return [(f"head.{n}", p) for n, p in self.model.head.named_parameters() if p.requires_grad]
+
     def setup(self, device: torch.device, resumed: bool) -> None:
+        cfg = self.cfg
+        b, d = cfg.batch_size, self.train_set.target_dim
+        if cfg.optimizer == "sgd":
+            sum_lr = cfg.lr / self.loss_factor(b)  # the same SGD step on the summed loss
+            log.info(
+                "train.loss=%s, lr %.3g: with SGD the step of lr %.3g on the summed loss (the "
+                "paper's objective, at lr 1e-3), %.3g on the per-pair mean, %.3g on the "
+                "per-element mean (batch %d, %d target dims)",
+                cfg.loss, cfg.lr, sum_lr, sum_lr * b, sum_lr * b * d, b, d,
+            )  # fmt: skip
+        else:
+            log.info("train.loss=%s, lr %.3g with %s: the step barely depends on the loss scale",
+                     cfg.loss, cfg.lr, cfg.optimizer)  # fmt: skip
         # the predict-the-mean baseline: a context module that ignores its inputs scores this
         self.test_var, _ = target_variance(self.test_set)
         _, train_mean = target_variance(self.train_set)
@@ -245,8 +276,8 @@ class SCNMethod(Method):
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> BatchLoss:
         n = len(batch["x"])
         loss = scn_loss(out.float(), batch["target"], self.cfg.loss)  # scalar
-        per_pair = loss.detach() * (n if self.cfg.loss == "mean" else 1)
-        return BatchLoss(loss, per_pair, n)
+        total = loss.detach() * self.loss_factor(n)  # summed over the pairs of the batch
+        return BatchLoss(loss, total, n)
 
     def evaluate(self, device: torch.device, info: DistInfo, amp: bool) -> dict[str, float]:
         test = evaluate(self.model, self.test_set, device, self.from_trunk, info, amp)
@@ -287,7 +318,7 @@ class SCNMethod(Method):
                      history)  # fmt: skip
 
     def metrics(self, result: FitResult) -> dict[str, Any]:
-        last = result.history[-1]
+        last = result.selected  # the epoch model.pt holds
         return {
             "train_loss": last["train_loss"],
             "test_loss": last["test_loss"],
