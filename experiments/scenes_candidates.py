@@ -48,6 +48,7 @@ CANDIDATES: dict[str, tuple[tuple[str, ...], str]] = {
         "fainter cues than v2",
     ),
     "v2-bold": ((*V2, "cue_contrast_min=0.5", "cue_contrast_max=1.0"), "bolder cues than v2"),
+    "v2-noisy": ((*V2, "nuisance=2.0"), "v2 with twice the per-object nuisance"),
     "v2-bold-calm": (
         (*V2, "cue_contrast_min=0.5", "cue_contrast_max=1.0", "nuisance=0.5"),
         "bold cues, half the nuisance",
@@ -148,9 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n-train", type=int, default=None, help="default: params' scenes.n_train")
     ap.add_argument("--n-test", type=int, default=None, help="default: params' scenes.n_test")
     ap.add_argument("--out", default=None, help="write the rows as JSON here")
+    ap.add_argument(
+        "--diagnose",
+        action="append",
+        default=[],
+        help="diagnose.KEY=VALUE override of the measurement (e.g. ceiling_epochs=20)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     params = load_params(args.params)
+    if args.diagnose:
+        dcfg = to_dict(params.diagnose)
+        for text in args.diagnose:
+            key, value = parse_override(text)
+            if key not in dcfg:
+                raise SystemExit(f"--diagnose {text!r}: diagnose.{key} is not a key")
+            dcfg[key] = value
+        params = dataclasses.replace(
+            params, diagnose=build(type(params.diagnose), dcfg, "diagnose")
+        )
     chosen = dict(CANDIDATES)
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]

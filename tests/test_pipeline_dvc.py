@@ -58,3 +58,32 @@ def test_bad_param_stops_stage_with_one_clear_line(tmp_path):
     assert run.returncode != 0
     assert "scenes.image_size: 10 is out of range; allowed: >= 64" in run.stderr + run.stdout
     assert not (repo / "data" / "scenes").exists()
+
+
+@pytest.mark.slow
+def test_dvc_repro_diagnose_on_a_folder_of_real_photos(tmp_path):
+    """`dvc repro diagnose` on real photographs in VOC layout (tools/real_photos.py): the
+    dataset switch, non-square JPEGs, VOC's 20 classes with most absent, few objects."""
+    from tools.real_photos import write_real_photos
+
+    params = tiny_params(
+        {
+            "dataset": "voc2012",
+            "data": {"voc_root": "data/real/VOCdevkit", "eval_test_split": "val",
+                     "scn_split": "train"},
+            "diagnose": {"max_pairs": 200},
+        }
+    )  # fmt: skip
+    repo = make_repo(tmp_path, params)
+    write_real_photos(repo / "data" / "real")
+    run = dvc(repo, "repro", "diagnose", timeout=1200)
+    assert run.returncode == 0, run.stderr[-3000:]
+    m = json.loads((repo / "metrics" / "diagnose.json").read_text())
+    assert m["splits"] == {"eval_train": "train", "eval_test": "val", "scn": "train"}
+    assert m["n_objects_total"] == {"train": 12, "test": 13}
+    # only person (and bus) are present: every other VOC class has no AP, and is said so
+    assert set(m["original"]["classes_without_ap"]) >= {"cat", "dog", "aeroplane"}
+    assert m["original"]["per_class"]["person"]["ap"] is not None
+    assert m["context"]["majority_rate"] > 0 and m["targets"]["n_gt_pairs"]["train"] > 0
+    assert m["proposals"]["train"]["patches"] > 0
+    assert (repo / "plots" / "diagnose.png").stat().st_size > 1000
