@@ -182,12 +182,16 @@ def render_results(runs: list[Run], context: dict) -> str:
     base = context.get("base_params", {})
     backbone = ok[0].params.get("backbone", "?") if ok else base.get("backbone", "?")
     dataset = ok[0].params.get("dataset", "?") if ok else base.get("dataset", "?")
+    described = f"`{dataset}`"
+    if dataset == "scenes":  # which rules generated them (docs/scenes.md)
+        scenes = (ok[0].params if ok else base).get("scenes", {})
+        described = f"`scenes` (generator version {scenes.get('version', 1)}, docs/scenes.md)"
     out: list[str] = [
         "# Results: SCN across proposal mechanisms",
         "",
         f"Generated {context.get('generated', '?')} by `{context.get('command', '?')}` "
         f"(DVC {context.get('dvc_version', '?')}), backbone `{backbone}`, dataset "
-        f"`{dataset}`. Paper numbers: VOC, REFERENCE.md section 3. Our numbers are "
+        f"{described}. Paper numbers: VOC, REFERENCE.md section 3. Our numbers are "
         "percent with two decimals; differences are SCN minus original, in points.",
         "",
         "## Experiments",

@@ -25,6 +25,7 @@ from pipeline.params import Params
 from pipeline.runner import run_stage
 
 TINY = ScenesConfig(n_train=6, n_val=2, n_test=4, image_size=128)
+V2 = {"version": 2, "cue_probability": 1.0}  # version 2's rules (docs/scenes.md)
 
 
 def files(year: Path) -> dict[str, bytes]:
@@ -249,14 +250,16 @@ def test_version_1_is_byte_identical_to_the_rules_before_version_2(tmp_path):
     cfg = dataclasses.replace(TINY, version=1, cue_probability=0.6)
     generate_scenes(tmp_path, cfg)
     assert tree_sha256(tmp_path / "VOCdevkit" / "SCENES") == V1_TINY_SHA256
-    generate_scenes(tmp_path / "v2", dataclasses.replace(cfg, version=2))
+    generate_scenes(tmp_path / "v2", dataclasses.replace(cfg, **V2))
     assert tree_sha256(tmp_path / "v2" / "VOCdevkit" / "SCENES") != V1_TINY_SHA256
 
 
 def test_version_2_discs_always_show_a_faint_cue(monkeypatch):
     """Every disc carries its class detail, at an opacity inside the configured range, and
     the detail layer is drawn at that opacity (a weak cue, never an absent one)."""
-    cfg = dataclasses.replace(TINY, cue_contrast_min=0.3, cue_contrast_max=0.5, image_size=192)
+    cfg = dataclasses.replace(
+        TINY, **V2, cue_contrast_min=0.3, cue_contrast_max=0.5, image_size=192
+    )
     seen: list = []
     render_item = render_mod._render_item
 
@@ -277,13 +280,14 @@ def test_version_2_discs_always_show_a_faint_cue(monkeypatch):
         item = scenes_mod.Item("round", 0, 0, 60, 60, cls=cls, cue=True, extra={"cue_alpha": 0.4})
         layers = glyphs_mod.GLYPHS["round"](item, 60, 60, rng)
         assert len(layers) == 2 and layers[0][0].max() == 255, cls
-        assert layers[1][0].max() == round(255 * 0.4), cls  # the detail, at the cue's opacity
+        # the detail at the cue's opacity (the sun's glow peaks at the disc's centre pixel)
+        assert 0.9 * 255 * 0.4 <= layers[1][0].max() <= round(255 * 0.4), cls
 
 
 def test_version_2_never_writes_a_sliver_box():
     """Version 1 could annotate a one-pixel-wide sliver at the border (xmin == xmax), which
     the reader rejects as zero-area, skipping the whole image; version 2 leaves it out."""
-    cfg = dataclasses.replace(TINY, image_size=64, out_of_context=1.0)
+    cfg = dataclasses.replace(TINY, **V2, image_size=64, out_of_context=1.0)
     n = 0
     for k in range(150):
         for o in render_scene(cfg, k)[1]:
@@ -293,8 +297,8 @@ def test_version_2_never_writes_a_sliver_box():
 
 
 def test_unlabelled_pool_follows_the_test_split_and_changes_no_other_image(tmp_path):
-    generate_scenes(tmp_path / "a", TINY)
-    generate_scenes(tmp_path / "b", dataclasses.replace(TINY, n_unlabelled=5))
+    generate_scenes(tmp_path / "a", dataclasses.replace(TINY, **V2))
+    generate_scenes(tmp_path / "b", dataclasses.replace(TINY, **V2, n_unlabelled=5))
     a = files(tmp_path / "a" / "VOCdevkit" / "SCENES")
     b = files(tmp_path / "b" / "VOCdevkit" / "SCENES")
     ids = split_ids(dataclasses.replace(TINY, n_unlabelled=5))

@@ -91,14 +91,14 @@ class ScenesConfig:
         "rotation); 0 gives flat clean shapes, 2 very noisy ones",
     )
     version: int = param(
-        2,
+        1,
         ge=1,
         le=2,
         help="generator rules (docs/scenes.md): 1 = the rules before 2026-12 (cues absent "
         "40% of the time); 2 = weak cues always present, faint by cue_contrast_*",
     )
     cue_probability: float = param(
-        1.0,
+        0.6,
         ge=0.0,
         le=1.0,
         help="chance that a round object (sun, ball, plate, wheel) shows its class detail "
