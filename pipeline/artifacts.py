@@ -66,6 +66,10 @@ class PathsConfig:
     def checkpoint_file(self) -> Path:
         return Path(self.train) / CHECKPOINT
 
+    def doersch_trunk_file(self, split: str) -> Path:
+        """``method: doersch``: the frozen trunk's output for the sampled pairs of ``split``."""
+        return Path(self.train) / f"doersch_{split}.h5"
+
     def metrics_file(self, stage: str) -> Path:
         return Path(self.metrics) / f"{stage}.json"
 

@@ -1,4 +1,4 @@
-"""The top-level parameters: three switches and one section per stage."""
+"""The top-level parameters: four switches and one section per stage."""
 
 from __future__ import annotations
 
@@ -17,16 +17,19 @@ from pipeline.pairs.config import PairsConfig
 from pipeline.proposals.config import Proposal, ProposalsConfig
 from pipeline.synthetic.config import SyntheticConfig
 from pipeline.targets.config import TargetsConfig
-from pipeline.train.config import TrainConfig
+from pipeline.train.config import DoerschConfig, TrainConfig
 
-# The three switches. Each choice has an implementation in a registry (tests/test_config.py
+# The four switches. Each choice has an implementation in a registry (tests/test_config.py
 # ties them): dataset -> pipeline.data.voc.dataset_dir, proposal ->
-# pipeline.proposals.stage.METHODS, backbone -> pipeline.backbones.BACKBONES.
+# pipeline.proposals.stage.METHODS, backbone -> pipeline.backbones.BACKBONES, method ->
+# pipeline.train.stage.METHODS.
 Dataset = Literal["scenes", "voc2007", "voc2012"]
 BackboneName = Literal["efficientnet_lite0", "vgg19", "alexnet", "resnet50"]
+MethodName = Literal["scn", "doersch"]
 DATASETS: tuple[str, ...] = get_args(Dataset)
 PROPOSALS: tuple[str, ...] = get_args(Proposal)
 BACKBONES: tuple[str, ...] = get_args(BackboneName)
+METHODS: tuple[str, ...] = get_args(MethodName)
 
 
 @dataclass(frozen=True)
@@ -34,6 +37,7 @@ class Params:
     dataset: Dataset = "scenes"
     proposal: Proposal = "edgebox"
     backbone: BackboneName = "efficientnet_lite0"
+    method: MethodName = "scn"
     paths: PathsConfig = field(default_factory=PathsConfig)
     data: DataConfig = field(default_factory=DataConfig)
     scenes: ScenesConfig = field(default_factory=ScenesConfig)
@@ -42,6 +46,7 @@ class Params:
     network: NetworkConfig = field(default_factory=NetworkConfig)
     targets: TargetsConfig = field(default_factory=TargetsConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    doersch: DoerschConfig = field(default_factory=DoerschConfig)
     classify: ClassifyConfig = field(default_factory=ClassifyConfig)
     detect: DetectConfig = field(default_factory=DetectConfig)
     diagnose: DiagnoseConfig = field(default_factory=DiagnoseConfig)

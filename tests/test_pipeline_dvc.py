@@ -87,3 +87,30 @@ def test_dvc_repro_diagnose_on_a_folder_of_real_photos(tmp_path):
     assert m["context"]["majority_rate"] > 0 and m["targets"]["n_gt_pairs"]["train"] > 0
     assert m["proposals"]["train"]["patches"] > 0
     assert (repo / "plots" / "diagnose.png").stat().st_size > 1000
+
+
+@pytest.mark.slow
+def test_method_doersch_reruns_training_and_evaluation_only(tmp_path):
+    """`dvc exp run -S method=doersch` after a repro: the switch is a param of train and
+    of nothing upstream, so only train and the stages reading model.pt (classify, detect)
+    run again; the evaluation stages read the Doersch bottom stream like the SCN's."""
+    repo = make_repo(tmp_path, tiny_params())
+    first = dvc(repo, "repro")
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["method"] = "doersch"  # what `-S method=doersch` writes
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    status = dvc(repo, "status", "--json")
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert set(json.loads(status.stdout)) == {"train"}  # the only stage whose params changed
+    again = dvc(repo, "repro")
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+    ran = {name for name in stages if f"Running stage '{name}'" in again.stdout}
+    assert ran == {"train", "classify", "detect"}, again.stdout[-3000:]
+    train = json.loads((repo / "metrics" / "train.json").read_text())
+    assert train["chance_accuracy"] == 0.125 and 0 <= train["test_accuracy"] <= 1
+    classify = json.loads((repo / "metrics" / "classify.json").read_text())
+    assert "map" in classify["obj"]["scn"] and "skipped" in classify["context"]
+    assert "map" in json.dumps(json.loads((repo / "metrics" / "detect.json").read_text()))
+    assert (repo / "data" / "train" / "doersch_train.h5").is_file()

@@ -14,7 +14,8 @@ Paper sections 4.2 to 4.4 (Tables 1 and 2, Figure 6); protocol in
   top patch's own original features, (ii) h3 predicted by the trained context module from
   the bottom patch's SCN h1 and the offset o_ij (computed as in the pairs stage), (iii)
   both, each block L2-normalised, concatenated. Reported: accuracy, and the share of pairs
-  whose two objects share a class.
+  whose two objects share a class. Skipped for a model without a context module
+  (``method: doersch``, whose bottom stream is evaluated like the SCN's otherwise).
 
 Outputs: feature caches ``<paths.classify>/*.h5`` (provenance-checked, reused across
 runs), ``<paths.plots>/classify_ap.png`` (per-class AP, original vs SCN: Figure 6) and the
@@ -320,9 +321,13 @@ def run_classify(
         res["n_test"] = len(feats[setting]["original"]["test"]["features"])
         results[setting] = res
     metrics.update(results)
-    metrics["context"] = context_classification(
-        cfg, offset_scale, datasets, feats["obj"], trained, rng
-    )
+    if trained.context_module is not None:
+        metrics["context"] = context_classification(
+            cfg, offset_scale, datasets, feats["obj"], trained, rng
+        )
+    else:  # a bottom stream trained without a context module (method doersch): no h3
+        log.info("context classification skipped: %s has no context module", paths.model_file)
+        metrics["context"] = {"skipped": f"no context module (method {trained.method})"}
     metrics["skipped"] = {role: ds.policy.metrics() for role, ds in datasets.items()}
     plot_per_class_ap(paths.plot_file(PLOT_NAME), classes, results)
     return metrics

@@ -1,11 +1,12 @@
-"""Configuration of the train stage (bottom stream + spatial context module)."""
+"""Configuration of the train stage: the loop and the SCN (``train``), Doersch et al.
+(``doersch``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from pipeline.config import device_param, param
+from pipeline.config import ConfigError, device_param, param
 
 
 @dataclass(frozen=True)
@@ -76,3 +77,54 @@ class TrainConfig:
     preload_max_mb: int = param(
         2048, ge=0, help="read cached targets/trunk arrays up to this size into memory"
     )
+
+
+@dataclass(frozen=True)
+class DoerschConfig:
+    """Doersch et al.'s context prediction (``method: doersch``; the ``doersch`` section).
+
+    Defaults are the paper's values (ICCV 2015 section 3 and the authors' ``train.py``):
+    96 px patches in a 3x3 grid with 48 px gaps, each patch jittered by up to 7 px, the
+    image resized to 150K-450K pixels; colour dropping against chromatic aberration;
+    fc7 4096 and fc8 4096 over the concatenated pair, then the 8-way classifier.
+    ``patch``, ``gap`` and ``jitter`` are pixels of the image *resized* to a pixel count
+    drawn from ``image_pixels``, so they scale with the image (a grid that does not fit
+    is scaled down until it does). The loop's other settings (momentum, weight decay, lr
+    step, warm-up, epochs, batch, bn, dropout, device, ...) are ``train.*``.
+    """
+
+    seed: int = param(0, ge=0, help="seeds the fixed set of sampled grids")
+    grids_per_image: int = param(
+        4, ge=1, help="3x3 grids sampled once per image, 8 pairs each (authors' code: 4)"
+    )
+    patch: float = param(96.0, gt=0, help="patch side, pixels of the resized image")
+    gap: float = param(48.0, ge=0, help="gap between neighbouring grid cells, resized pixels")
+    jitter: float = param(7.0, ge=0, help="each patch moves by up to this many resized pixels")
+    image_pixels: tuple[float, float] = param(
+        (150_000.0, 450_000.0), gt=0, help="[min, max] pixel count the image is resized to"
+    )
+    color: Literal["drop", "project", "none"] = param(
+        "drop", help="against chromatic aberration: drop 2 of 3 channels, or project colours"
+    )
+    hidden: tuple[int, ...] = param(
+        (4096, 4096), ge=1, help="sizes of the fc layers over the concatenated pair (fc7, fc8)"
+    )
+    lr: float = param(
+        1e-3,
+        gt=0,
+        help="learning rate, replaces train.lr (not the paper's: the authors' code used 1e-5 "
+        "on the cross-entropy summed over a batch, with BatchNorm in every layer)",
+    )
+
+    def validate(self) -> None:
+        lo, hi = self.image_pixels
+        if lo > hi:
+            raise ConfigError(
+                f"doersch.image_pixels: {list(self.image_pixels)} has min > max; "
+                "allowed: [min, max] with min <= max"
+            )
+        if 2 * self.jitter > self.gap:
+            raise ConfigError(
+                f"doersch.jitter: {self.jitter} lets neighbouring patches touch across the "
+                f"gap of {self.gap}; allowed: <= gap / 2 = {self.gap / 2}"
+            )

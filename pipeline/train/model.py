@@ -10,7 +10,9 @@ scope (``nn.Identity`` for scope ``all``); with a trunk cache it is never run.
 
 After training, :func:`save_trained` writes ``model.pt`` (the whole bottom stream as a
 state dict of the backbone's model, the context module, the resolved config and the
-provenance) and :func:`load_trained` gives back a :class:`TrainedSCN` whose
+provenance; another method, ``method: doersch``, writes the same bottom-stream part,
+:func:`bottom_stream_payload`, without a context module) and :func:`load_trained` gives
+back a :class:`TrainedSCN` whose
 ``features(x)`` is h1 of the trained bottom stream and whose ``backbone`` is a
 :class:`~pipeline.backbones.registry.Backbone` carrying the trained weights.
 """
@@ -34,6 +36,21 @@ log = logging.getLogger(__name__)
 
 MODEL_FORMAT = "scn-model/1"
 BN_MODES = ("frozen", "batch")
+#: the training methods whose model.pt :func:`load_trained` reads (``method`` in params)
+METHODS = ("scn", "doersch")
+#: the tensor-valued entries of model.pt, kept out of :attr:`TrainedSCN.config`
+STATE_KEYS = ("bottom_stream", "context", "classifier")
+
+
+def head_train_mode(head: nn.Module, bn: str, dropout: bool) -> None:
+    """The train-mode behaviours of a trained head: its BatchNorm layers use batch
+    statistics only with ``bn="batch"``, everything else (dropout, drop-connect) is on
+    only with ``dropout``; otherwise the head computes the original network's function."""
+    for m in head.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.train(bn == "batch")
+        else:
+            m.train(dropout)
 
 
 class SCN(nn.Module):
@@ -75,11 +92,7 @@ class SCN(nn.Module):
         super().train(mode)
         self.trunk.eval()
         if mode:
-            for m in self.head.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.train(self.bn == "batch")
-                else:
-                    m.train(self.dropout)
+            head_train_mode(self.head, self.bn, self.dropout)
         return self
 
     def bottom(self, x: torch.Tensor, from_trunk: bool) -> torch.Tensor:
@@ -117,7 +130,7 @@ def build_scn(
     return SCN(trunk, head, backbone.feature_dim, target_dim, hidden, use_offset, bn, dropout)
 
 
-def bottom_stream_state(backbone, scope: str, model: SCN) -> dict[str, torch.Tensor]:
+def bottom_stream_state(backbone, scope: str, model: nn.Module) -> dict[str, torch.Tensor]:
     """State dict of ``backbone.model`` with the (trained) trunk and head of ``model``.
 
     The backbone's stages share their parameters with ``backbone.model``; the trunk and the
@@ -137,6 +150,31 @@ def bottom_stream_state(backbone, scope: str, model: SCN) -> dict[str, torch.Ten
     return {k: v.detach().cpu().clone() for k, v in backbone.model.state_dict().items()}
 
 
+def bottom_stream_payload(backbone, scope: str, model: nn.Module, method: str) -> dict[str, Any]:
+    """The part of ``model.pt`` every method writes: the trained bottom stream (``model``'s
+    ``trunk`` and ``head``, see :func:`bottom_stream_state`) and what rebuilds it."""
+    if method not in METHODS:
+        raise ValueError(f"method: {method!r} is not a valid choice; allowed: {', '.join(METHODS)}")
+    return {
+        "format": MODEL_FORMAT,
+        "method": method,
+        "backbone": backbone.name,
+        "input_size": int(backbone.input_size),
+        "scope": scope,
+        "layer": backbone.layer,
+        "mean": list(backbone.mean),
+        "std": list(backbone.std),
+        "feature_dim": int(backbone.feature_dim),
+        "bottom_stream": bottom_stream_state(backbone, scope, model),
+    }
+
+
+def write_trained(path: str | Path, payload: dict[str, Any]) -> None:
+    """Write a ``model.pt`` payload atomically; the same content gives the same bytes."""
+    with atomic_path(path) as tmp:
+        torch.save(canonical(payload), tmp)  # same content, same bytes (DVC hashes it)
+
+
 def save_trained(
     path: str | Path,
     model: SCN,
@@ -154,25 +192,16 @@ def save_trained(
     """
     ctx = model.context
     payload = {
-        "format": MODEL_FORMAT,
-        "backbone": backbone.name,
-        "input_size": int(backbone.input_size),
-        "scope": scope,
-        "layer": backbone.layer,
-        "mean": list(backbone.mean),
-        "std": list(backbone.std),
-        "feature_dim": int(backbone.feature_dim),
+        **bottom_stream_payload(backbone, scope, model, "scn"),
         "target_dim": int(ctx.v2.out_features),
         "hidden": int(ctx.v1.out_features),
         "use_offset": bool(ctx.use_offset),
-        "bottom_stream": bottom_stream_state(backbone, scope, model),
         "context": {k: v.detach().cpu().clone() for k, v in ctx.state_dict().items()},
         "config": config,
         "provenance": provenance,
         "history": history or [],
     }
-    with atomic_path(path) as tmp:
-        torch.save(canonical(payload), tmp)  # same content, same bytes (DVC hashes it)
+    write_trained(path, payload)
 
 
 @dataclass
@@ -180,7 +209,8 @@ class TrainedSCN:
     """A trained SCN loaded from ``model.pt`` (eval mode, frozen, on ``device``).
 
     ``features(x)``: h1 of the trained bottom stream for normalised images (B, 3, S, S);
-    ``context(h1, offset)``: h3 predicted by the context module; ``backbone``: a Backbone
+    ``context(h1, offset)``: h3 predicted by the context module (``context_module`` is
+    None for a method without one, ``method: doersch``); ``backbone``: a Backbone
     whose model/stages carry the trained bottom-stream weights (``detection_parts()``,
     ``split()`` work on it); ``config``: the resolved config sections saved by the train
     stage (``train``, ``network``, ...) plus the model metadata (``backbone``, ``scope``,
@@ -190,7 +220,7 @@ class TrainedSCN:
     backbone: Any
     trunk: nn.Module
     head: nn.Module
-    context_module: ContextModule
+    context_module: ContextModule | None
     config: dict[str, Any]
     path: Path
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
@@ -213,12 +243,18 @@ class TrainedSCN:
 
     @property
     def use_offset(self) -> bool:
-        return bool(self.config["use_offset"])
+        return bool(self.config.get("use_offset", False))
+
+    @property
+    def method(self) -> str:
+        """The training method that wrote the model (``scn`` or ``doersch``)."""
+        return str(self.config.get("method", "scn"))
 
     def to(self, device: str | torch.device) -> TrainedSCN:
         self.device = torch.device(device)
         for m in (self.trunk, self.head, self.context_module, self.backbone.model):
-            m.to(self.device)
+            if m is not None:
+                m.to(self.device)
         return self
 
     @torch.no_grad()
@@ -230,6 +266,11 @@ class TrainedSCN:
     @torch.no_grad()
     def context(self, h1: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
         """(B, D) h1 and (B, 8) offsets -> (B, D_T) h3."""
+        if self.context_module is None:
+            raise ValueError(
+                f"{self.path}: trained by method {self.method!r}, which has no context "
+                "module (h3); allowed: a model of method 'scn'"
+            )
         h1 = h1.to(self.device)
         offset = offset.to(self.device) if offset is not None else None
         if not self.use_offset:
@@ -251,6 +292,9 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise DataError(path, f"format {got!r}; allowed: {MODEL_FORMAT}")
+    method = payload.get("method", "scn")  # files written before the method switch: scn
+    if method not in METHODS:
+        raise DataError(path, f"method {method!r}; allowed: {', '.join(METHODS)}")
     bb = build_backbone(payload["backbone"], pretrained=False, input_size=payload["input_size"])
     try:
         bb.model.load_state_dict(payload["bottom_stream"], strict=True)
@@ -260,14 +304,16 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
     bb.weights_path, bb.weights_sha256 = str(path), sha256_file(path)
     trunk, head = bb.split(payload["scope"])
     head.eval().requires_grad_(False)
-    ctx = ContextModule(
-        payload["feature_dim"],
-        payload["target_dim"],
-        hidden=payload["hidden"],
-        use_offset=payload["use_offset"],
-    )
-    ctx.load_state_dict(payload["context"])
-    ctx.eval().requires_grad_(False)
-    meta = {k: v for k, v in payload.items() if k not in ("bottom_stream", "context", "config")}
+    ctx = None
+    if "context" in payload:  # the SCN's context module
+        ctx = ContextModule(
+            payload["feature_dim"],
+            payload["target_dim"],
+            hidden=payload["hidden"],
+            use_offset=payload["use_offset"],
+        )
+        ctx.load_state_dict(payload["context"])
+        ctx.eval().requires_grad_(False)
+    meta = {k: v for k, v in payload.items() if k not in (*STATE_KEYS, "config")}
     config = {**payload["config"], **meta}  # train/network/... sections + model metadata
     return TrainedSCN(bb, trunk, head, ctx, config, path).to(device)

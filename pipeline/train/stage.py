@@ -1,7 +1,9 @@
 """The ``train`` stage: fit a method's network, write model.pt, plots and metrics.
 
-The method (the SCN for now: the bottom stream and the context module, paper section 3)
-supplies the model, the batches, the loss and the held-out metrics; the loop
+The method (``method`` in params, :data:`METHODS`: ``scn``, the bottom stream and the
+context module of paper section 3; ``doersch``, Doersch et al.'s context prediction over
+the same bottom stream) supplies the model, the batches, the loss and the held-out
+metrics; the loop
 (:mod:`pipeline.train.loop`) trains it, writing ``<paths.train>/checkpoint.pt`` each
 epoch so that ``train.resume`` continues an interrupted run to the same weights. At the
 end rank 0 writes ``<paths.train>/model.pt`` (the same content, the same bytes, whether
@@ -17,16 +19,19 @@ epoch run. The metrics describe that epoch, and add ``best_epoch`` and
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pipeline.config import to_dict
+from pipeline.config import ConfigError, to_dict
 from pipeline.seed import seed_everything
-from pipeline.train.config import TrainConfig
+from pipeline.train.config import DoerschConfig, TrainConfig
 from pipeline.train.distributed import init_distributed_from_env, teardown
 from pipeline.train.history import without_wall_clock, write_history
 from pipeline.train.loop import fit, history_fields
-from pipeline.train.methods import scn
+from pipeline.train.methods import doersch, scn
+from pipeline.train.methods.base import Method
 
 if TYPE_CHECKING:
     from pipeline.artifacts import PathsConfig
@@ -34,6 +39,32 @@ if TYPE_CHECKING:
     from pipeline.data.voc import DatasetRef
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MethodInputs:
+    """What a method builder may read: the dataset, the network, the sections, the paths."""
+
+    dataset_ref: DatasetRef
+    backbone: str
+    net: NetworkConfig
+    cfg: TrainConfig
+    doersch: DoerschConfig
+    splits: tuple[str, str]
+    paths: PathsConfig
+
+
+def _scn(a: MethodInputs) -> Method:
+    return scn.build_method(a.dataset_ref, a.backbone, a.net, a.cfg, a.splits, a.paths)
+
+
+def _doersch(a: MethodInputs) -> Method:
+    return doersch.build_method(a.dataset_ref, a.backbone, a.net, a.cfg, a.doersch, a.splits,
+                                a.paths)  # fmt: skip
+
+
+#: ``method`` in params -> the builder of its :class:`~pipeline.train.methods.base.Method`
+METHODS: dict[str, Callable[[MethodInputs], Method]] = {"scn": _scn, "doersch": _doersch}
 
 
 def stage(
@@ -44,47 +75,60 @@ def stage(
     cfg: TrainConfig,
     splits: tuple[str, str],
     paths: PathsConfig,
+    method: str = "scn",
+    doersch_cfg: DoerschConfig | None = None,
 ) -> dict | None:
-    """Train the SCN on the pairs and target caches of ``splits[0]`` (``splits[1]`` held
-    out); write model.pt, plots; return the metrics (``None`` on other DDP ranks).
-    ``proposal`` is recorded in model.pt's config."""
+    """Train ``method`` (the SCN on the pairs and target caches of ``splits[0]``, or
+    Doersch's task on its images; ``splits[1]`` held out); write model.pt, plots; return
+    the metrics (``None`` on other DDP ranks). ``proposal`` is recorded in model.pt's
+    config."""
+    if method not in METHODS:
+        raise ConfigError(
+            f"method: {method!r} is not a valid choice; allowed: {', '.join(METHODS)}"
+        )
+    doersch_cfg = doersch_cfg or DoerschConfig()
     info = init_distributed_from_env(cfg.device)
     seed_everything(cfg.seed)
-    method = scn.build_method(dataset_ref, backbone, net, cfg, splits, paths)
+    inputs = MethodInputs(dataset_ref, backbone, net, cfg, doersch_cfg, splits, paths)
+    trainer = METHODS[method](inputs)
     out_dir = Path(paths.train)
     out_dir.mkdir(parents=True, exist_ok=True)
-    result = fit(method, cfg, checkpoint=paths.checkpoint_file, meta=method.resume_meta())
+    meta = {**trainer.resume_meta(), "method": method}
+    result = fit(trainer, cfg, checkpoint=paths.checkpoint_file, meta=meta)
     metrics: dict[str, Any] = {}
     if info.is_main:
         config = {
+            "method": method,
             "train": to_dict(cfg),
             "network": to_dict(net),
             "backbone": backbone,
             "dataset": dataset_ref.name,
             "proposal": proposal,
         }
-        method.save_trained(paths.model_file, config, without_wall_clock(result.history))
-        baseline = method.baseline()
+        if method == "doersch":
+            config["doersch"] = to_dict(doersch_cfg)
+        trainer.save_trained(paths.model_file, config, without_wall_clock(result.history))
+        baseline = trainer.baseline()
         write_history(
             result.history,
-            history_fields(method),
+            history_fields(trainer),
             paths.plot_file("train_loss.csv"),
             paths.plot_file("train_loss.png"),
             baseline[1] if baseline else None,
-            ylabel=method.loss_label,
-            title=f"{method.name} training",
+            ylabel=trainer.loss_label,
+            title=f"{trainer.name} training",
             baseline_label=baseline[0] if baseline else "baseline",
             marker=(result.selected_epoch, "selected (best)") if cfg.select == "best" else None,
         )
         best = result.best_epoch
         metrics = {
-            **method.metrics(result),
+            **trainer.metrics(result),
             "epochs": cfg.epochs,
             "epochs_run": result.history[-1]["epoch"],
             "stopped_early": result.stopped_early,
             "selected_epoch": result.selected_epoch,
             "best_epoch": best,
-            f"best_{method.select_key}": result.history[best - 1][method.select_key]
+            f"best_{trainer.select_key}": result.history[best - 1][trainer.select_key]
             if best is not None
             else None,
             "resumed_from_epoch": result.resumed_epoch,
