@@ -48,6 +48,10 @@ CANDIDATES: dict[str, tuple[tuple[str, ...], str]] = {
         "fainter cues than v2",
     ),
     "v2-bold": ((*V2, "cue_contrast_min=0.5", "cue_contrast_max=1.0"), "bolder cues than v2"),
+    "v2-relation": (
+        (*V2, "cue_style=relation"),
+        "the class only in the centre-rim relation (lighter/darker, more/less saturated)",
+    ),
     "v2-noisy": ((*V2, "nuisance=2.0"), "v2 with twice the per-object nuisance"),
     "v2-bold-calm": (
         (*V2, "cue_contrast_min=0.5", "cue_contrast_max=1.0", "nuisance=0.5"),

@@ -433,3 +433,25 @@ def test_stage_writes_dataset_and_metrics(tmp_path, monkeypatch):
     assert len(open_split(p.dataset_ref, "test")) == 2
     # named VOC2007, the folder loads directly with torchvision
     assert len(VOCDetection(str(tmp_path / "out" / "scenes"), year="2007", image_set="test")) == 2
+
+
+def test_relation_style_puts_the_class_only_in_the_centre_rim_relation():
+    """cue_style: relation: centre and rim of any hue; the class says only which is
+    lighter and which more saturated, and each relation holds for every disc drawn."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    hues = {c: set() for c in scenes_mod.ROUND_CLASSES}
+    for cls, (lighter, richer) in glyphs_mod.RELATIONS.items():
+        for _ in range(30):
+            alpha = rng.uniform(0.25, 1.0)
+            item = scenes_mod.Item("round", 0, 0, 40, 36, cls=cls, cue=True,
+                                   extra={"cue_alpha": alpha, "relation": True})  # fmt: skip
+            (disc, rim), (inner, centre) = glyphs_mod.GLYPHS["round"](item, 40, 36, rng)
+            assert disc[18, 20] == 255 and inner[18, 20] == 255 and inner[18, 1] == 0
+            hsv = cv2.cvtColor(np.stack([rim, centre])[None].astype(np.float32), cv2.COLOR_RGB2HSV)
+            (_, s_r, v_r), (h_c, s_c, v_c) = hsv[0]
+            assert (v_c > v_r) == lighter and abs(v_c - v_r) > 0.5 * alpha, (cls, alpha)
+            assert (s_c > s_r) == richer and abs(s_c - s_r) > 0.5 * alpha, (cls, alpha)
+            hues[cls].add(int(h_c // 60))
+    assert all(len(h) >= 4 for h in hues.values())  # any hue: colour says nothing

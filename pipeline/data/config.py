@@ -104,6 +104,12 @@ class ScenesConfig:
         help="chance that a round object (sun, ball, plate, wheel) shows its class detail "
         "(rays, segments, rim, tyre); without it the four look alike",
     )
+    cue_style: Literal["pattern", "relation"] = param(
+        "pattern",
+        help="version 2: a disc's class is a detail drawn on it (pattern: rays/glow, "
+        "segments, well and rim, tyre) or only the relation between its centre and its rim "
+        "(relation: lighter or darker, more or less saturated; colours random)",
+    )
     cue_contrast_min: float = param(
         0.25,
         gt=0.0,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 from PIL import Image, ImageDraw
 
@@ -56,8 +57,44 @@ def _faint(mask: Image.Image, item: Item) -> np.ndarray:
     return m if alpha >= 1.0 else np.round(m.astype(np.float32) * alpha).astype(np.uint8)
 
 
+# the class of a relation-style disc: (centre lighter than the rim, centre more saturated)
+RELATIONS = {
+    "sun": (True, True),
+    "wheel": (True, False),
+    "plate": (False, False),
+    "ball": (False, True),
+}
+
+
+def _hsv(h: float, s: float, v: float) -> np.ndarray:
+    px = np.array([[[h, s * 255, v * 255]]], dtype=np.float32).round().astype(np.uint8)
+    return cv2.cvtColor(px, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255
+
+
+def _layers_relation(item: Item, w: int, h: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
+    """A two-tone disc, centre and rim, each of any hue; the class is only which of the
+    two is lighter and which more saturated (``RELATIONS``), by 0.35 ``cue_alpha`` each
+    way around a random middle. Pooled features see two colours and a circular edge with
+    either polarity; only a read-out that knows where the centre is sees the relation."""
+    lighter, richer = RELATIONS[item.cls]
+    d = item.extra["cue_alpha"] * 0.35  # each way: the two differ by up to 0.7
+    v, s = _u(rng, 0.1 + d, 0.95 - d), _u(rng, 0.1 + d, 0.95 - d)
+    sign_v, sign_s = (1 if lighter else -1), (1 if richer else -1)
+    centre = _hsv(_u(rng, 0, 180), s + sign_s * d, v + sign_v * d)
+    rim = _hsv(_u(rng, 0, 180), s - sign_s * d, v - sign_v * d)
+    f = _u(rng, 0.5, 0.72)  # the centre's share of the radius
+    cx, cy, rx, ry = w / 2, h / 2, w / 2, h / 2
+    disc, dd = _mask(w, h)
+    dd.ellipse([0, 0, w - 1, h - 1], fill=255)
+    inner, di = _mask(w, h)
+    di.ellipse([cx - rx * f, cy - ry * f, cx + rx * f, cy + ry * f], fill=255)
+    return [(np.asarray(disc), rim), (np.asarray(inner), centre)]
+
+
 def _layers_round(item: Item, w: int, h: int, rng) -> list[tuple[np.ndarray, np.ndarray]]:
     """Disc plus, when ``item.cue``, the class detail. Returns [(mask, rgb), ...]."""
+    if item.extra.get("relation"):
+        return _layers_relation(item, w, h, rng)
     base = _colour(rng)
     detail = np.clip(base * _u(rng, 0.25, 0.55) + (_u(rng, 0, 0.2)), 0, 1)
     if rng.random() < 0.5:  # detail lighter than the base instead of darker
