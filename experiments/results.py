@@ -1,10 +1,12 @@
 """The results table: one DVC experiment per proposal mechanism, written to RESULTS.md.
 
-    .venv/bin/python -m experiments.results                    # all four mechanisms
+    .venv/bin/python -m experiments.results                    # four mechanisms + Doersch
     .venv/bin/python -m experiments.results --proposals bbox,random --set train.epochs=1
 
-For each mechanism it runs ``dvc exp run -S proposal=<m> --name results-<m> [-S ...]``
-in the repository's workspace, one after the other (stages whose inputs did not change
+For each mechanism it runs ``dvc exp run -S proposal=<m> --name results-<m> [-S ...]``,
+and for each baseline method (``--baselines``, default ``doersch``: ``-S method=doersch``
+with the workspace's proposal, first) ``--name results-<method>``, in the repository's
+workspace, one after the other (stages whose inputs did not change
 are skipped or restored from DVC's run cache), then reads every experiment's params and
 metrics back with ``dvc exp show --json`` and writes RESULTS.md: the paper's Table 2
 (linear-SVM mAP, original vs SCN, Obj and Img), Table 1 (context classification),
@@ -47,8 +49,14 @@ ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("experiments.results")
 
 MECHANISMS = ("edgebox", "yolo", "bbox", "random")
-# Column order and labels of the paper's Table 2.
-PAPER_COLUMNS = (("bbox", "BBox"), ("yolo", "YOLO"), ("edgebox", "EdgeBox"), ("random", "Random"))
+# Other training methods, each one experiment with the workspace's proposal: name -> -S
+BASELINES = {"doersch": "method=doersch"}
+# Column order and labels of the paper's Table 2 (Doersch: not in it, our baseline run).
+PAPER_COLUMNS = (("bbox", "BBox"), ("yolo", "YOLO"), ("edgebox", "EdgeBox"), ("random", "Random"),
+                 ("doersch", "Doersch"))  # fmt: skip
+# The SCN paper's Table 4 row for Doersch et al. (VOC2007 test; classification with the
+# whole network fine-tuned, Fast R-CNN detection; REFERENCE.md section 3)
+PAPER_DOERSCH = {"classification": 55.3, "detection": 46.6}
 
 # REFERENCE.md section 3 (percent).
 PAPER_TABLE2 = {
@@ -245,7 +253,7 @@ def render_results(runs: list[Run], context: dict) -> str:
     rows = []
     for net, vals in PAPER_TABLE2.items():
         rows.append([f"{net} (paper, VOC2012), Obj / Img"]
-                    + [f"{vals[k][0]:.1f} / {vals[k][1]:.1f}"
+                    + [f"{vals[k][0]:.1f} / {vals[k][1]:.1f}" if k in vals else "—"
                        for k in ("original", *(m for m, _ in PAPER_COLUMNS))])  # fmt: skip
     ours = [f"{backbone} (ours, {dataset}), Obj / Img", f"{orig_obj} / {orig_img}"]
     for mech, _ in PAPER_COLUMNS:
@@ -258,7 +266,15 @@ def render_results(runs: list[Run], context: dict) -> str:
                 f"{pct(get(r.metrics, 'classify', 'img', 'scn', 'map'))}"
             )
     out += table(header, [*rows, ours])
-    out += [""]
+    out += [
+        "",
+        "Doersch: Doersch et al.'s relative-position task (`method: doersch`) trained from "
+        "the same initial network on the same images, evaluated by the same stages. The "
+        f"SCN paper's Table 4 gives it {PAPER_DOERSCH['classification']:.1f} classification"
+        f" / {PAPER_DOERSCH['detection']:.1f} detection mAP on VOC2007 (whole network "
+        "fine-tuned, not this linear-SVM protocol).",
+        "",
+    ]
     rows = []
     for r in ok:
         c = r.metrics.get("classify", {})
@@ -295,6 +311,8 @@ def render_results(runs: list[Run], context: dict) -> str:
     ]]  # fmt: skip
     for r in ok:
         c = get(r.metrics, "classify", "context") or {}
+        if "skipped" in c:  # a method without a context module (doersch)
+            continue
         rows.append([
             r.mechanism, pct(get(c, "own", "accuracy")), pct(get(c, "context", "accuracy")),
             pct(get(c, "both", "accuracy")), pct(c.get("majority_baseline")),
@@ -553,6 +571,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--proposals", default=",".join(MECHANISMS),
                     help=f"comma-separated subset of {', '.join(MECHANISMS)}")  # fmt: skip
+    ap.add_argument("--baselines", default=",".join(BASELINES),
+                    help=f"comma-separated subset of {', '.join(BASELINES)}, or '' for none "
+                    "(each one experiment with the workspace's proposal)")  # fmt: skip
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra params override passed to every `dvc exp run` as -S")  # fmt: skip
     ap.add_argument("--repo", type=Path, default=ROOT, help="the git + DVC repository")
@@ -564,9 +585,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if bad or not mechs or len(set(mechs)) != len(mechs):
         ap.error(f"--proposals: {args.proposals!r}; allowed: distinct values of "
                  f"{', '.join(MECHANISMS)}")  # fmt: skip
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    if [b for b in baselines if b not in BASELINES] or len(set(baselines)) != len(baselines):
+        ap.error(f"--baselines: {args.baselines!r}; allowed: distinct values of "
+                 f"{', '.join(BASELINES)}, or ''")  # fmt: skip
+    args.baseline_names = baselines
     for s in args.sets:
-        if "=" not in s or s.split("=", 1)[0].strip() in ("", "proposal"):
-            ap.error(f"--set: {s!r}; allowed: KEY=VALUE with a key other than proposal")
+        if "=" not in s or s.split("=", 1)[0].strip() in ("", "proposal", "method"):
+            ap.error(f"--set: {s!r}; allowed: KEY=VALUE with a key other than proposal, method")
     args.mechanisms = mechs
     return args
 
@@ -581,14 +607,21 @@ def main(argv: list[str] | None = None) -> int:
     own = (yaml.safe_load(workspace_bytes) or {}).get("proposal")
 
     runs = [Run(m, f"{args.prefix}-{m}") for m in args.mechanisms]
-    order = sorted(runs, key=lambda r: r.mechanism == own)  # the workspace's own last
+    baselines = [Run(b, f"{args.prefix}-{b}") for b in args.baseline_names]
+    # baselines first, the workspace's own mechanism last (the workspace ends as SCN)
+    order = baselines + sorted(runs, key=lambda r: r.mechanism == own)
+    runs += baselines
     existing = exp_show(repo)
     try:
         for run in order:
             if run.name in existing:
                 log.warning("replacing the existing experiment %s of %s", run.name, commit[:12])
                 repo.dvc("exp", "remove", run.name)
-            run_experiment(repo, run, [f"proposal={run.mechanism}", *args.sets])
+            if run.mechanism in BASELINES:
+                overrides = [f"proposal={own}", BASELINES[run.mechanism], *args.sets]
+            else:
+                overrides = [f"proposal={run.mechanism}", "method=scn", *args.sets]
+            run_experiment(repo, run, overrides)
     finally:
         if params_path.read_bytes() != workspace_bytes:
             with atomic_path(params_path) as tmp:

@@ -46,8 +46,9 @@ def test_render_results_tables_sentences_and_provenance():
     # Table 2, paper form: original once, SCN per mechanism, paper rows beside.
     t2 = row(text, "efficientnet_lite0 (ours, scenes), Obj / Img", "## Table 2")
     assert t2.split(" | ")[1:] == ["40.00 / 60.00", "45.00 / 58.00", "failed", "not run",
-                                   "38.00 / 61.00 |"]  # fmt: skip
+                                   "38.00 / 61.00", "not run |"]  # fmt: skip
     assert "| VGG 19 (paper, VOC2012), Obj / Img | 81.4 / 78.1 | 82.6 / 78.8 |" in text
+    assert row(text, "VGG 19 (paper, VOC2012), Obj / Img", "## Table 2").endswith("| — |")
     assert row(text, "bbox", "## Table 2").startswith(
         "| bbox | 40.00 | 45.00 | +5.00 | 60.00 | 58.00 | -2.00 | 81 / 83 | 10 / 10 |"
     )
@@ -81,6 +82,24 @@ def test_render_results_tables_sentences_and_provenance():
     assert "f" * 64 in text
 
 
+def test_render_results_has_a_doersch_column_and_no_context_row_for_it():
+    edgebox = Run("edgebox", "results-edgebox", "ok", 12.0, "b" * 40, BASE,
+                  fake_metrics((0.40, 0.45), (0.60, 0.58), (0.30, 0.30)))  # fmt: skip
+    metrics = fake_metrics((0.40, 0.42), (0.60, 0.57), (0.30, 0.28))
+    metrics["classify"]["context"] = {"skipped": "the trained model has no context module"}
+    doersch = Run("doersch", "results-doersch", "ok", 20.0, "c" * 40,
+                  {**BASE, "method": "doersch"}, metrics)  # fmt: skip
+    text = render_results([edgebox, doersch], context())
+    t2 = row(text, "efficientnet_lite0 (ours, scenes), Obj / Img", "## Table 2")
+    assert t2.endswith("| 45.00 / 58.00 | not run | 42.00 / 57.00 |")  # EdgeBox, Random, Doersch
+    assert "55.3 classification / 46.6 detection" in text
+    assert row(text, "doersch", "## Table 2").startswith("| doersch | 40.00 | 42.00 | +2.00 |")
+    assert row(text, "doersch", "## Table 4").startswith("| doersch | 30.00 | 28.00 | -2.00 |")
+    table1 = text[text.index("## Table 1") : text.index("## Table 4")]
+    assert "| edgebox |" in table1 and "| doersch |" not in table1  # no context module
+    assert '`method="doersch"`' in row(text, "doersch", "## Experiments")
+
+
 def test_render_results_flags_originals_that_differ():
     a = Run("bbox", "results-bbox", "ok", 1.0, "b" * 40, BASE,
             fake_metrics((0.40, 0.45), (0.6, 0.6), (0.3, 0.3)))  # fmt: skip
@@ -102,8 +121,11 @@ def test_helpers_and_argument_checks():
     }
     args = parse_args(["--proposals", "bbox,random", "--set", "train.epochs=1"])
     assert args.mechanisms == ["bbox", "random"] and args.sets == ["train.epochs=1"]
+    assert args.baseline_names == ["doersch"]  # run by default
+    assert parse_args(["--baselines", ""]).baseline_names == []
     for bad in (["--proposals", "bbox,selective"], ["--proposals", "bbox,bbox"],
-                ["--set", "proposal=yolo"], ["--set", "train.epochs"]):  # fmt: skip
+                ["--set", "proposal=yolo"], ["--set", "train.epochs"], ["--set", "method=scn"],
+                ["--baselines", "pathak"]):  # fmt: skip
         with pytest.raises(SystemExit):
             parse_args(bad)
 
@@ -129,7 +151,7 @@ def experiment_repo(tmp_path_factory):
     before = (repo / "params.yaml").read_bytes()
     out = tmp_path / "out" / "RESULTS.md"
     cmd = [sys.executable, "-m", "experiments.results", "--repo", str(repo),
-           "--output", str(out), "--proposals", "bbox,random",
+           "--output", str(out), "--proposals", "bbox,random", "--baselines", "",
            "--set", "train.epochs=1"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
