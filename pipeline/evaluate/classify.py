@@ -150,15 +150,16 @@ def predict_h3(trained, h1: np.ndarray, offset: np.ndarray, batch_size: int) -> 
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
 
-def context_classification(
+def context_features(
     cfg: ClassifyConfig,
     offset_scale: str,
     splits: dict[str, VOCDataset],
     obj: dict[str, dict[str, dict[str, np.ndarray]]],
     trained,
     rng: np.random.Generator,
-) -> dict:
-    """Paper Table 1 on pairs of ground-truth objects; accuracies of the three inputs."""
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
+    """The inputs of paper Table 1 per role (train, test): ``own``, ``context``, ``both``
+    feature blocks and the top patch's class ``y``; and the same-class share of the pairs."""
     data: dict[str, dict[str, np.ndarray]] = {}
     shares: dict[str, float] = {}
     for role in ("train", "test"):
@@ -182,6 +183,20 @@ def context_classification(
             "y": table.class_index[top].astype(np.int64),
         }
         shares[role] = float(np.mean(table.class_index[top] == table.class_index[bottom]))
+    return data, shares
+
+
+def context_classification(
+    cfg: ClassifyConfig,
+    offset_scale: str,
+    splits: dict[str, VOCDataset],
+    obj: dict[str, dict[str, dict[str, np.ndarray]]],
+    trained,
+    rng: np.random.Generator,
+    device: torch.device | None = None,
+) -> dict:
+    """Paper Table 1 on pairs of ground-truth objects; accuracies of the three inputs."""
+    data, shares = context_features(cfg, offset_scale, splits, obj, trained, rng)
     result: dict = {
         "n_train_pairs": len(data["train"]["y"]),
         "n_test_pairs": len(data["test"]["y"]),
@@ -200,6 +215,9 @@ def context_classification(
             cfg.cv_folds,
             cfg.seed,
             workers=cfg.workers,
+            solver=cfg.solver,
+            device=device,
+            threads=cfg.threads,
         )
         result[name] = res.to_dict()
         log.info("context %s: accuracy %.4f (C=%g)", name, res.accuracy, res.cost)
@@ -311,6 +329,9 @@ def run_classify(
                 cfg.seed,
                 desc=f"{setting} {net}",
                 workers=cfg.workers,
+                solver=cfg.solver,
+                device=device,
+                threads=cfg.threads,
             )
             res[net] = out.to_dict()
             log.info("%s %s: mAP %.4f (11-point %.4f)", setting, net, out.map, out.map_11point)
@@ -321,7 +342,7 @@ def run_classify(
         results[setting] = res
     metrics.update(results)
     metrics["context"] = context_classification(
-        cfg, offset_scale, datasets, feats["obj"], trained, rng
+        cfg, offset_scale, datasets, feats["obj"], trained, rng, device
     )
     metrics["skipped"] = {role: ds.policy.metrics() for role, ds in datasets.items()}
     plot_per_class_ap(paths.plot_file(PLOT_NAME), classes, results)

@@ -25,9 +25,22 @@ class ClassifyConfig:
     max_context_pairs: int = param(
         5000, ge=1, help="at most this many object pairs per split for the context experiment"
     )
-    device: str = device_param(help="feature extraction device: auto, cpu, cuda, cuda:N")
+    device: str = device_param(
+        help="feature extraction and Newton SVM device: auto, cpu, cuda, cuda:N"
+    )
     workers: int = param(
-        1, ge=1, help="processes for the SVM cross-validation (results do not depend on it)"
+        1, ge=1, help="processes of the sklearn SVM cross-validation (results do not depend on it)"
+    )
+    threads: int = param(
+        0,
+        ge=0,
+        help="torch CPU threads of the Newton SVM solver (0: torch's default); 1 is much "
+        "faster on a busy machine (results do not depend on it)",
+    )
+    solver: Literal["newton", "sklearn"] = param(
+        "newton",
+        help="SVM solver: newton (batched exact Newton, pipeline/evaluate/l2svm.py) or "
+        "sklearn (LinearSVC, the reference); same problem, APs within 0.1 point",
     )
 
     def validate(self) -> None:
