@@ -44,6 +44,7 @@ def make_params(root: Path, **classify) -> Params:
                 "max_context_pairs": 40,
                 "batch_size": 16,
                 "device": "cpu",
+                "bootstrap": 200,
                 **classify,
             },
         },
@@ -164,6 +165,11 @@ def _check_metrics(metrics: dict, max_pairs: int) -> None:
             assert set(res[net]["per_class"]) == set(metrics["classes"])
         diff = res["scn"]["map"] - res["original"]["map"]
         assert res["map_diff"] == pytest.approx(diff, abs=1e-5)
+        ci = res["map_diff_ci"]  # paired bootstrap over the test items
+        assert ci["value"] == pytest.approx(diff, abs=1e-5) and ci["n_boot"] == 200
+        assert ci["ci_low"] <= ci["bootstrap_mean"] <= ci["ci_high"]
+        assert ci["verdict"] in ("gain", "loss", "no measurable difference")
+        assert (ci["verdict"] == "no measurable difference") == (ci["ci_low"] <= 0 <= ci["ci_high"])
     ctx = metrics["context"]
     for name in ("own", "context", "both"):
         assert 0.0 <= ctx[name]["accuracy"] <= 1.0
@@ -183,6 +189,9 @@ def test_stage_end_to_end(workspace):
     _check_metrics(first, 40)
     assert first["obj"]["map_diff"] == pytest.approx(0.0, abs=1e-4)
     assert first["img"]["map_diff"] == pytest.approx(0.0, abs=1e-4)
+    for setting in ("obj", "img"):  # the same features (to 1e-5): an interval at 0
+        ci = first[setting]["map_diff_ci"]
+        assert abs(ci["ci_low"]) <= 0.01 and abs(ci["ci_high"]) <= 0.01
     cache = workspace / "classify"
     names = sorted(p.name for p in cache.glob("*.h5"))
     assert names == [

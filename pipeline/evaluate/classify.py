@@ -16,6 +16,11 @@ Paper sections 4.2 to 4.4 (Tables 1 and 2, Figure 6); protocol in
   both, each block L2-normalised, concatenated. Reported: accuracy, and the share of pairs
   whose two objects share a class.
 
+Every SCN - original mAP difference (Obj over test objects, Img over test images) gets a
+paired bootstrap 95% interval (``classify.bootstrap`` resamples, seeded by
+``classify.seed``; :mod:`pipeline.evaluate.bootstrap`): ``map_diff_ci`` with a
+``verdict`` of "gain", "loss" or "no measurable difference" (the interval holds 0).
+
 Outputs: feature caches ``<paths.classify>/*.h5`` (provenance-checked, reused across
 runs), ``<paths.plots>/classify_ap.png`` (per-class AP, original vs SCN: Figure 6) and the
 returned metrics (``metrics/classify.json``).
@@ -34,6 +39,7 @@ import torch
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
+from pipeline.evaluate.bootstrap import paired_bootstrap
 from pipeline.evaluate.features import (
     Extractor,
     ObjectTable,
@@ -315,7 +321,8 @@ def run_classify(
     metrics: dict = {"device": str(device), "classes": list(classes)}
     results: dict[str, dict] = {}
     for setting in ("obj", "img"):
-        res = {}
+        res: dict = {}
+        fitted = {}
         for net in NETWORKS:
             tr, te = feats[setting][net]["train"], feats[setting][net]["test"]
             out = train_and_test(
@@ -333,9 +340,22 @@ def run_classify(
                 device=device,
                 threads=cfg.threads,
             )
-            res[net] = out.to_dict()
+            res[net], fitted[net] = out.to_dict(), out
             log.info("%s %s: mAP %.4f (11-point %.4f)", setting, net, out.map, out.map_11point)
         res["map_diff"] = _diff(res["original"]["map"], res["scn"]["map"])
+        if cfg.bootstrap:
+            ci = paired_bootstrap(
+                fitted["original"].scores,
+                fitted["scn"].scores,
+                feats[setting]["original"]["test"]["labels"],
+                cfg.bootstrap,
+                cfg.seed,
+            )
+            res["map_diff_ci"] = ci.to_dict()
+            log.info(
+                "%s: mAP difference %.4f, 95%% interval [%.4f, %.4f] over %d resamples: %s",
+                setting, ci.value, ci.ci_low, ci.ci_high, ci.n_boot, ci.verdict,
+            )  # fmt: skip
         res["map_11point_diff"] = _diff(res["original"]["map_11point"], res["scn"]["map_11point"])
         res["n_train"] = len(feats[setting]["original"]["train"]["features"])
         res["n_test"] = len(feats[setting]["original"]["test"]["features"])

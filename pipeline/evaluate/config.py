@@ -37,6 +37,12 @@ class ClassifyConfig:
         help="torch CPU threads of the Newton SVM solver (0: torch's default); 1 is much "
         "faster on a busy machine (results do not depend on it)",
     )
+    bootstrap: int = param(
+        1000,
+        ge=0,
+        help="paired bootstrap resamples of the test items for the 95% interval of each "
+        "SCN - original mAP difference (0: no intervals)",
+    )
     solver: Literal["newton", "sklearn"] = param(
         "newton",
         help="SVM solver: newton (batched exact Newton, pipeline/evaluate/l2svm.py) or "

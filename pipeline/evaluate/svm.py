@@ -277,11 +277,14 @@ class ClassResult:
 
 @dataclass
 class SVMResult:
-    """Per-class results and the means over classes with a defined AP."""
+    """Per-class results and the means over classes with a defined AP; ``scores`` (M, C)
+    are the test decision values (nan for a class without an SVM), which the bootstrap
+    of :mod:`pipeline.evaluate.bootstrap` resamples (not part of :meth:`to_dict`)."""
 
     classes: tuple[str, ...]
     per_class: list[ClassResult]
     convergence_warnings: int = 0
+    scores: np.ndarray | None = None
 
     @property
     def map(self) -> float:
@@ -445,7 +448,10 @@ def train_and_test(
     if counter[0]:
         limit = MAX_ITER if solver == "sklearn" else l2svm.MAX_ITER
         log.info("%s: %d %s fits hit max_iter=%d", desc, counter[0], solver, limit)
-    return SVMResult(classes, results, counter[0])
+    test_scores = np.full((len(xte), len(classes)), np.nan)  # (M, C)
+    for c in fitted:
+        test_scores[:, c] = scores[c]
+    return SVMResult(classes, results, counter[0], test_scores)
 
 
 @dataclass
