@@ -21,9 +21,15 @@ paired bootstrap 95% interval (``classify.bootstrap`` resamples, seeded by
 ``classify.seed``; :mod:`pipeline.evaluate.bootstrap`): ``map_diff_ci`` with a
 ``verdict`` of "gain", "loss" or "no measurable difference" (the interval holds 0).
 
+**Low-shot** (``classify.lowshot_k``, ``classify.lowshot_samples``): VISSL's VOC07
+low-shot protocol on Obj and Img, both networks on the same draws
+(:mod:`pipeline.evaluate.lowshot`); mean and std mAP per k in ``lowshot`` and
+``<paths.plots>/classify_lowshot.png``.
+
 Outputs: feature caches ``<paths.classify>/*.h5`` (provenance-checked, reused across
-runs), ``<paths.plots>/classify_ap.png`` (per-class AP, original vs SCN: Figure 6) and the
-returned metrics (``metrics/classify.json``).
+runs), ``<paths.plots>/classify_ap.png`` (per-class AP, original vs SCN: Figure 6),
+``<paths.plots>/classify_lowshot.png`` and the returned metrics
+(``metrics/classify.json``).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ from pipeline.evaluate.features import (
     cached_features,
     original_extractor,
 )
+from pipeline.evaluate.lowshot import evaluate_lowshot, plot_lowshot
 from pipeline.evaluate.svm import l2_normalize, train_and_test, train_multiclass
 from pipeline.io import write_figure
 from pipeline.provenance import sha256_file
@@ -60,6 +67,7 @@ log = logging.getLogger(__name__)
 
 NETWORKS = ("original", "scn")
 PLOT_NAME = "classify_ap.png"
+LOWSHOT_PLOT = "classify_lowshot.png"
 
 
 # --------------------------------------------------------------------------- extractors
@@ -230,6 +238,32 @@ def context_classification(
     return result
 
 
+# --------------------------------------------------------------------------- low-shot
+
+
+def lowshot_classification(
+    cfg: ClassifyConfig,
+    classes,
+    feats: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]],
+    device: torch.device | None = None,
+) -> dict:
+    """The low-shot protocol on Obj and Img for both networks (empty when disabled)."""
+    out: dict = {"k": list(cfg.lowshot_k), "n_samples": cfg.lowshot_samples, "settings": {}}
+    if not cfg.lowshot_k:
+        log.info("low-shot evaluation disabled (classify.lowshot_k is empty)")
+        return out
+    for setting in ("obj", "img"):
+        f = feats[setting]
+        out["settings"][setting] = evaluate_lowshot(
+            {net: (f[net]["train"]["features"], f[net]["train"]["labels"]) for net in NETWORKS},
+            {net: (f[net]["test"]["features"], f[net]["test"]["labels"]) for net in NETWORKS},
+            classes, cfg.lowshot_k, cfg.lowshot_samples, cfg.costs, cfg.cv_folds, cfg.seed,
+            desc=f"lowshot {setting}", solver=cfg.solver, device=device, threads=cfg.threads,
+            workers=cfg.workers,
+        )  # fmt: skip
+    return out
+
+
 # --------------------------------------------------------------------------- plot
 
 
@@ -364,6 +398,8 @@ def run_classify(
     metrics["context"] = context_classification(
         cfg, offset_scale, datasets, feats["obj"], trained, rng, device
     )
+    metrics["lowshot"] = lowshot_classification(cfg, classes, feats, device)
     metrics["skipped"] = {role: ds.policy.metrics() for role, ds in datasets.items()}
     plot_per_class_ap(paths.plot_file(PLOT_NAME), classes, results)
+    plot_lowshot(paths.plot_file(LOWSHOT_PLOT), metrics["lowshot"]["settings"], NETWORKS)
     return metrics

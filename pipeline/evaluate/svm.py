@@ -163,6 +163,17 @@ class NewtonData:
         self.basis = l2svm.nystrom(self.g)
         self.not_converged = 0
 
+    def subset(self, rows: np.ndarray) -> NewtonData:
+        """The same data restricted to ``rows`` (sub-blocks; nothing recomputed)."""
+        sub = object.__new__(NewtonData)
+        r = torch.as_tensor(rows, device=self.device)
+        sub.device, sub.x, sub.not_converged = self.device, self.x[r], 0
+        sub.g = self.g[r][:, r]
+        sub.basis = None
+        if self.basis is not None and len(rows) > 2 * self.basis.z.shape[1]:  # else: no gain
+            sub.basis = l2svm.Basis(self.basis.z[r], self.basis.residual)
+        return sub
+
     def _batch(self, problems: Sequence[_Problem]) -> tuple[torch.Tensor, torch.Tensor]:
         y = np.stack([p.y for p in problems]).astype(np.float64)  # (B, N)
         w = np.zeros_like(y)  # (B, N): zero off each problem's training rows
@@ -221,10 +232,11 @@ def _newton_choose_costs(
     costs: Sequence[float],
     folds: int,
     seed: int,
+    rows: Sequence[np.ndarray | None] | None = None,
 ) -> list[tuple[float, str, list[float], list] | None]:
     """:func:`choose_cost` for several binary problems at once (None: skipped), their
-    (class, fold) CV fits in one Newton batch. Also returns, per problem, the (solution,
-    row) warm starts of its final fit."""
+    (class, fold) CV fits in one Newton batch; problem j trains on ``rows[j]`` (None: all
+    rows). Also returns, per problem, the (solution, row) warm starts of its final fit."""
     out: list = [None] * len(ys)
     problems: list[_Problem] = []
     owners: list[tuple[int, np.ndarray]] = []  # (problem index, validation rows) per row
@@ -232,14 +244,15 @@ def _newton_choose_costs(
     for j, y in enumerate(ys):
         if y is None:
             continue
-        k = min(folds, int((y == 1).sum()), int((y == -1).sum()))
+        sub = np.arange(len(y)) if rows is None or rows[j] is None else rows[j]
+        k = min(folds, int((y[sub] == 1).sum()), int((y[sub] == -1).sum()))
         if k < 2:
             out[j] = (_fallback_cost(costs), "fallback", [], [])
             continue
         plans[j] = k
-        for tr, va in _folds(y, k, seed):
-            problems.append(_Problem(y, _binary_weight(y), tr))
-            owners.append((j, va))
+        for tr, va in _folds(y[sub], k, seed):
+            problems.append(_Problem(y, _binary_weight(y), sub[tr]))
+            owners.append((j, sub[va]))
     if not problems:
         return out
     sols = data.path(problems, costs)
@@ -381,12 +394,17 @@ def train_and_test(
     solver: str = "newton",
     device: torch.device | str | None = None,
     threads: int = 0,
+    train_mask: np.ndarray | None = None,
+    newton: NewtonData | None = None,
 ) -> SVMResult:
     """Run the protocol: per class, choose C by CV on train, fit on all train, AP on test.
 
     ``train_labels`` / ``test_labels`` are (N, n_classes) in {1, -1, 0}. Features are
     L2-normalised here. ``solver``: ``newton`` (on ``device``, ``threads`` torch CPU
     threads, 0: unchanged) or ``sklearn`` (``LinearSVC``, its CV on ``workers`` processes).
+    ``train_mask`` (N, n_classes) bool: the training rows of each class (None: all; the
+    low-shot samples of :mod:`pipeline.evaluate.lowshot`). ``newton``: the Newton solver's
+    data of ``train_x``, when the caller reuses it across calls on the same rows.
     """
     check_solver(solver)
     classes = tuple(classes)
@@ -400,13 +418,17 @@ def train_and_test(
     yte_all = _check_labels(test_labels, len(xte), "test")
     if ytr_all.shape[1] != len(classes) or yte_all.shape[1] != len(classes):
         raise ValueError(f"labels have {ytr_all.shape[1]} columns for {len(classes)} classes")
+    if train_mask is not None and np.shape(train_mask) != ytr_all.shape:
+        raise ValueError(f"train_mask {np.shape(train_mask)} must be (N, C) = {ytr_all.shape}")
     counter = [0]
     results = []
     ys: list[np.ndarray | None] = []
+    rows: list[np.ndarray | None] = []
     for c, name in enumerate(classes):
         ytr = np.where(ytr_all[:, c] == 1, 1, -1)  # difficult (0) -> negative in training
-        n_rows = len(ytr)
-        n_pos = int((ytr == 1).sum())
+        rows.append(None if train_mask is None else np.flatnonzero(train_mask[:, c]))
+        n_rows = len(ytr) if rows[c] is None else len(rows[c])
+        n_pos = int((ytr[rows[c] if rows[c] is not None else slice(None)] == 1).sum())
         res = ClassResult(cost=None, cv="no_positive", n_train_pos=n_pos)
         res.n_test_pos = int((yte_all[:, c] == 1).sum())
         results.append(res)
@@ -420,26 +442,29 @@ def train_and_test(
     fitted = [c for c, y in enumerate(ys) if y is not None]
     scores: dict[int, np.ndarray] = {}
     if solver == "newton" and fitted:
-        data = NewtonData(xtr, device)
+        data = newton if newton is not None else NewtonData(xtr, device)
+        before = data.not_converged
         with l2svm.torch_threads(threads):
-            chosen = _newton_choose_costs(data, ys, costs, folds, seed)
+            chosen = _newton_choose_costs(data, ys, costs, folds, seed, rows)
             for c in fitted:
                 results[c].cost, results[c].cv, results[c].cv_ap, _ = chosen[c]
             final = data.fit(
-                [_Problem(ys[c], _binary_weight(ys[c])) for c in fitted],
+                [_Problem(ys[c], _binary_weight(ys[c]), rows[c]) for c in fitted],
                 [results[c].cost for c in fitted],
                 [chosen[c][3] for c in fitted],
             )
             decisions = data.decision(final, xte)  # (M, fitted)
         scores = {c: decisions[:, b] for b, c in enumerate(fitted)}
-        counter[0] += data.not_converged
+        counter[0] += data.not_converged - before
     elif solver == "sklearn":
         for c in tqdm(fitted, desc=desc, leave=False):
             res, ytr = results[c], ys[c]
+            sub = slice(None) if rows[c] is None else rows[c]
             res.cost, res.cv, res.cv_ap = choose_cost(
-                xtr, ytr, costs, folds, seed, counter, workers, solver="sklearn"
+                xtr[sub], ytr[sub], costs, folds, seed, counter, workers, solver="sklearn"
             )
-            scores[c] = _fit(make_svc(res.cost, seed), xtr, ytr, counter).decision_function(xte)
+            clf = _fit(make_svc(res.cost, seed), xtr[sub], ytr[sub], counter)
+            scores[c] = clf.decision_function(xte)
     for c in fitted:
         res, yte = results[c], yte_all[:, c]  # difficult (0) -> ignored by average_precision
         res.ap = average_precision(scores[c], yte, kind="area")
