@@ -81,7 +81,7 @@ def test_percentile_interval_matches_the_exact_bootstrap_distribution():
     the reference AP give the exact bootstrap distribution, whose 2.5% / 97.5% quantiles
     and mean the Monte Carlo interval must approach."""
     scores_a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.5], [0.4, 0.3], [0.1, 0.7]])
-    scores_b = np.array([[0.8, 0.3], [0.1, 0.9], [0.3, 0.6], [0.5, 0.2], [0.2, 0.4]])
+    scores_b = np.array([[0.8, 0.3], [0.1, 0.9], [0.6, 0.25], [0.5, 0.2], [0.2, 0.4]])
     labels = np.array([[1, -1], [-1, 1], [-1, 1], [1, -1], [-1, 1]])
     m = 5
     exact, counts = [], []
