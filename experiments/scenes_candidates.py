@@ -104,7 +104,7 @@ def measure(name: str, cfg: ScenesConfig, params, workdir: Path) -> dict:
     device = resolve_device(dcfg.device, "diagnose.device")
     res = object_diagnostics(
         datasets, bb, net.scope, dcfg, params.classify.costs, params.classify.cv_folds,
-        params.pairs.offset_scale, device, rng,
+        params.pairs.offset_scale, device, rng, solver=params.classify.solver,
     )  # fmt: skip
     per_class = {c: v["ap"] for c, v in res["ceiling"]["per_class"].items()}
     low = min(per_class, key=lambda c: per_class[c] if per_class[c] is not None else 2.0)

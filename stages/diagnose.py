@@ -19,6 +19,7 @@ def run(p: Params) -> dict:
         (p.data.eval_train_split, p.data.eval_test_split),
         p.data.scn_split,
         p.paths,
+        p.classify.solver,
     )
 
 

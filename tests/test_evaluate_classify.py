@@ -44,6 +44,9 @@ def make_params(root: Path, **classify) -> Params:
                 "max_context_pairs": 40,
                 "batch_size": 16,
                 "device": "cpu",
+                "bootstrap": 200,
+                "lowshot_k": [1, 2, 50],  # 50: more than any class has, skipped
+                "lowshot_samples": 2,
                 **classify,
             },
         },
@@ -164,6 +167,19 @@ def _check_metrics(metrics: dict, max_pairs: int) -> None:
             assert set(res[net]["per_class"]) == set(metrics["classes"])
         diff = res["scn"]["map"] - res["original"]["map"]
         assert res["map_diff"] == pytest.approx(diff, abs=1e-5)
+        ci = res["map_diff_ci"]  # paired bootstrap over the test items
+        assert ci["value"] == pytest.approx(diff, abs=1e-5) and ci["n_boot"] == 200
+        assert ci["ci_low"] <= ci["bootstrap_mean"] <= ci["ci_high"]
+        assert ci["verdict"] in ("gain", "loss", "no measurable difference")
+        assert (ci["verdict"] == "no measurable difference") == (ci["ci_low"] <= 0 <= ci["ci_high"])
+    low = metrics["lowshot"]
+    assert low["k"] == [1, 2, 50] and low["n_samples"] == 2
+    for setting in ("obj", "img"):
+        res = low["settings"][setting]
+        assert "50" in res["skipped_k"] and 50 not in res["k"]
+        for net in ("original", "scn"):
+            assert len(res[net]["map_mean"]) == len(res["k"]) == len(res[net]["maps"])
+            assert all(len(m) == 2 for m in res[net]["maps"])
     ctx = metrics["context"]
     for name in ("own", "context", "both"):
         assert 0.0 <= ctx[name]["accuracy"] <= 1.0
@@ -183,6 +199,9 @@ def test_stage_end_to_end(workspace):
     _check_metrics(first, 40)
     assert first["obj"]["map_diff"] == pytest.approx(0.0, abs=1e-4)
     assert first["img"]["map_diff"] == pytest.approx(0.0, abs=1e-4)
+    for setting in ("obj", "img"):  # the same features (to 1e-5): an interval at 0
+        ci = first[setting]["map_diff_ci"]
+        assert abs(ci["ci_low"]) <= 0.01 and abs(ci["ci_high"]) <= 0.01
     cache = workspace / "classify"
     names = sorted(p.name for p in cache.glob("*.h5"))
     assert names == [
@@ -195,8 +214,8 @@ def test_stage_end_to_end(workspace):
         np.testing.assert_allclose(a["features"][()], b["features"][()], rtol=1e-4, atol=1e-5)
         assert b.attrs["created_by"] == "classify" and len(b.attrs["model_sha256"]) == 64
         old_sha = b.attrs["model_sha256"]
-    png = workspace / "plots" / "classify_ap.png"
-    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    for name in ("classify_ap.png", "classify_lowshot.png"):
+        assert (workspace / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     write_model(workspace / "train" / "model.pt", perturb=0.05)
     mtimes = {p: p.stat().st_mtime_ns for p in cache.glob("*.h5")}
@@ -209,3 +228,7 @@ def test_stage_end_to_end(workspace):
     for setting in ("obj", "img"):
         assert second[setting]["original"] == first[setting]["original"]
     assert second["context"]["own"] == first["context"]["own"]
+    # the low-shot draws are seeded and shared: the original network's results repeat
+    for setting in ("obj", "img"):
+        low1, low2 = first["lowshot"]["settings"][setting], second["lowshot"]["settings"][setting]
+        assert low2["original"] == low1["original"]

@@ -138,5 +138,5 @@ def test_warmup_takes_smaller_first_steps(tmp_path):
     for warmup in (0, 3):
         model = fit(SCN_toy(), train, test, toy_config(epochs=1, warmup_epochs=warmup)).model
         pairs = zip(model.parameters(), start, strict=True)
-        moved[warmup] = sum(float((p - q).norm()) for p, q in pairs)
+        moved[warmup] = sum(float((p - q).detach().norm()) for p, q in pairs)
     assert 0 < moved[3] < 0.7 * moved[0]

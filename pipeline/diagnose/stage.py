@@ -263,6 +263,7 @@ def object_diagnostics(
     device: torch.device,
     rng: np.random.Generator,
     seconds: dict[str, float] | None = None,
+    solver: str = "newton",
 ) -> dict:
     """The measures that need only the ground truth of ``datasets`` (roles ``train`` and
     ``test``): original and ceiling Obj mAP, headroom, context predictability and the
@@ -284,6 +285,7 @@ def object_diagnostics(
         res = train_and_test(
             feats["train"], obj["train"]["labels"], feats["test"], obj["test"]["labels"],
             classes, costs, cv_folds, cfg.seed, desc=f"obj {name}", workers=cfg.workers,
+            solver=solver, device=device,
         )  # fmt: skip
         log.info("obj %s: mAP %.4f (11-point %.4f)", name, res.map, res.map_11point)
         return res.to_dict()
@@ -356,10 +358,12 @@ def run_diagnose(
     eval_splits: tuple[str, str],
     scn_split: str,
     paths: PathsConfig,
+    solver: str = "newton",
 ) -> dict:
     """DVC stage ``diagnose`` (module docstring): the (train, test) ``eval_splits`` for the
     Obj SVMs, the ceiling and the ground-truth pairs; ``scn_split`` and the test split's
-    pairs and targets caches for the proposal pairs. SVMs: ``costs``, ``cv_folds``."""
+    pairs and targets caches for the proposal pairs. SVMs: ``costs``, ``cv_folds``,
+    ``solver`` (classify's)."""
     from pipeline.backbones import build_backbone
 
     rng = seed_everything(cfg.seed)
@@ -386,7 +390,7 @@ def run_diagnose(
 
     bb = build_backbone(backbone, net.weights, input_size=net.input_size)
     obj_part = object_diagnostics(
-        datasets, bb, net.scope, cfg, costs, cv_folds, offset_scale, device, rng, seconds
+        datasets, bb, net.scope, cfg, costs, cv_folds, offset_scale, device, rng, seconds, solver
     )
     original, ceiling, context = obj_part["original"], obj_part["ceiling"], obj_part["context"]
     class_gt = obj_part["class_gt"]

@@ -17,9 +17,20 @@ Paper sections 4.2 to 4.4 (Tables 1 and 2, Figure 6); protocol in
   whose two objects share a class. Skipped for a model without a context module
   (``method: doersch``, whose bottom stream is evaluated like the SCN's otherwise).
 
+Every SCN - original mAP difference (Obj over test objects, Img over test images) gets a
+paired bootstrap 95% interval (``classify.bootstrap`` resamples, seeded by
+``classify.seed``; :mod:`pipeline.evaluate.bootstrap`): ``map_diff_ci`` with a
+``verdict`` of "gain", "loss" or "no measurable difference" (the interval holds 0).
+
+**Low-shot** (``classify.lowshot_k``, ``classify.lowshot_samples``): VISSL's VOC07
+low-shot protocol on Obj and Img, both networks on the same draws
+(:mod:`pipeline.evaluate.lowshot`); mean and std mAP per k in ``lowshot`` and
+``<paths.plots>/classify_lowshot.png``.
+
 Outputs: feature caches ``<paths.classify>/*.h5`` (provenance-checked, reused across
-runs), ``<paths.plots>/classify_ap.png`` (per-class AP, original vs SCN: Figure 6) and the
-returned metrics (``metrics/classify.json``).
+runs), ``<paths.plots>/classify_ap.png`` (per-class AP, original vs SCN: Figure 6),
+``<paths.plots>/classify_lowshot.png`` and the returned metrics
+(``metrics/classify.json``).
 """
 
 from __future__ import annotations
@@ -35,12 +46,14 @@ import torch
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
+from pipeline.evaluate.bootstrap import paired_bootstrap
 from pipeline.evaluate.features import (
     Extractor,
     ObjectTable,
     cached_features,
     original_extractor,
 )
+from pipeline.evaluate.lowshot import evaluate_lowshot, plot_lowshot
 from pipeline.evaluate.svm import l2_normalize, train_and_test, train_multiclass
 from pipeline.io import write_figure
 from pipeline.provenance import sha256_file
@@ -55,6 +68,7 @@ log = logging.getLogger(__name__)
 
 NETWORKS = ("original", "scn")
 PLOT_NAME = "classify_ap.png"
+LOWSHOT_PLOT = "classify_lowshot.png"
 
 
 # --------------------------------------------------------------------------- extractors
@@ -151,15 +165,16 @@ def predict_h3(trained, h1: np.ndarray, offset: np.ndarray, batch_size: int) -> 
     return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
 
 
-def context_classification(
+def context_features(
     cfg: ClassifyConfig,
     offset_scale: str,
     splits: dict[str, VOCDataset],
     obj: dict[str, dict[str, dict[str, np.ndarray]]],
     trained,
     rng: np.random.Generator,
-) -> dict:
-    """Paper Table 1 on pairs of ground-truth objects; accuracies of the three inputs."""
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
+    """The inputs of paper Table 1 per role (train, test): ``own``, ``context``, ``both``
+    feature blocks and the top patch's class ``y``; and the same-class share of the pairs."""
     data: dict[str, dict[str, np.ndarray]] = {}
     shares: dict[str, float] = {}
     for role in ("train", "test"):
@@ -183,6 +198,20 @@ def context_classification(
             "y": table.class_index[top].astype(np.int64),
         }
         shares[role] = float(np.mean(table.class_index[top] == table.class_index[bottom]))
+    return data, shares
+
+
+def context_classification(
+    cfg: ClassifyConfig,
+    offset_scale: str,
+    splits: dict[str, VOCDataset],
+    obj: dict[str, dict[str, dict[str, np.ndarray]]],
+    trained,
+    rng: np.random.Generator,
+    device: torch.device | None = None,
+) -> dict:
+    """Paper Table 1 on pairs of ground-truth objects; accuracies of the three inputs."""
+    data, shares = context_features(cfg, offset_scale, splits, obj, trained, rng)
     result: dict = {
         "n_train_pairs": len(data["train"]["y"]),
         "n_test_pairs": len(data["test"]["y"]),
@@ -201,10 +230,39 @@ def context_classification(
             cfg.cv_folds,
             cfg.seed,
             workers=cfg.workers,
+            solver=cfg.solver,
+            device=device,
+            threads=cfg.threads,
         )
         result[name] = res.to_dict()
         log.info("context %s: accuracy %.4f (C=%g)", name, res.accuracy, res.cost)
     return result
+
+
+# --------------------------------------------------------------------------- low-shot
+
+
+def lowshot_classification(
+    cfg: ClassifyConfig,
+    classes,
+    feats: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]],
+    device: torch.device | None = None,
+) -> dict:
+    """The low-shot protocol on Obj and Img for both networks (empty when disabled)."""
+    out: dict = {"k": list(cfg.lowshot_k), "n_samples": cfg.lowshot_samples, "settings": {}}
+    if not cfg.lowshot_k:
+        log.info("low-shot evaluation disabled (classify.lowshot_k is empty)")
+        return out
+    for setting in ("obj", "img"):
+        f = feats[setting]
+        out["settings"][setting] = evaluate_lowshot(
+            {net: (f[net]["train"]["features"], f[net]["train"]["labels"]) for net in NETWORKS},
+            {net: (f[net]["test"]["features"], f[net]["test"]["labels"]) for net in NETWORKS},
+            classes, cfg.lowshot_k, cfg.lowshot_samples, cfg.costs, cfg.cv_folds, cfg.seed,
+            desc=f"lowshot {setting}", solver=cfg.solver, device=device, threads=cfg.threads,
+            workers=cfg.workers,
+        )  # fmt: skip
+    return out
 
 
 # --------------------------------------------------------------------------- plot
@@ -298,7 +356,8 @@ def run_classify(
     metrics: dict = {"device": str(device), "classes": list(classes)}
     results: dict[str, dict] = {}
     for setting in ("obj", "img"):
-        res = {}
+        res: dict = {}
+        fitted = {}
         for net in NETWORKS:
             tr, te = feats[setting][net]["train"], feats[setting][net]["test"]
             out = train_and_test(
@@ -312,10 +371,26 @@ def run_classify(
                 cfg.seed,
                 desc=f"{setting} {net}",
                 workers=cfg.workers,
+                solver=cfg.solver,
+                device=device,
+                threads=cfg.threads,
             )
-            res[net] = out.to_dict()
+            res[net], fitted[net] = out.to_dict(), out
             log.info("%s %s: mAP %.4f (11-point %.4f)", setting, net, out.map, out.map_11point)
         res["map_diff"] = _diff(res["original"]["map"], res["scn"]["map"])
+        if cfg.bootstrap:
+            ci = paired_bootstrap(
+                fitted["original"].scores,
+                fitted["scn"].scores,
+                feats[setting]["original"]["test"]["labels"],
+                cfg.bootstrap,
+                cfg.seed,
+            )
+            res["map_diff_ci"] = ci.to_dict()
+            log.info(
+                "%s: mAP difference %.4f, 95%% interval [%.4f, %.4f] over %d resamples: %s",
+                setting, ci.value, ci.ci_low, ci.ci_high, ci.n_boot, ci.verdict,
+            )  # fmt: skip
         res["map_11point_diff"] = _diff(res["original"]["map_11point"], res["scn"]["map_11point"])
         res["n_train"] = len(feats[setting]["original"]["train"]["features"])
         res["n_test"] = len(feats[setting]["original"]["test"]["features"])
@@ -323,11 +398,13 @@ def run_classify(
     metrics.update(results)
     if trained.context_module is not None:
         metrics["context"] = context_classification(
-            cfg, offset_scale, datasets, feats["obj"], trained, rng
+            cfg, offset_scale, datasets, feats["obj"], trained, rng, device
         )
     else:  # a bottom stream trained without a context module (method doersch): no h3
         log.info("context classification skipped: %s has no context module", paths.model_file)
         metrics["context"] = {"skipped": f"no context module (method {trained.method})"}
+    metrics["lowshot"] = lowshot_classification(cfg, classes, feats, device)
     metrics["skipped"] = {role: ds.policy.metrics() for role, ds in datasets.items()}
     plot_per_class_ap(paths.plot_file(PLOT_NAME), classes, results)
+    plot_lowshot(paths.plot_file(LOWSHOT_PLOT), metrics["lowshot"]["settings"], NETWORKS)
     return metrics

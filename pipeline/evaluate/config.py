@@ -18,16 +18,43 @@ class ClassifyConfig:
     AP (VISSL's list by default; a shorter list is faster, e.g. [0.1, 1, 10, 100]).
     """
 
-    seed: int = param(0, ge=0, help="CV folds, solver and context-pair sampling")
+    seed: int = param(
+        0, ge=0, help="CV folds, context-pair sampling, bootstrap resamples, low-shot draws"
+    )
     costs: tuple[float, ...] = param(VISSL_COSTS, help="SVM cost list searched per class")
     cv_folds: int = param(3, ge=2, help="folds of the cross-validation choosing C")
     batch_size: int = param(64, ge=1, help="crops per forward pass of feature extraction")
     max_context_pairs: int = param(
         5000, ge=1, help="at most this many object pairs per split for the context experiment"
     )
-    device: str = device_param(help="feature extraction device: auto, cpu, cuda, cuda:N")
+    device: str = device_param(
+        help="feature extraction and Newton SVM device: auto, cpu, cuda, cuda:N"
+    )
     workers: int = param(
-        1, ge=1, help="processes for the SVM cross-validation (results do not depend on it)"
+        1, ge=1, help="processes of the sklearn SVM cross-validation (results do not depend on it)"
+    )
+    threads: int = param(
+        0,
+        ge=0,
+        help="torch CPU threads of the Newton SVM solver (0: torch's default); 1 is much "
+        "faster on a busy machine (results do not depend on it)",
+    )
+    bootstrap: int = param(
+        1000,
+        ge=0,
+        help="paired bootstrap resamples of the test items for the 95% interval of each "
+        "SCN - original mAP difference (0: no intervals)",
+    )
+    lowshot_k: tuple[int, ...] = param(
+        (1, 2, 4, 8, 16, 32, 64, 96),
+        ge=1,
+        help="positives per class of the low-shot SVMs (VISSL's VOC07 protocol); [] disables",
+    )
+    lowshot_samples: int = param(5, ge=1, help="independent low-shot samples per k (VISSL: 5)")
+    solver: Literal["newton", "sklearn"] = param(
+        "newton",
+        help="SVM solver: newton (batched exact Newton, pipeline/evaluate/l2svm.py) or "
+        "sklearn (LinearSVC, the reference); same problem, APs within 0.1 point",
     )
 
     def validate(self) -> None:
@@ -35,6 +62,11 @@ class ClassifyConfig:
             raise ConfigError(
                 f"classify.costs: {list(self.costs)!r} is not allowed; "
                 "allowed: a non-empty list of positive numbers"
+            )
+        if len(set(self.lowshot_k)) != len(self.lowshot_k):
+            raise ConfigError(
+                f"classify.lowshot_k: {list(self.lowshot_k)!r} repeats a value; "
+                "allowed: distinct integers >= 1 (or [] for no low-shot evaluation)"
             )
 
 

@@ -13,6 +13,14 @@ REFERENCE.md section 4, as VISSL's ``SVMTrainer`` does it:
 - the test AP of each class is the area AP (VOC2010+) and the 11-point AP (VOC2007);
   mAP is the mean over classes with a defined AP.
 
+Two solvers compute this (``solver``): ``newton`` (default), the batched exact Newton
+solver of :mod:`pipeline.evaluate.l2svm` (the same optimisation problem as
+``LinearSVC``, solved to a tighter tolerance: every class and fold of one training set in
+one batch sharing one Gram matrix, warm-started along the cost list, in torch on
+``device``), and ``sklearn``, ``LinearSVC`` itself, the reference.
+``tests/test_evaluate_svm.py`` checks that their APs agree within 0.1 AP point;
+``bench/bench_classify.py`` times them (BENCHMARKS.md).
+
 Departures from VISSL, both for determinism and documented here: the folds are
 ``StratifiedKFold(shuffle=True, random_state=seed)`` (VISSL: unshuffled), the dual
 solver is seeded (``random_state=seed``), and the cross-validated AP is this project's
@@ -35,18 +43,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from joblib import Parallel, delayed
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
+from pipeline.evaluate import l2svm
 from pipeline.evaluate.ap import average_precision, mean_ap
 
 log = logging.getLogger(__name__)
 
 CLASS_WEIGHT = {1: 2, -1: 1}
 MAX_ITER = 2000
+SOLVERS = ("newton", "sklearn")
 
 
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -125,6 +136,145 @@ def _fallback_cost(costs: Sequence[float]) -> float:
     return float(min(costs, key=lambda c: (abs(np.log10(c)), c)))
 
 
+def check_solver(solver: str) -> None:
+    if solver not in SOLVERS:
+        raise ValueError(f"solver: {solver!r} is not valid; allowed: {', '.join(SOLVERS)}")
+
+
+@dataclass
+class _Problem:
+    """One binary problem of a Newton batch: labels (N,) in {1, -1}, row weights (N,),
+    its training rows (None: all)."""
+
+    y: np.ndarray
+    weight: np.ndarray
+    rows: np.ndarray | None = None
+
+
+class NewtonData:
+    """One training set for the Newton solver: its augmented rows, Gram matrix and Nystrom
+    preconditioner on ``device``, shared by every problem (class, fold, cost) fitted on it.
+    Counts the problems that hit the solver's step limit."""
+
+    def __init__(self, x: np.ndarray, device: torch.device | str | None = None):
+        self.device = torch.device(device if device is not None else "cpu")
+        self.x = l2svm.augment(x, self.device)  # (N, D + 1)
+        self.g = l2svm.gram(self.x)  # (N, N)
+        self.basis = l2svm.nystrom(self.g)
+        self.not_converged = 0
+
+    def subset(self, rows: np.ndarray) -> NewtonData:
+        """The same data restricted to ``rows`` (sub-blocks; nothing recomputed)."""
+        sub = object.__new__(NewtonData)
+        r = torch.as_tensor(rows, device=self.device)
+        sub.device, sub.x, sub.not_converged = self.device, self.x[r], 0
+        sub.g = self.g[r][:, r]
+        sub.basis = None
+        if self.basis is not None and len(rows) > 2 * self.basis.z.shape[1]:  # else: no gain
+            sub.basis = l2svm.Basis(self.basis.z[r], self.basis.residual)
+        return sub
+
+    def _batch(self, problems: Sequence[_Problem]) -> tuple[torch.Tensor, torch.Tensor]:
+        y = np.stack([p.y for p in problems]).astype(np.float64)  # (B, N)
+        w = np.zeros_like(y)  # (B, N): zero off each problem's training rows
+        for b, p in enumerate(problems):
+            rows = slice(None) if p.rows is None else p.rows
+            w[b, rows] = p.weight[rows]
+        t = lambda a: torch.as_tensor(a, dtype=l2svm.DTYPE, device=self.device)  # noqa: E731
+        return t(y), t(w)
+
+    def path(self, problems: Sequence[_Problem], costs: Sequence[float]) -> list[l2svm.Solution]:
+        """The batch solved for every cost (one Solution per cost, in the given order)."""
+        y, w = self._batch(problems)
+        sols = l2svm.solve_path(self.g, self.basis, y, w, costs)
+        self.not_converged += sum(int((~s.converged).sum()) for s in sols)
+        return sols
+
+    def fit(
+        self,
+        problems: Sequence[_Problem],
+        costs: Sequence[float],
+        warm: Sequence[Sequence[tuple[l2svm.Solution, int]]],
+    ) -> l2svm.Solution:
+        """The batch solved at one cost per problem, each started from the mean of its
+        ``warm`` (solution, row) pairs (the CV folds' solutions at that cost), or w = 0."""
+        y, w = self._batch(problems)
+        cost = torch.as_tensor(costs, dtype=l2svm.DTYPE, device=self.device)[:, None] * w
+        beta, out = torch.zeros_like(y), torch.zeros_like(y)
+        for b, parts in enumerate(warm):
+            if parts:
+                beta[b] = torch.stack([s.beta[r] for s, r in parts]).mean(dim=0)
+                out[b] = torch.stack([s.outputs[r] for s, r in parts]).mean(dim=0)
+        start = l2svm.Solution(beta, out, torch.zeros(0), torch.zeros(0))
+        sol = l2svm.solve(self.g, self.basis, y, cost, start)
+        self.not_converged += int((~sol.converged).sum())
+        return sol
+
+    def decision(self, sol: l2svm.Solution, x: np.ndarray) -> np.ndarray:
+        """(M, B) decision values of new (L2-normalised) rows ``x``."""
+        xa = l2svm.augment(x, self.device)  # (M, D + 1)
+        return (xa @ sol.weights(self.x).T).cpu().numpy()
+
+
+def _binary_weight(y: np.ndarray) -> np.ndarray:
+    return np.where(y == 1, float(CLASS_WEIGHT[1]), float(CLASS_WEIGHT[-1]))
+
+
+def _folds(y: np.ndarray, k: int, seed: int) -> list:
+    """The protocol's CV splits (what :func:`choose_cost` uses for either solver)."""
+    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
+    return list(splitter.split(np.zeros((len(y), 1)), y))
+
+
+def _newton_choose_costs(
+    data: NewtonData,
+    ys: Sequence[np.ndarray | None],
+    costs: Sequence[float],
+    folds: int,
+    seed: int,
+    rows: Sequence[np.ndarray | None] | None = None,
+) -> list[tuple[float, str, list[float], list] | None]:
+    """:func:`choose_cost` for several binary problems at once (None: skipped), their
+    (class, fold) CV fits in one Newton batch; problem j trains on ``rows[j]`` (None: all
+    rows). Also returns, per problem, the (solution, row) warm starts of its final fit."""
+    out: list = [None] * len(ys)
+    problems: list[_Problem] = []
+    owners: list[tuple[int, np.ndarray]] = []  # (problem index, validation rows) per row
+    plans: dict[int, int] = {}  # problem -> number of folds
+    for j, y in enumerate(ys):
+        if y is None:
+            continue
+        sub = np.arange(len(y)) if rows is None or rows[j] is None else rows[j]
+        k = min(folds, int((y[sub] == 1).sum()), int((y[sub] == -1).sum()))
+        if k < 2:
+            out[j] = (_fallback_cost(costs), "fallback", [], [])
+            continue
+        plans[j] = k
+        for tr, va in _folds(y[sub], k, seed):
+            problems.append(_Problem(y, _binary_weight(y), sub[tr]))
+            owners.append((j, sub[va]))
+    if not problems:
+        return out
+    sols = data.path(problems, costs)
+    outputs = [s.outputs.cpu().numpy() for s in sols]  # per cost (B, N)
+    scores: dict[int, np.ndarray] = {j: np.full((len(costs), 0), np.nan) for j in plans}
+    rows: dict[int, list[int]] = {j: [] for j in plans}
+    for b, (j, va) in enumerate(owners):
+        ap = [[average_precision(o[b, va], ys[j][va])] for o in outputs]  # (costs, 1)
+        scores[j] = np.concatenate([scores[j], np.array(ap)], axis=1)
+        rows[j].append(b)
+    for j, k in plans.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-nan: no positive in a fold
+            cv = [float(v) for v in np.nanmean(scores[j], axis=1)]
+        if np.all(np.isnan(cv)):
+            out[j] = (_fallback_cost(costs), "fallback", cv, [])
+            continue
+        best = int(np.nanargmax(cv))  # first maximum: the smallest of tied costs
+        out[j] = (float(costs[best]), f"kfold({k})", cv, [(sols[best], b) for b in rows[j]])
+    return out
+
+
 @dataclass
 class ClassResult:
     """One class: chosen cost, its CV AP per cost, and test APs."""
@@ -140,11 +290,14 @@ class ClassResult:
 
 @dataclass
 class SVMResult:
-    """Per-class results and the means over classes with a defined AP."""
+    """Per-class results and the means over classes with a defined AP; ``scores`` (M, C)
+    are the test decision values (nan for a class without an SVM), which the bootstrap
+    of :mod:`pipeline.evaluate.bootstrap` resamples (not part of :meth:`to_dict`)."""
 
     classes: tuple[str, ...]
     per_class: list[ClassResult]
     convergence_warnings: int = 0
+    scores: np.ndarray | None = None
 
     @property
     def map(self) -> float:
@@ -199,18 +352,27 @@ def choose_cost(
     seed: int,
     counter: list[int] | None = None,
     workers: int = 1,
+    solver: str = "newton",
+    device: torch.device | str | None = None,
+    threads: int = 0,
 ) -> tuple[float, str, list[float]]:
     """Pick C for one binary problem (y in {1, -1}, rows already L2-normalised).
 
     Returns (cost, how, mean CV AP per cost). ``how`` is ``kfold(k)`` or ``fallback``.
     """
+    check_solver(solver)
     counter = counter if counter is not None else [0]
+    if solver == "newton":
+        data = NewtonData(x, device)
+        with l2svm.torch_threads(threads):
+            cost, how, cv_ap, _ = _newton_choose_costs(data, [y], costs, folds, seed)[0]
+        counter[0] += data.not_converged
+        return cost, how, cv_ap
     n_pos, n_neg = int((y == 1).sum()), int((y == -1).sum())
     k = min(folds, n_pos, n_neg)
     if k < 2:
         return _fallback_cost(costs), "fallback", []
-    splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-    splits = list(splitter.split(x, y))
+    splits = _folds(y, k, seed)
     cv_ap = _cv_grid(x, y, costs, splits, seed, workers, counter)
     if np.all(np.isnan(cv_ap)):
         return _fallback_cost(costs), "fallback", cv_ap
@@ -229,12 +391,22 @@ def train_and_test(
     seed: int = 0,
     desc: str = "svm",
     workers: int = 1,
+    solver: str = "newton",
+    device: torch.device | str | None = None,
+    threads: int = 0,
+    train_mask: np.ndarray | None = None,
+    newton: NewtonData | None = None,
 ) -> SVMResult:
     """Run the protocol: per class, choose C by CV on train, fit on all train, AP on test.
 
     ``train_labels`` / ``test_labels`` are (N, n_classes) in {1, -1, 0}. Features are
-    L2-normalised here.
+    L2-normalised here. ``solver``: ``newton`` (on ``device``, ``threads`` torch CPU
+    threads, 0: unchanged) or ``sklearn`` (``LinearSVC``, its CV on ``workers`` processes).
+    ``train_mask`` (N, n_classes) bool: the training rows of each class (None: all; the
+    low-shot samples of :mod:`pipeline.evaluate.lowshot`). ``newton``: the Newton solver's
+    data of ``train_x``, when the caller reuses it across calls on the same rows.
     """
+    check_solver(solver)
     classes = tuple(classes)
     if not costs:
         raise ValueError("costs: the cost list is empty")
@@ -246,30 +418,65 @@ def train_and_test(
     yte_all = _check_labels(test_labels, len(xte), "test")
     if ytr_all.shape[1] != len(classes) or yte_all.shape[1] != len(classes):
         raise ValueError(f"labels have {ytr_all.shape[1]} columns for {len(classes)} classes")
+    if train_mask is not None and np.shape(train_mask) != ytr_all.shape:
+        raise ValueError(f"train_mask {np.shape(train_mask)} must be (N, C) = {ytr_all.shape}")
     counter = [0]
     results = []
-    for c, name in enumerate(tqdm(classes, desc=desc, leave=False)):
+    ys: list[np.ndarray | None] = []
+    rows: list[np.ndarray | None] = []
+    for c, name in enumerate(classes):
         ytr = np.where(ytr_all[:, c] == 1, 1, -1)  # difficult (0) -> negative in training
-        yte = yte_all[:, c]  # difficult (0) -> ignored by average_precision
-        n_pos = int((ytr == 1).sum())
+        rows.append(None if train_mask is None else np.flatnonzero(train_mask[:, c]))
+        n_rows = len(ytr) if rows[c] is None else len(rows[c])
+        n_pos = int((ytr[rows[c] if rows[c] is not None else slice(None)] == 1).sum())
         res = ClassResult(cost=None, cv="no_positive", n_train_pos=n_pos)
-        res.n_test_pos = int((yte == 1).sum())
-        if n_pos == 0 or n_pos == len(ytr):
-            log.warning(
-                "%s: class %s has %d of %d training positives; no SVM", desc, name, n_pos, len(ytr)
-            )
-            results.append(res)
-            continue
-        res.cost, res.cv, res.cv_ap = choose_cost(xtr, ytr, costs, folds, seed, counter, workers)
-        clf = _fit(make_svc(res.cost, seed), xtr, ytr, counter)
-        scores = clf.decision_function(xte)  # (M,)
-        res.ap = average_precision(scores, yte, kind="area")
-        res.ap_11point = average_precision(scores, yte, kind="11point")
-        log.debug("%s %s: C=%g (%s) AP=%.4f", desc, name, res.cost, res.cv, res.ap)
+        res.n_test_pos = int((yte_all[:, c] == 1).sum())
         results.append(res)
+        if n_pos == 0 or n_pos == n_rows:
+            log.warning(
+                "%s: class %s has %d of %d training positives; no SVM", desc, name, n_pos, n_rows
+            )
+            ys.append(None)
+        else:
+            ys.append(ytr)
+    fitted = [c for c, y in enumerate(ys) if y is not None]
+    scores: dict[int, np.ndarray] = {}
+    if solver == "newton" and fitted:
+        data = newton if newton is not None else NewtonData(xtr, device)
+        before = data.not_converged
+        with l2svm.torch_threads(threads):
+            chosen = _newton_choose_costs(data, ys, costs, folds, seed, rows)
+            for c in fitted:
+                results[c].cost, results[c].cv, results[c].cv_ap, _ = chosen[c]
+            final = data.fit(
+                [_Problem(ys[c], _binary_weight(ys[c]), rows[c]) for c in fitted],
+                [results[c].cost for c in fitted],
+                [chosen[c][3] for c in fitted],
+            )
+            decisions = data.decision(final, xte)  # (M, fitted)
+        scores = {c: decisions[:, b] for b, c in enumerate(fitted)}
+        counter[0] += data.not_converged - before
+    elif solver == "sklearn":
+        for c in tqdm(fitted, desc=desc, leave=False):
+            res, ytr = results[c], ys[c]
+            sub = slice(None) if rows[c] is None else rows[c]
+            res.cost, res.cv, res.cv_ap = choose_cost(
+                xtr[sub], ytr[sub], costs, folds, seed, counter, workers, solver="sklearn"
+            )
+            clf = _fit(make_svc(res.cost, seed), xtr[sub], ytr[sub], counter)
+            scores[c] = clf.decision_function(xte)
+    for c in fitted:
+        res, yte = results[c], yte_all[:, c]  # difficult (0) -> ignored by average_precision
+        res.ap = average_precision(scores[c], yte, kind="area")
+        res.ap_11point = average_precision(scores[c], yte, kind="11point")
+        log.debug("%s %s: C=%g (%s) AP=%.4f", desc, classes[c], res.cost, res.cv, res.ap)
     if counter[0]:
-        log.info("%s: %d LinearSVC fits hit max_iter=%d", desc, counter[0], MAX_ITER)
-    return SVMResult(classes, results, counter[0])
+        limit = MAX_ITER if solver == "sklearn" else l2svm.MAX_ITER
+        log.info("%s: %d %s fits hit max_iter=%d", desc, counter[0], solver, limit)
+    test_scores = np.full((len(xte), len(classes)), np.nan)  # (M, C)
+    for c in fitted:
+        test_scores[:, c] = scores[c]
+    return SVMResult(classes, results, counter[0], test_scores)
 
 
 @dataclass
@@ -290,6 +497,55 @@ class MulticlassResult:
         }
 
 
+def _newton_multiclass(
+    data: NewtonData,
+    ytr: np.ndarray,
+    labels: np.ndarray,
+    xte: np.ndarray,
+    costs: Sequence[float],
+    splits: list,
+) -> tuple[float, list[float], np.ndarray]:
+    """One-vs-rest with the Newton solver: every (class, fold) of the CV in one batch, C by
+    CV accuracy of the argmax of the per-class decisions (as ``LinearSVC`` predicts); then
+    the final per-class fits, warm-started from their folds. (cost, CV accuracy, test
+    predictions)."""
+    problems, owners = [], []
+    for f, (tr, _) in enumerate(splits):
+        present = set(np.unique(ytr[tr]).tolist())
+        for k, label in enumerate(labels):
+            if label in present:  # a class absent from a fold's training rows: never predicted
+                yk = np.where(ytr == label, 1, -1)
+                problems.append(_Problem(yk, np.ones(len(ytr)), tr))
+                owners.append((f, k))
+    cv_acc: list[float] = []
+    warm: list[list] = [[] for _ in labels]
+    if splits:
+        sols = data.path(problems, costs)
+        acc = np.zeros((len(costs), len(splits)))
+        for i, sol in enumerate(sols):
+            out = sol.outputs.cpu().numpy()  # (B, N)
+            for f, (_, va) in enumerate(splits):
+                dec = np.full((len(labels), len(va)), -np.inf)  # (classes, M)
+                for b, (fb, k) in enumerate(owners):
+                    if fb == f:
+                        dec[k] = out[b, va]
+                acc[i, f] = float(np.mean(labels[np.argmax(dec, axis=0)] == ytr[va]))
+        cv_acc = [float(v) for v in acc.mean(axis=1)]
+        best = int(np.argmax(cv_acc))
+        cost = float(costs[best])
+        for b, (_, k) in enumerate(owners):
+            warm[k].append((sols[best], b))
+    else:
+        cost = _fallback_cost(costs)
+    final = data.fit(
+        [_Problem(np.where(ytr == label, 1, -1), np.ones(len(ytr))) for label in labels],
+        [cost] * len(labels),
+        warm,
+    )
+    pred = labels[np.argmax(data.decision(final, xte), axis=1)] if len(xte) else labels[:0]
+    return cost, cv_acc, pred
+
+
 def train_multiclass(
     train_x: np.ndarray,
     train_y: np.ndarray,
@@ -299,30 +555,43 @@ def train_multiclass(
     folds: int = 3,
     seed: int = 0,
     workers: int = 1,
+    solver: str = "newton",
+    device: torch.device | str | None = None,
+    threads: int = 0,
 ) -> MulticlassResult:
     """Multi-class linear SVM (one-vs-rest LinearSVC), C by CV accuracy; test accuracy.
 
     ``train_y`` / ``test_y`` are integer class indices. Rows are L2-normalised here.
+    ``solver``, ``device``, ``workers`` and ``threads`` as in :func:`train_and_test`.
     """
+    check_solver(solver)
     xtr, xte = l2_normalize(train_x), l2_normalize(test_x)  # (N, D), (M, D)
     ytr, yte = np.asarray(train_y), np.asarray(test_y)
     counter = [0]
-    _, counts = np.unique(ytr, return_counts=True)
+    labels, counts = np.unique(ytr, return_counts=True)
     if len(counts) < 2:
         raise ValueError(f"train_multiclass: needs at least 2 classes, got {len(counts)}")
     # classes rarer than the folds are missing from some folds (sklearn warns); the CV
     # still ranks the costs
     k = min(folds, int(counts.max()))
-    cv_acc: list[float] = []
+    splits = []
     if k >= 2:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            splitter = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
-            splits = list(splitter.split(xtr, ytr))
-        cv_acc = _cv_grid(xtr, ytr, costs, splits, seed, workers, counter, multiclass=True)
-        cost = float(costs[int(np.argmax(cv_acc))])
+            splits = _folds(ytr, k, seed)
+    if solver == "newton":
+        data = NewtonData(xtr, device)
+        with l2svm.torch_threads(threads):
+            cost, cv_acc, pred = _newton_multiclass(data, ytr, labels, xte, costs, splits)
+        counter[0] += data.not_converged
     else:
-        cost = _fallback_cost(costs)
-    clf = _fit(make_svc(cost, seed, class_weight=None), xtr, ytr, counter)
-    acc = float((clf.predict(xte) == yte).mean()) if len(yte) else float("nan")
+        cv_acc = []
+        if splits:
+            cv_acc = _cv_grid(xtr, ytr, costs, splits, seed, workers, counter, multiclass=True)
+            cost = float(costs[int(np.argmax(cv_acc))])
+        else:
+            cost = _fallback_cost(costs)
+        clf = _fit(make_svc(cost, seed, class_weight=None), xtr, ytr, counter)
+        pred = clf.predict(xte) if len(yte) else yte
+    acc = float((pred == yte).mean()) if len(yte) else float("nan")
     return MulticlassResult(cost, cv_acc, acc, len(ytr), len(yte))

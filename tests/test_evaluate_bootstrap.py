@@ -1,0 +1,127 @@
+"""The paired bootstrap of mAP differences: known answers and a brute-force enumeration."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from pipeline.evaluate.ap import average_precision, mean_ap
+from pipeline.evaluate.bootstrap import (
+    Interval,
+    map_differences,
+    paired_bootstrap,
+    resample_counts,
+    weighted_ap,
+)
+
+
+def scored(m: int, c: int, seed: int, noise: float):
+    """Labels (M, C) with one positive class per item and a few difficult, and scores
+    = label signal + noise."""
+    rng = np.random.default_rng(seed)
+    cls = rng.integers(0, c, m)
+    labels = -np.ones((m, c), np.int8)
+    labels[np.arange(m), cls] = np.where(rng.random(m) < 0.05, 0, 1)
+    scores = (labels == 1) + noise * rng.normal(size=(m, c))
+    return scores, labels
+
+
+def test_weighted_ap_equals_the_reference_on_expanded_resamples():
+    scores, labels = scored(40, 1, seed=0, noise=0.8)
+    s, y = scores[:, 0], labels[:, 0]
+    rng = np.random.default_rng(1)
+    w = resample_counts(40, 50, rng)  # (50, 40)
+    assert np.all(w.sum(axis=1) == 40)
+    got = weighted_ap(s, y, w)
+    for b in range(50):
+        idx = np.repeat(np.arange(40), w[b].astype(int))  # the expanded resample, item order
+        assert got[b] == pytest.approx(average_precision(s[idx], y[idx]), abs=1e-12)
+    # all weights 1: the plain AP
+    assert weighted_ap(s, y, np.ones((1, 40)))[0] == pytest.approx(average_precision(s, y))
+    assert np.isnan(weighted_ap(s, -np.ones(40), np.ones((1, 40)))[0])  # no positive
+
+
+def test_identical_models_give_exactly_zero():
+    scores, labels = scored(60, 4, seed=2, noise=1.0)
+    ci = paired_bootstrap(scores, scores.copy(), labels, n_boot=200, seed=0)
+    assert (ci.value, ci.ci_low, ci.ci_high, ci.mean) == (0.0, 0.0, 0.0, 0.0)
+    assert ci.verdict == "no measurable difference"
+
+
+def test_a_model_better_on_every_item_is_a_gain_and_its_mirror_a_loss():
+    """b ranks every positive of every class above every negative; a is noisy, so every
+    resample's AP difference is positive."""
+    _, labels = scored(80, 3, seed=3, noise=0.0)
+    perfect = (labels == 1).astype(float)  # (M, C)
+    noisy = perfect + 1.5 * np.random.default_rng(4).normal(size=perfect.shape)
+    gain = paired_bootstrap(noisy, perfect, labels, n_boot=300, seed=0)
+    assert gain.ci_low > 0 and gain.verdict == "gain"
+    loss = paired_bootstrap(perfect, noisy, labels, n_boot=300, seed=0)
+    assert loss.ci_high < 0 and loss.verdict == "loss"
+    assert loss.value == pytest.approx(-gain.value)
+
+
+def test_point_estimate_is_the_map_difference_and_the_bootstrap_is_centred_on_it():
+    a, labels = scored(300, 5, seed=5, noise=1.2)
+    b = a + 0.3 * (labels == 1) + 0.5 * np.random.default_rng(6).normal(size=a.shape)
+    ci = paired_bootstrap(a, b, labels, n_boot=1000, seed=0)
+    ap = lambda s: mean_ap(average_precision(s[:, c], labels[:, c]) for c in range(5))  # noqa: E731
+    assert ci.value == pytest.approx(ap(b) - ap(a), abs=1e-12)
+    assert ci.ci_low < ci.value < ci.ci_high
+    assert abs(ci.mean - ci.value) < 0.1 * (ci.ci_high - ci.ci_low)
+    assert ci.n_boot == 1000 and ci.level == 0.95
+    # seeded: the same interval again
+    assert paired_bootstrap(a, b, labels, n_boot=1000, seed=0) == ci
+
+
+def test_percentile_interval_matches_the_exact_bootstrap_distribution():
+    """M = 5 items: all 5^5 ordered resamples are equally likely; their mAP differences by
+    the reference AP give the exact bootstrap distribution, whose 2.5% / 97.5% quantiles
+    and mean the Monte Carlo interval must approach."""
+    scores_a = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.5], [0.4, 0.3], [0.1, 0.7]])
+    scores_b = np.array([[0.8, 0.3], [0.1, 0.9], [0.6, 0.25], [0.5, 0.2], [0.2, 0.4]])
+    labels = np.array([[1, -1], [-1, 1], [-1, 1], [1, -1], [-1, 1]])
+    m = 5
+    exact, counts = [], []
+    for idx in itertools.product(range(m), repeat=m):
+        idx = np.sort(np.array(idx))  # item order within the resample (ties: module doc)
+        maps = [
+            mean_ap(average_precision(s[idx, c], labels[idx, c]) for c in range(2))
+            for s in (scores_a, scores_b)
+        ]
+        exact.append(maps[1] - maps[0])
+        counts.append(np.bincount(idx, minlength=m))
+    exact, counts = np.array(exact), np.array(counts, dtype=float)
+    # the vectorised computation agrees resample by resample
+    got = map_differences(scores_a, scores_b, labels, counts)
+    np.testing.assert_allclose(got, exact, atol=1e-12)
+    exact = exact[~np.isnan(exact)]
+    ci = paired_bootstrap(scores_a, scores_b, labels, n_boot=40000, seed=1)
+    q = lambda p: np.quantile(exact, p)  # noqa: E731
+    assert q(0.015) <= ci.ci_low <= q(0.035)
+    assert q(0.965) <= ci.ci_high <= q(0.985)
+    assert ci.mean == pytest.approx(exact.mean(), abs=0.005)
+
+
+def test_classes_without_an_svm_are_left_out_and_bad_input_rejected():
+    a, labels = scored(50, 3, seed=7, noise=1.0)
+    b = a.copy()
+    b[:, 0] += 0.2 * np.random.default_rng(8).normal(size=50)
+    a_nan, b_nan = a.copy(), b.copy()
+    a_nan[:, 2] = b_nan[:, 2] = np.nan  # class 2: no SVM for either network
+    ci = paired_bootstrap(a_nan, b_nan, labels, n_boot=100, seed=0)
+    ref = paired_bootstrap(a[:, :2], b[:, :2], labels[:, :2], n_boot=100, seed=0)
+    assert ci == ref
+    with pytest.raises(ValueError, match="same"):
+        paired_bootstrap(a, b[:10], labels, n_boot=10, seed=0)
+    with pytest.raises(ValueError, match="n_boot"):
+        paired_bootstrap(a, b, labels, n_boot=0, seed=0)
+
+
+def test_interval_dict_and_verdicts():
+    d = Interval(0.01, -0.002, 0.03, 0.011, 500).to_dict()
+    assert d["verdict"] == "no measurable difference" and d["n_boot"] == 500
+    assert Interval(0.01, 0.001, 0.03, 0.01, 500).verdict == "gain"
+    assert Interval(-0.01, -0.03, -0.001, -0.01, 500).verdict == "loss"
