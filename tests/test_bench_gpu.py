@@ -68,6 +68,7 @@ def test_tiny_cpu_run_has_every_section(smoke):
     assert svm["classes_timed"] >= 1
     assert svm["linearsvc_fits_per_s"] > 0
     assert svm["projected_seconds_all_classes"] > 0
+    assert svm["newton_seconds_all_classes"] > 0 and 0 <= svm["newton_map"] <= 1
 
     frcnn = sections["frcnn"]
     assert frcnn["iterations_timed"] >= 1
