@@ -59,8 +59,11 @@ def test_tiny_cpu_run_has_every_section(smoke):
     run = train["runs"]["fp32"]
     assert run["pairs_per_s"] > 0
     hours = run["projected_hours_160k_pairs_200_epochs"]
-    # pairs_per_s is rounded to 0.1 in the JSON, which at tiny CPU rates is a few percent
-    assert hours == pytest.approx(160_000 * 200 / run["pairs_per_s"] / 3600, rel=0.05)
+    # pairs_per_s is rounded to 0.1 in the JSON: the projection lies within that rounding
+    # (at tiny CPU rates on a loaded machine it is several percent)
+    rate = run["pairs_per_s"]
+    low, high = 160_000 * 200 / 3600 / (rate + 0.05), 160_000 * 200 / 3600 / max(rate - 0.05, 1e-9)
+    assert low * 0.999 <= hours <= high * 1.001, (hours, rate)
     assert run["vs_paper_10h"] == pytest.approx(hours / 10.0, rel=1e-3)
     assert "160000 * 200" in run["projection"]
 
