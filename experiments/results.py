@@ -118,6 +118,17 @@ def diff_pct(a: float | None, b: float | None) -> str:
     return "n/a" if a is None or b is None else f"{100 * (b - a):+.2f}"
 
 
+def diff_ci(a: float | None, b: float | None, ci: dict | None) -> str:
+    """``b - a`` in points with classify's paired bootstrap 95% interval and verdict, when
+    the metrics have one (``map_diff_ci``); a difference whose interval holds 0 reads
+    "no measurable difference", never a gain or a loss."""
+    text = diff_pct(a, b)
+    if not ci or ci.get("ci_low") is None or ci.get("ci_high") is None:
+        return text
+    return (f"{text} [{100 * ci['ci_low']:+.2f}, {100 * ci['ci_high']:+.2f}]: "
+            f"{ci.get('verdict', '?')}")  # fmt: skip
+
+
 def num(x: Any, fmt: str = "{:.4g}") -> str:
     return "n/a" if x is None else fmt.format(x)
 
@@ -281,15 +292,17 @@ def render_results(runs: list[Run], context: dict) -> str:
         rows.append([
             r.mechanism,
             pct(get(c, "obj", "original", "map")), pct(get(c, "obj", "scn", "map")),
-            diff_pct(get(c, "obj", "original", "map"), get(c, "obj", "scn", "map")),
+            diff_ci(get(c, "obj", "original", "map"), get(c, "obj", "scn", "map"),
+                    get(c, "obj", "map_diff_ci")),
             pct(get(c, "img", "original", "map")), pct(get(c, "img", "scn", "map")),
-            diff_pct(get(c, "img", "original", "map"), get(c, "img", "scn", "map")),
+            diff_ci(get(c, "img", "original", "map"), get(c, "img", "scn", "map"),
+                    get(c, "img", "map_diff_ci")),
             f"{num(get(c, 'obj', 'n_train'), '{}')} / {num(get(c, 'obj', 'n_test'), '{}')}",
             f"{num(get(c, 'img', 'n_train'), '{}')} / {num(get(c, 'img', 'n_test'), '{}')}",
         ])  # fmt: skip
     out += table(
-        ["mechanism", "Obj original", "Obj SCN", "Obj diff", "Img original", "Img SCN",
-         "Img diff", "Obj train / test", "Img train / test"],
+        ["mechanism", "Obj original", "Obj SCN", "Obj diff [95% CI]", "Img original",
+         "Img SCN", "Img diff [95% CI]", "Obj train / test", "Img train / test"],
         rows,
     )  # fmt: skip
 

@@ -100,6 +100,28 @@ def test_render_results_has_a_doersch_column_and_no_context_row_for_it():
     assert '`method="doersch"`' in row(text, "doersch", "## Experiments")
 
 
+def test_render_results_writes_each_difference_with_its_interval_and_verdict():
+    metrics = fake_metrics((0.40, 0.45), (0.60, 0.58), (0.30, 0.30))
+    metrics["classify"]["obj"]["map_diff_ci"] = {
+        "value": 0.05,
+        "ci_low": 0.02,
+        "ci_high": 0.08,
+        "verdict": "gain",
+    }
+    metrics["classify"]["img"]["map_diff_ci"] = {
+        "value": -0.02,
+        "ci_low": -0.05,
+        "ci_high": 0.01,
+        "verdict": "no measurable difference",
+    }
+    run = Run("edgebox", "results-edgebox", "ok", 12.0, "b" * 40, BASE, metrics)
+    text = render_results([run], context())
+    assert row(text, "edgebox", "## Table 2").startswith(
+        "| edgebox | 40.00 | 45.00 | +5.00 [+2.00, +8.00]: gain | 60.00 | 58.00 "
+        "| -2.00 [-5.00, +1.00]: no measurable difference |"
+    )  # fmt: skip
+
+
 def test_render_results_flags_originals_that_differ():
     a = Run("bbox", "results-bbox", "ok", 1.0, "b" * 40, BASE,
             fake_metrics((0.40, 0.45), (0.6, 0.6), (0.3, 0.3)))  # fmt: skip
@@ -170,9 +192,11 @@ def test_results_script_runs_two_mechanisms_as_dvc_experiments(experiment_repo):
         detect = exp_file(repo, name, "metrics/detect.json")
         pairs = exp_file(repo, name, "metrics/pairs.json")
         obj, img = classify["obj"], classify["img"]
+        ci = obj["map_diff_ci"]
         assert row(text, mech, "## Table 2").startswith(
             f"| {mech} | {pct(obj['original']['map'])} | {pct(obj['scn']['map'])} | "
-            f"{100 * (obj['scn']['map'] - obj['original']['map']):+.2f} | "
+            f"{100 * (obj['scn']['map'] - obj['original']['map']):+.2f} "
+            f"[{100 * ci['ci_low']:+.2f}, {100 * ci['ci_high']:+.2f}]: {ci['verdict']} | "
             f"{pct(img['original']['map'])} | {pct(img['scn']['map'])} |"
         )
         assert row(text, mech, "## Table 4").startswith(
