@@ -53,34 +53,23 @@ def head_train_mode(head: nn.Module, bn: str, dropout: bool) -> None:
             m.train(dropout)
 
 
-class SCN(nn.Module):
-    """Bottom stream (frozen ``trunk`` + trainable ``head``) and the context module.
+class BottomStream(nn.Module):
+    """The bottom stream every training method trains: a frozen ``trunk`` and a trainable
+    ``head`` (h1), with the head's train-mode behaviours set by ``bn`` and ``dropout``.
+    :class:`SCN` adds the context module, Doersch's network the pair classifier."""
 
-    ``forward(x, offset, from_trunk)``: ``x`` is a trunk output row batch when
-    ``from_trunk`` (the cached path), else normalised images (B, 3, S, S).
-    """
-
-    def __init__(
-        self,
-        trunk: nn.Module,
-        head: nn.Module,
-        feature_dim: int,
-        target_dim: int,
-        hidden: int = 1024,
-        use_offset: bool = True,
-        bn: str = "frozen",
-        dropout: bool = False,
-    ):
+    def __init__(self, trunk: nn.Module, head: nn.Module, bn: str = "frozen",
+                 dropout: bool = False):  # fmt: skip
         super().__init__()
         if bn not in BN_MODES:
             raise ValueError(f"bn: {bn!r} is not a valid choice; allowed: {', '.join(BN_MODES)}")
         self.bn, self.dropout = bn, bool(dropout)
         self.trunk = trunk.requires_grad_(False).eval()
         self.head = head.requires_grad_(True)
-        self.context = ContextModule(feature_dim, target_dim, hidden=hidden, use_offset=use_offset)
 
-    def train(self, mode: bool = True) -> SCN:
-        """Training mode for the context module; the trunk always runs in inference mode.
+    def train(self, mode: bool = True) -> BottomStream:
+        """Training mode for what the method adds (the context module, the classifier); the
+        trunk always runs in inference mode.
 
         In the head, BatchNorm layers use batch statistics (and update their running
         statistics) only with ``bn="batch"``; with ``bn="frozen"`` (default) they keep the
@@ -102,6 +91,32 @@ class SCN(nn.Module):
                 x = self.trunk(x)  # (B, ...) frozen trunk output
         return self.head(x)  # (B, D) = h1
 
+    def check_frozen(self) -> None:
+        """The trunk stays frozen (MoCo-style sanity check, run each epoch)."""
+        assert_frozen(self.trunk, "bottom-stream trunk")
+
+
+class SCN(BottomStream):
+    """Bottom stream (frozen ``trunk`` + trainable ``head``) and the context module.
+
+    ``forward(x, offset, from_trunk)``: ``x`` is a trunk output row batch when
+    ``from_trunk`` (the cached path), else normalised images (B, 3, S, S).
+    """
+
+    def __init__(
+        self,
+        trunk: nn.Module,
+        head: nn.Module,
+        feature_dim: int,
+        target_dim: int,
+        hidden: int = 1024,
+        use_offset: bool = True,
+        bn: str = "frozen",
+        dropout: bool = False,
+    ):
+        super().__init__(trunk, head, bn, dropout)
+        self.context = ContextModule(feature_dim, target_dim, hidden=hidden, use_offset=use_offset)
+
     def forward(
         self, x: torch.Tensor, offset: torch.Tensor | None, from_trunk: bool = True
     ) -> torch.Tensor:
@@ -110,10 +125,6 @@ class SCN(nn.Module):
 
     def trainable(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
-
-    def check_frozen(self) -> None:
-        """The trunk stays frozen (MoCo-style sanity check, run each epoch)."""
-        assert_frozen(self.trunk, "bottom-stream trunk")
 
 
 def build_scn(

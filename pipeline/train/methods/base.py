@@ -101,6 +101,8 @@ class Method(ABC):
     #: ``train.early_stop_patience``, and whether higher (``max``) or lower is better
     select_key: ClassVar[str] = "test_loss"
     select_mode: ClassVar[Literal["max", "min"]] = "min"
+    #: the keys of ``self.provenance`` a checkpoint must match to be resumed
+    resume_provenance: ClassVar[tuple[str, ...]] = ()
 
     model: nn.Module
     train_set: Dataset
@@ -164,8 +166,12 @@ class Method(ABC):
         return None
 
     def resume_meta(self) -> dict[str, Any]:
-        """Provenance a checkpoint must match, beside the train config, to be resumed."""
-        return {}
+        """Provenance a checkpoint must match, beside the train config, to be resumed: the
+        :attr:`resume_provenance` keys of the method's ``provenance`` (none without one)."""
+        provenance = getattr(self, "provenance", None)
+        if provenance is None:
+            return {}
+        return {k: provenance[k] for k in self.resume_provenance}
 
     @abstractmethod
     def save_trained(

@@ -45,14 +45,13 @@ from tqdm import tqdm
 from pipeline.config import to_dict
 from pipeline.errors import DataError
 from pipeline.io import atomic_path
-from pipeline.models.context import assert_frozen
 from pipeline.provenance import code_version, sha256_file
 from pipeline.train.config import DoerschConfig, TrainConfig
 from pipeline.train.data import plain_attr
 from pipeline.train.distributed import DistInfo, all_reduce, barrier, dist_info
 from pipeline.train.loop import FitResult
 from pipeline.train.methods.base import BatchLoss, Method, autocast
-from pipeline.train.model import bottom_stream_payload, head_train_mode, write_trained
+from pipeline.train.model import BottomStream, bottom_stream_payload, write_trained
 from pipeline.train.patch_grid import N_POSITIONS, Geometry, PairTable, apply_color, pair_table
 
 if TYPE_CHECKING:
@@ -74,7 +73,7 @@ Source = Literal["trunk", "image"]
 # ----------------------------------------------------------------------------- model
 
 
-class RelativePosition(nn.Module):
+class RelativePosition(BottomStream):
     """The shared bottom stream (frozen ``trunk`` + trainable ``head``) applied to both
     patches, h1 of the pair concatenated, fc layers of ``hidden`` sizes with ReLUs, and
     the 8-way classifier.
@@ -93,10 +92,7 @@ class RelativePosition(nn.Module):
         bn: str = "frozen",
         dropout: bool = False,
     ):
-        super().__init__()
-        self.bn, self.dropout = bn, bool(dropout)
-        self.trunk = trunk.requires_grad_(False).eval()
-        self.head = head.requires_grad_(True)
+        super().__init__(trunk, head, bn, dropout)
         layers: list[nn.Module] = []
         dim = 2 * feature_dim  # [h1(a), h1(b)]
         for size in hidden:
@@ -105,27 +101,10 @@ class RelativePosition(nn.Module):
         layers.append(nn.Linear(dim, N_POSITIONS))
         self.classifier = nn.Sequential(*layers)
 
-    def train(self, mode: bool = True) -> RelativePosition:
-        super().train(mode)
-        self.trunk.eval()
-        if mode:
-            head_train_mode(self.head, self.bn, self.dropout)
-        return self
-
-    def bottom(self, x: torch.Tensor, from_trunk: bool) -> torch.Tensor:
-        """h1 of the bottom stream, (B, D)."""
-        if not from_trunk:
-            with torch.no_grad():
-                x = self.trunk(x)  # (B, ...) frozen trunk output
-        return self.head(x)  # (B, D)
-
     def forward(self, a: torch.Tensor, b: torch.Tensor, from_trunk: bool = True) -> torch.Tensor:
         h = self.bottom(torch.cat([a, b]), from_trunk)  # (2B, D): one pass, shared weights
         h_a, h_b = h.chunk(2)  # (B, D), (B, D)
         return self.classifier(torch.cat([h_a, h_b], dim=1))  # (B, 8) logits
-
-    def check_frozen(self) -> None:
-        assert_frozen(self.trunk, "bottom-stream trunk")
 
 
 # ----------------------------------------------------------------------------- data
@@ -398,6 +377,7 @@ class DoerschMethod(Method):
     """
 
     name: ClassVar[str] = "Doersch"
+    resume_provenance: ClassVar[tuple[str, ...]] = RESUME_PROVENANCE
     record_keys: ClassVar[tuple[str, ...]] = ("test_loss", "test_accuracy")
     loss_label: ClassVar[str] = "cross-entropy per pair"
     select_key: ClassVar[str] = "test_accuracy"  # train.select: best keeps the most accurate
@@ -456,11 +436,6 @@ class DoerschMethod(Method):
 
     def baseline(self) -> tuple[str, float]:
         return "chance: ln 8", math.log(N_POSITIONS)
-
-    def resume_meta(self) -> dict[str, Any]:
-        if self.provenance is None:
-            return {}
-        return {k: self.provenance[k] for k in RESUME_PROVENANCE}
 
     def save_trained(
         self, path: Path, config: dict[str, Any], history: list[dict[str, float]]

@@ -172,6 +172,7 @@ class SCNMethod(Method):
     """
 
     name: ClassVar[str] = "SCN"
+    resume_provenance: ClassVar[tuple[str, ...]] = RESUME_PROVENANCE
     record_keys: ClassVar[tuple[str, ...]] = (
         "test_loss",
         # 1 - test loss / variance of the test targets: > 0 beats predicting the mean
@@ -303,11 +304,6 @@ class SCNMethod(Method):
 
     def baseline(self) -> tuple[str, float]:
         return "test: predict the mean", self.test_var
-
-    def resume_meta(self) -> dict[str, Any]:
-        if self.provenance is None:
-            return {}
-        return {k: self.provenance[k] for k in RESUME_PROVENANCE}
 
     def save_trained(
         self, path: Path, config: dict[str, Any], history: list[dict[str, float]]
