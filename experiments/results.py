@@ -7,9 +7,16 @@ For each mechanism it runs ``dvc exp run -S proposal=<m> --name results-<m> [-S 
 and for each baseline method (``--baselines``, default ``doersch``: ``-S method=doersch``
 with the workspace's proposal, first) ``--name results-<method>``, in the repository's
 workspace, one after the other (stages whose inputs did not change
-are skipped or restored from DVC's run cache), then reads every experiment's params and
+are skipped or restored from DVC's run cache); each of them with ``--seeds`` SCN training
+seeds (default 3: the workspace's ``train.seed`` under the plain name, then
+``-S train.seed=<s>`` as ``results-<m>-seed<s>``, which reruns only train and the SCN side
+of the evaluation). It then reads every experiment's params and
 metrics back with ``dvc exp show --json`` and writes RESULTS.md: the paper's Table 2
-(linear-SVM mAP, original vs SCN, Obj and Img), Table 1 (context classification),
+(linear-SVM mAP, original vs SCN, Obj and Img: per mechanism the mean and standard
+deviation over seeds, the difference with a paired bootstrap 95% interval over the test
+items and the seeds, read from each run's ``<paths.classify>/bootstrap.npz``, and the share
+of the diagnose stage's headroom (supervised ceiling - original) it is), Table 1 (context
+classification),
 Table 4 (detection mAP), the synthetic Figure 3 figures, each beside the paper's VOC
 number (REFERENCE.md section 3), the proposals' recall and pair counts, and the exact
 provenance: the git commit, the files that differed from it, each experiment's commit
@@ -41,8 +48,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from pipeline.evaluate.bootstrap import pooled_interval, read_distributions
+from pipeline.evaluate.classify import BOOTSTRAP_FILE
 from pipeline.io import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +104,9 @@ class Run:
     metrics: dict = field(default_factory=dict)  # stage -> metrics dict
     error: str | None = None
     overrides: list[str] = field(default_factory=list)  # the -S values it was run with
+    seed: int | None = None  # train.seed of this run (--seeds)
+    # setting (obj, img) -> classify's bootstrap record: value, (B,) diffs, seed, n_boot, n_test
+    bootstrap: dict[str, dict] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -164,6 +177,91 @@ def same_values(values: list[Any]) -> bool:
     return all(v == values[0] for v in values[1:])
 
 
+# --------------------------------------------------------------------------- seeds
+
+
+def by_mechanism(runs: list[Run]) -> dict[str, list[Run]]:
+    """Successful runs per mechanism (or baseline), in first-seen order: one per seed."""
+    out: dict[str, list[Run]] = {}
+    for r in runs:
+        if r.status == "ok":
+            out.setdefault(r.mechanism, []).append(r)
+    return out
+
+
+def run_label(r: Run, n_seeds: int) -> str:
+    """The mechanism, and the seed when the mechanism ran with several."""
+    return r.mechanism if n_seeds == 1 or r.seed is None else f"{r.mechanism} (seed {r.seed})"
+
+
+def mean_sd(values: list[float | None]) -> str:
+    """Percent: the value, or mean ± sample standard deviation over several seeds."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return pct(vals[0])
+    return f"{100 * np.mean(vals):.2f} ± {100 * np.std(vals, ddof=1):.2f}"
+
+
+def mean_of(runs: list[Run], *keys: str) -> float | None:
+    """Mean over the runs of the metric at ``keys``; None when a run lacks it."""
+    vals = [get(r.metrics, *keys) for r in runs]
+    return None if not vals or None in vals else float(np.mean(vals))
+
+
+def mean_diff(runs: list[Run], *keys: str) -> float | None:
+    """Mean over the runs of SCN - original at ``keys`` (e.g. classify, obj)."""
+    diffs = []
+    for r in runs:
+        a, b = get(r.metrics, *keys, "original", "map"), get(r.metrics, *keys, "scn", "map")
+        if a is None or b is None:
+            return None
+        diffs.append(b - a)
+    return float(np.mean(diffs)) if diffs else None
+
+
+def seed_interval(runs: list[Run], setting: str, seed: int = 0) -> dict | None:
+    """The 95% interval of the mean SCN - original mAP difference on ``setting`` (obj, img)
+    over the runs' seeds and the test items (:func:`pooled_interval`), as classify's
+    ``map_diff_ci`` dict; one run: its own. None when a run lacks the bootstrap
+    distribution or the runs did not share their resamples (classify seed, number of
+    resamples, test set size)."""
+    if len(runs) == 1:
+        return get(runs[0].metrics, "classify", setting, "map_diff_ci")
+    recs = [r.bootstrap.get(setting) for r in runs]
+    if any(rec is None for rec in recs):
+        return None
+    if not same_values([tuple(rec[k] for k in ("seed", "n_boot", "n_test")) for rec in recs]):
+        return None
+    ci = pooled_interval(
+        np.array([rec["value"] for rec in recs]), np.stack([rec["diffs"] for rec in recs]), seed
+    )
+    return ci.to_dict()
+
+
+def diff_text(diff: float | None, ci: dict | None) -> str:
+    """A difference in points with its interval and verdict (see :func:`diff_ci`)."""
+    if diff is None:
+        return "n/a"
+    text = f"{100 * diff:+.2f}"
+    if not ci or ci.get("ci_low") is None or ci.get("ci_high") is None:
+        return text
+    return (f"{text} [{100 * ci['ci_low']:+.2f}, {100 * ci['ci_high']:+.2f}]: "
+            f"{ci.get('verdict', '?')}")  # fmt: skip
+
+
+def headroom_share(diff: float | None, ci: dict | None, headroom: float | None) -> str:
+    """SCN's difference as a share of the diagnose stage's headroom (ceiling - original),
+    with the interval scaled alike (the headroom taken as fixed)."""
+    if diff is None or headroom is None or headroom <= 0:
+        return "n/a"
+    text = f"{100 * diff / headroom:.0f}%"
+    if ci and ci.get("ci_low") is not None and ci.get("ci_high") is not None:
+        text += f" [{100 * ci['ci_low'] / headroom:.0f}%, {100 * ci['ci_high'] / headroom:.0f}%]"
+    return text
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -197,7 +295,8 @@ def render_results(runs: list[Run], context: dict) -> str:
     ``base_params_text`` and ``base_params_sha256`` (of its bytes).
     """
     ok = [r for r in runs if r.status == "ok"]
-    by_mech = {r.mechanism: r for r in ok}
+    groups = by_mechanism(runs)
+    n_seeds = {m: len(g) for m, g in groups.items()}
     base = context.get("base_params", {})
     backbone = ok[0].params.get("backbone", "?") if ok else base.get("backbone", "?")
     dataset = ok[0].params.get("dataset", "?") if ok else base.get("dataset", "?")
@@ -233,6 +332,7 @@ def render_results(runs: list[Run], context: dict) -> str:
             over = "requested: " + ", ".join(f"`{o}`" for o in r.overrides)
         rows.append([
             r.mechanism,
+            num(r.seed, "{}"),
             f"`{r.name}`",
             r.status,
             f"`{r.rev[:12]}`" if r.rev else "—",
@@ -241,7 +341,7 @@ def render_results(runs: list[Run], context: dict) -> str:
             over,
         ])  # fmt: skip
     out += table(
-        ["mechanism", "experiment", "status", "commit", "seconds",
+        ["mechanism", "train.seed", "experiment", "status", "commit", "seconds",
          "params SHA-256", "params that differ from the commit's params.yaml"],
         rows,
     )  # fmt: skip
@@ -268,15 +368,18 @@ def render_results(runs: list[Run], context: dict) -> str:
                        for k in ("original", *(m for m, _ in PAPER_COLUMNS))])  # fmt: skip
     ours = [f"{backbone} (ours, {dataset}), Obj / Img", f"{orig_obj} / {orig_img}"]
     for mech, _ in PAPER_COLUMNS:
-        r = by_mech.get(mech)
-        if r is None:
+        g = groups.get(mech)
+        if g is None:
             ours.append(next((x.status for x in runs if x.mechanism == mech), "not run"))
         else:
-            ours.append(
-                f"{pct(get(r.metrics, 'classify', 'obj', 'scn', 'map'))} / "
-                f"{pct(get(r.metrics, 'classify', 'img', 'scn', 'map'))}"
-            )
+            ours.append(f"{pct(mean_of(g, 'classify', 'obj', 'scn', 'map'))} / "
+                        f"{pct(mean_of(g, 'classify', 'img', 'scn', 'map'))}")  # fmt: skip
     out += table(header, [*rows, ours])
+    seeds_note = (
+        "SCN: the mean over the training seeds (`train.seed`) of each mechanism's runs."
+        if any(n > 1 for n in n_seeds.values())
+        else "SCN: one training seed per mechanism."
+    )
     out += [
         "",
         "Doersch: Doersch et al.'s relative-position task (`method: doersch`) trained from "
@@ -286,25 +389,75 @@ def render_results(runs: list[Run], context: dict) -> str:
         "fine-tuned, not this linear-SVM protocol).",
         "",
     ]
-    rows = []
-    for r in ok:
-        c = r.metrics.get("classify", {})
+    diag = [r.metrics.get("diagnose") or {} for r in ok]
+    ceiling = get(diag[0], "ceiling", "map") if diag else None
+    diag_original = get(diag[0], "original", "map") if diag else None
+    headroom = get(diag[0], "headroom", "map") if diag else None
+    out += [
+        seeds_note,
+        "",
+        "Per mechanism: SCN as mean ± standard deviation over its seeds; the difference SCN - "
+        "original with its paired bootstrap 95% interval over the test objects (Obj) or "
+        "images (Img) and, with several seeds, over the seeds too (classify's resamples, "
+        "shared by every seed's run, each averaged over a resample of the seeds); an "
+        'interval that holds 0 reads "no measurable difference". Supervised ceiling: the '
+        "diagnose stage's same trainable head (`network.scope`) fine-tuned on the train "
+        "objects' labels, then the same Obj protocol (its own original-network figure "
+        "beside it, on diagnose's object set); headroom share: SCN's Obj difference over "
+        "that headroom (ceiling - original).",
+        "",
+    ]
+    rows = [[
+        "supervised ceiling (diagnose)", "—", pct(diag_original), pct(ceiling),
+        diff_pct(diag_original, ceiling) + " (headroom)", "100%", "—", "—", "—",
+        f"{num(get(diag[0], 'n_objects', 'train'), '{}')} / "
+        f"{num(get(diag[0], 'n_objects', 'test'), '{}')}" if diag else "—", "—",
+    ]]  # fmt: skip
+    if len(diag) > 1 and not same_values([get(d, "ceiling", "map") for d in diag]):
+        rows[0][0] += " (differs between experiments: first shown)"
+    for mech, g in groups.items():
+        c = g[0].metrics.get("classify", {})
+        obj_diff, img_diff = mean_diff(g, "classify", "obj"), mean_diff(g, "classify", "img")
+        obj_ci, img_ci = seed_interval(g, "obj"), seed_interval(g, "img")
         rows.append([
-            r.mechanism,
-            pct(get(c, "obj", "original", "map")), pct(get(c, "obj", "scn", "map")),
-            diff_ci(get(c, "obj", "original", "map"), get(c, "obj", "scn", "map"),
-                    get(c, "obj", "map_diff_ci")),
-            pct(get(c, "img", "original", "map")), pct(get(c, "img", "scn", "map")),
-            diff_ci(get(c, "img", "original", "map"), get(c, "img", "scn", "map"),
-                    get(c, "img", "map_diff_ci")),
+            mech, str(len(g)),
+            pct(get(c, "obj", "original", "map")),
+            mean_sd([get(r.metrics, "classify", "obj", "scn", "map") for r in g]),
+            diff_text(obj_diff, obj_ci), headroom_share(obj_diff, obj_ci, headroom),
+            pct(get(c, "img", "original", "map")),
+            mean_sd([get(r.metrics, "classify", "img", "scn", "map") for r in g]),
+            diff_text(img_diff, img_ci),
             f"{num(get(c, 'obj', 'n_train'), '{}')} / {num(get(c, 'obj', 'n_test'), '{}')}",
             f"{num(get(c, 'img', 'n_train'), '{}')} / {num(get(c, 'img', 'n_test'), '{}')}",
         ])  # fmt: skip
     out += table(
-        ["mechanism", "Obj original", "Obj SCN", "Obj diff [95% CI]", "Img original",
-         "Img SCN", "Img diff [95% CI]", "Obj train / test", "Img train / test"],
+        ["mechanism", "seeds", "Obj original", "Obj SCN", "Obj diff [95% CI]",
+         "share of the Obj headroom", "Img original", "Img SCN", "Img diff [95% CI]",
+         "Obj train / test", "Img train / test"],
         rows,
     )  # fmt: skip
+    if any(n > 1 for n in n_seeds.values()):
+        out += ["", "### Per seed", ""]
+        rows = []
+        for mech, g in groups.items():
+            for r in g:
+                c, d = r.metrics.get("classify", {}), r.metrics.get("detect", {})
+                rows.append([
+                    mech, num(r.seed, "{}"),
+                    pct(get(c, "obj", "scn", "map")),
+                    diff_ci(get(c, "obj", "original", "map"), get(c, "obj", "scn", "map"),
+                            get(c, "obj", "map_diff_ci")),
+                    pct(get(c, "img", "scn", "map")),
+                    diff_ci(get(c, "img", "original", "map"), get(c, "img", "scn", "map"),
+                            get(c, "img", "map_diff_ci")),
+                    pct(get(d, "scn", "map")),
+                    diff_pct(get(d, "original", "map"), get(d, "scn", "map")),
+                ])  # fmt: skip
+        out += table(
+            ["mechanism", "train.seed", "Obj SCN", "Obj diff [95% CI]", "Img SCN",
+             "Img diff [95% CI]", "detection SCN (area)", "detection diff"],
+            rows,
+        )  # fmt: skip
 
     # ---- Table 1
     out += [
@@ -327,7 +480,8 @@ def render_results(runs: list[Run], context: dict) -> str:
         if "skipped" in c:  # a method without a context module (doersch)
             continue
         rows.append([
-            r.mechanism, pct(get(c, "own", "accuracy")), pct(get(c, "context", "accuracy")),
+            run_label(r, n_seeds[r.mechanism]),
+            pct(get(c, "own", "accuracy")), pct(get(c, "context", "accuracy")),
             pct(get(c, "both", "accuracy")), pct(c.get("majority_baseline")),
             pct(c.get("same_class_share_train")), pct(c.get("same_class_share_test")),
             f"{num(c.get('n_train_pairs'), '{}')} / {num(c.get('n_test_pairs'), '{}')}",
@@ -344,7 +498,8 @@ def render_results(runs: list[Run], context: dict) -> str:
         "## Table 4: detection mAP (Fast R-CNN), original vs SCN",
         "",
         "Area: the area under the interpolated precision-recall curve; 11-point: the "
-        "VOC2007 protocol.",
+        "VOC2007 protocol. SCN: mean ± standard deviation over the seeds (no interval: "
+        "detection has no bootstrap yet).",
         "",
     ]
     rows = [[
@@ -352,16 +507,19 @@ def render_results(runs: list[Run], context: dict) -> str:
         f"{PAPER_TABLE4['original']:.1f}", f"{PAPER_TABLE4['scn_edgebox']:.1f}",
         f"{PAPER_TABLE4['scn_edgebox'] - PAPER_TABLE4['original']:+.1f}", "—",
     ]]  # fmt: skip
-    for r in ok:
-        d = r.metrics.get("detect", {})
+    for mech, g in groups.items():
+        d = g[0].metrics.get("detect", {})
+        d11 = [get(r.metrics, "detect", "scn", "map_11point") for r in g]
+        o11 = get(d, "original", "map_11point")
         rows.append([
-            r.mechanism,
-            pct(get(d, "original", "map")), pct(get(d, "scn", "map")),
-            diff_pct(get(d, "original", "map"), get(d, "scn", "map")),
-            pct(get(d, "original", "map_11point")), pct(get(d, "scn", "map_11point")),
-            diff_pct(get(d, "original", "map_11point"), get(d, "scn", "map_11point")),
+            mech,
+            pct(get(d, "original", "map")),
+            mean_sd([get(r.metrics, "detect", "scn", "map") for r in g]),
+            "n/a" if (m := mean_diff(g, "detect")) is None else f"{100 * m:+.2f}",
+            pct(o11), mean_sd(d11),
+            "n/a" if o11 is None or None in d11 else f"{100 * (np.mean(d11) - o11):+.2f}",
             f"{num(get(d, 'original', 'loss_first'), '{:.2f}')} / "
-            f"{num(get(d, 'scn', 'loss_first'), '{:.2f}')}",
+            + " ".join(num(get(r.metrics, "detect", "scn", "loss_first"), "{:.2f}") for r in g),
         ])  # fmt: skip
     out += table(
         ["run", "original (area)", "SCN (area)", "diff (area)", "original (11-point)",
@@ -407,7 +565,7 @@ def render_results(runs: list[Run], context: dict) -> str:
     for r in ok:
         pr, pa, tr = (r.metrics.get(s, {}) for s in ("proposals", "pairs", "train"))
         rows.append([
-            r.mechanism,
+            run_label(r, n_seeds[r.mechanism]),
             f"{num(get(pr, 'splits', 'train', 'boxes_per_image'))} / "
             f"{num(get(pr, 'splits', 'test', 'boxes_per_image'))}",
             f"{pct(get(pr, 'splits', 'train', 'recall_iou0.5'))} / "
@@ -436,14 +594,26 @@ def render_results(runs: list[Run], context: dict) -> str:
 
     # ---- facts
     out += ["", "## SCN vs the original, as measured", ""]
-    for r in ok:
-        c, d = r.metrics.get("classify", {}), r.metrics.get("detect", {})
-        out.append(_compare("Obj", "Obj", r.mechanism, get(c, "obj", "original", "map"),
-                            get(c, "obj", "scn", "map")))  # fmt: skip
-        out.append(_compare("Img", "Img", r.mechanism, get(c, "img", "original", "map"),
-                            get(c, "img", "scn", "map")))  # fmt: skip
-        out.append(_compare("detection", "detection (area mAP)", r.mechanism,
-                            get(d, "original", "map"), get(d, "scn", "map")))  # fmt: skip
+    for mech, g in groups.items():
+        seeds = f" over {len(g)} seeds" if len(g) > 1 else ""
+        for setting, what in (("obj", "Obj"), ("img", "Img")):
+            diff, ci = mean_diff(g, "classify", setting), seed_interval(g, setting)
+            if diff is None:
+                out.append(f"- {what}, {mech}: not available.")
+            elif ci and ci.get("ci_low") is not None:
+                share = (f"; {headroom_share(diff, ci, headroom)} of the headroom"
+                         if setting == "obj" and headroom else "")  # fmt: skip
+                out.append(f"- {mech}, {what}{seeds}: SCN - original "
+                           f"{diff_text(diff, ci)}{share}.")  # fmt: skip
+            else:
+                out.append(f"- {mech}, {what}{seeds}: SCN - original {100 * diff:+.2f} points, "
+                           "no interval available, so no verdict.")  # fmt: skip
+        det = mean_diff(g, "detect")
+        out.append(
+            f"- {mech}, detection (area mAP){seeds}: SCN - original "
+            + ("not available." if det is None else
+               f"{100 * det:+.2f} points (no interval: detection has no bootstrap yet).")
+        )  # fmt: skip
     for what, vals in (("Obj", obj_vals), ("Img", img_vals)):
         if len(vals) > 1 and max(vals) != min(vals):
             out.append(
@@ -580,6 +750,17 @@ def collect(repo: Repo, runs: list[Run]) -> None:
         run.metrics = shown[run.name]["metrics"]
 
 
+def workspace_bootstrap(repo: Repo) -> dict[str, dict]:
+    """The classify stage's bootstrap distributions (``<paths.classify>/bootstrap.npz``) in
+    the workspace, which holds the experiment that just ran; empty when absent."""
+    params = yaml.safe_load((repo.root / "params.yaml").read_text()) or {}
+    path = repo.root / str(get(params, "paths", "classify") or "data/classify") / BOOTSTRAP_FILE
+    if not path.exists():
+        log.warning("%s not found: no interval pooled over seeds for this run", path)
+        return {}
+    return read_distributions(path)
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--proposals", default=",".join(MECHANISMS),
@@ -589,6 +770,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "(each one experiment with the workspace's proposal)")  # fmt: skip
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra params override passed to every `dvc exp run` as -S")  # fmt: skip
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="SCN training seeds per mechanism and baseline: train.seed, "
+                    "train.seed + 1, ... (default 3)")  # fmt: skip
     ap.add_argument("--repo", type=Path, default=ROOT, help="the git + DVC repository")
     ap.add_argument("--output", type=Path, default=None, help="default: <repo>/RESULTS.md")
     ap.add_argument("--prefix", default="results", help="experiment names: <prefix>-<m>")
@@ -603,9 +787,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--baselines: {args.baselines!r}; allowed: distinct values of "
                  f"{', '.join(BASELINES)}, or ''")  # fmt: skip
     args.baseline_names = baselines
+    if args.seeds < 1:
+        ap.error(f"--seeds: {args.seeds}; allowed: an integer >= 1")
     for s in args.sets:
-        if "=" not in s or s.split("=", 1)[0].strip() in ("", "proposal", "method"):
-            ap.error(f"--set: {s!r}; allowed: KEY=VALUE with a key other than proposal, method")
+        if "=" not in s or s.split("=", 1)[0].strip() in ("", "proposal", "method", "train.seed"):
+            ap.error(f"--set: {s!r}; allowed: KEY=VALUE with a key other than proposal, "
+                     "method, train.seed (use --seeds)")  # fmt: skip
     args.mechanisms = mechs
     return args
 
@@ -619,10 +806,20 @@ def main(argv: list[str] | None = None) -> int:
     workspace_bytes = params_path.read_bytes()
     own = (yaml.safe_load(workspace_bytes) or {}).get("proposal")
 
-    runs = [Run(m, f"{args.prefix}-{m}") for m in args.mechanisms]
-    baselines = [Run(b, f"{args.prefix}-{b}") for b in args.baseline_names]
-    # baselines first, the workspace's own mechanism last (the workspace ends as SCN)
-    order = baselines + sorted(runs, key=lambda r: r.mechanism == own)
+    base_seed = int(get(yaml.safe_load(workspace_bytes) or {}, "train", "seed") or 0)
+    seeds = [base_seed + i for i in range(args.seeds)]
+
+    def seeded(mech: str) -> list[Run]:  # the workspace's seed keeps the plain name
+        return [Run(mech, f"{args.prefix}-{mech}" + ("" if s == base_seed else f"-seed{s}"),
+                    seed=s) for s in seeds]  # fmt: skip
+
+    runs = [r for m in args.mechanisms for r in seeded(m)]
+    baselines = [r for b in args.baseline_names for r in seeded(b)]
+    # baselines first, the workspace's own mechanism and seed last (the workspace ends as
+    # its own SCN run)
+    order = baselines + sorted(
+        runs, key=lambda r: (r.mechanism == own, r.mechanism == own and r.seed == base_seed)
+    )
     runs += baselines
     existing = exp_show(repo)
     try:
@@ -634,7 +831,11 @@ def main(argv: list[str] | None = None) -> int:
                 overrides = [f"proposal={own}", BASELINES[run.mechanism], *args.sets]
             else:
                 overrides = [f"proposal={run.mechanism}", "method=scn", *args.sets]
+            if run.seed != base_seed:
+                overrides.append(f"train.seed={run.seed}")
             run_experiment(repo, run, overrides)
+            if run.status == "ok":
+                run.bootstrap = workspace_bootstrap(repo)
     finally:
         if params_path.read_bytes() != workspace_bytes:
             with atomic_path(params_path) as tmp:

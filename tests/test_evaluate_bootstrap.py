@@ -1,4 +1,5 @@
-"""The paired bootstrap of mAP differences: known answers and a brute-force enumeration."""
+"""The paired bootstrap of mAP differences: known answers and a brute-force enumeration;
+the interval pooled over training seeds (test items x seeds)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import pytest
 from pipeline.evaluate.ap import average_precision, mean_ap
 from pipeline.evaluate.bootstrap import (
     Interval,
+    bootstrap_differences,
     map_differences,
     paired_bootstrap,
+    pooled_interval,
+    read_distributions,
     resample_counts,
     weighted_ap,
+    write_distributions,
 )
 
 
@@ -125,3 +130,59 @@ def test_interval_dict_and_verdicts():
     assert d["verdict"] == "no measurable difference" and d["n_boot"] == 500
     assert Interval(0.01, 0.001, 0.03, 0.01, 500).verdict == "gain"
     assert Interval(-0.01, -0.03, -0.001, -0.01, 500).verdict == "loss"
+
+
+def test_runs_on_one_test_set_share_every_resample():
+    """Differences of b - a and c - b on the same seed add up to c - a resample by resample,
+    which holds only if all three use the same resamples of the test items."""
+    a, labels = scored(70, 3, seed=11, noise=1.2)
+    rng = np.random.default_rng(12)
+    b, c = a + 0.5 * rng.normal(size=a.shape), a + 0.5 * rng.normal(size=a.shape)
+    _, ab = bootstrap_differences(a, b, labels, n_boot=300, seed=5)
+    _, bc = bootstrap_differences(b, c, labels, n_boot=300, seed=5)
+    value, ac = bootstrap_differences(a, c, labels, n_boot=300, seed=5)
+    np.testing.assert_allclose(ab + bc, ac, atol=1e-12)
+    assert paired_bootstrap(a, c, labels, n_boot=300, seed=5).value == value
+
+
+def test_pooled_interval_over_seeds_known_answers():
+    a, labels = scored(80, 3, seed=3, noise=1.0)
+    b = a + 0.4 * np.random.default_rng(4).normal(size=a.shape)
+    value, diffs = bootstrap_differences(a, b, labels, n_boot=500, seed=0)
+    single = paired_bootstrap(a, b, labels, n_boot=500, seed=0)
+    # one seed, or several identical seeds: the single run's interval
+    assert pooled_interval(np.array([value]), diffs[None], seed=1) == single
+    same = pooled_interval(np.array([value] * 3), np.stack([diffs] * 3), seed=1)
+    assert (same.value, same.ci_low, same.ci_high) == pytest.approx(
+        (single.value, single.ci_low, single.ci_high), abs=1e-12
+    )
+    # no test-set noise, two seeds at 0 and 1: the mean of two seeds drawn with replacement
+    # is 0, 0.5 or 1 with probability 1/4, 1/2, 1/4, so the 95% interval is [0, 1]
+    spread = pooled_interval(
+        np.array([0.0, 1.0]), np.stack([np.zeros(4000), np.ones(4000)]), seed=2
+    )
+    assert (spread.value, spread.ci_low, spread.ci_high) == (0.5, 0.0, 1.0)
+    assert spread.mean == pytest.approx(0.5, abs=0.02)
+    assert spread.verdict == "no measurable difference"
+    # seeds that agree, with test noise: the pooled interval is no wider than one seed's
+    shifted = pooled_interval(np.array([0.05, 0.05]), np.stack([diffs - value + 0.05] * 2), seed=3)
+    assert shifted.ci_high - shifted.ci_low == pytest.approx(single.ci_high - single.ci_low)
+    with pytest.raises(ValueError, match="expected"):
+        pooled_interval(np.array([0.1, 0.2]), np.zeros((3, 10)), seed=0)
+
+
+def test_distributions_round_trip(tmp_path):
+    diffs = np.array([0.01, np.nan, -0.02])
+    rec = {"value": 0.005, "diffs": diffs, "seed": 3, "n_boot": 3, "n_test": 40}
+    path = tmp_path / "bootstrap.npz"
+    write_distributions(path, {"obj": rec, "img": {**rec, "n_test": 9}})
+    got = read_distributions(path)
+    assert set(got) == {"obj", "img"} and got["img"]["n_test"] == 9
+    np.testing.assert_array_equal(got["obj"]["diffs"], diffs)
+    assert {k: got["obj"][k] for k in ("value", "seed", "n_boot", "n_test")} == {
+        "value": 0.005,
+        "seed": 3,
+        "n_boot": 3,
+        "n_test": 40,
+    }
+    assert [p.name for p in tmp_path.iterdir()] == ["bootstrap.npz"]  # no temporary left

@@ -15,6 +15,7 @@ from pipeline.backbones import build_backbone
 from pipeline.backbones.preprocess import crop_resize, normalize
 from pipeline.config import ConfigError, build
 from pipeline.data.voc import open_split
+from pipeline.evaluate.bootstrap import percentile_interval, read_distributions
 from pipeline.evaluate.classify import context_offsets, object_pairs
 from pipeline.evaluate.config import ClassifyConfig
 from pipeline.evaluate.features import ObjectTable, cached_features, original_extractor
@@ -203,6 +204,13 @@ def test_stage_end_to_end(workspace):
         ci = first[setting]["map_diff_ci"]
         assert abs(ci["ci_low"]) <= 0.01 and abs(ci["ci_high"]) <= 0.01
     cache = workspace / "classify"
+    # the resampled differences behind each interval, for intervals pooled over seeds
+    dist = read_distributions(cache / "bootstrap.npz")
+    for setting in ("obj", "img"):
+        rec, ci = dist[setting], first[setting]["map_diff_ci"]
+        assert (rec["seed"], rec["n_boot"], len(rec["diffs"])) == (params.classify.seed, 200, 200)
+        assert rec["n_test"] == first[setting]["n_test"]
+        assert percentile_interval(rec["value"], rec["diffs"], 200).to_dict() == ci
     names = sorted(p.name for p in cache.glob("*.h5"))
     assert names == [
         f"{n}_{s}_{r}.h5"

@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from experiments.results import Run, params_diff, parse_args, pct, render_results
+from pipeline.evaluate.bootstrap import pooled_interval
 from tests.helpers.reports import fake_metrics
 from tools.dvc_repo import make_repo, tiny_params
 
@@ -50,7 +52,7 @@ def test_render_results_tables_sentences_and_provenance():
     assert "| VGG 19 (paper, VOC2012), Obj / Img | 81.4 / 78.1 | 82.6 / 78.8 |" in text
     assert row(text, "VGG 19 (paper, VOC2012), Obj / Img", "## Table 2").endswith("| — |")
     assert row(text, "bbox", "## Table 2").startswith(
-        "| bbox | 40.00 | 45.00 | +5.00 | 60.00 | 58.00 | -2.00 | 81 / 83 | 10 / 10 |"
+        "| bbox | 1 | 40.00 | 45.00 | +5.00 | n/a | 60.00 | 58.00 | -2.00 | 81 / 83 | 10 / 10 |"
     )
     # Table 1 and Table 4.
     assert row(text, "random", "## Table 1").startswith("| random | 71.00 | 40.00 | 73.45 |")
@@ -66,11 +68,12 @@ def test_render_results_tables_sentences_and_provenance():
         "| bbox | 8.5 / 8.5 | 90.00 / 90.00 | 75.00 / 75.00 | 66 / 66 | 60 / 60 | 123.4 | "
         "0.2500 | 1.23 | 1.50 |"
     )
-    # Facts, not opinions.
-    assert "- SCN is above the original on Obj by 5.00 points for bbox" in text
-    assert "- SCN is below the original on Img by 2.00 points for bbox" in text
-    assert "- SCN is equal to the original on detection (area mAP) for bbox" in text
-    assert "- SCN is below the original on detection (area mAP) by 5.00 points for random" in text
+    # Facts, not opinions: without an interval, no verdict.
+    assert "- bbox, Obj: SCN - original +5.00 points, no interval available, so no verdict." in text
+    assert "- bbox, Img: SCN - original -2.00 points, no interval" in text
+    assert "- bbox, detection (area mAP): SCN - original +0.00 points (no interval" in text
+    assert "- random, detection (area mAP): SCN - original -5.00 points" in text
+    assert "### Per seed" not in text  # one seed each
     assert "- No results for: yolo." in text
     assert "ERROR: stage yolo exploded" in text
     assert "| failed | — | 3 | — | requested: `proposal=yolo`, `train.epochs=1` |" in text
@@ -93,7 +96,7 @@ def test_render_results_has_a_doersch_column_and_no_context_row_for_it():
     t2 = row(text, "efficientnet_lite0 (ours, scenes), Obj / Img", "## Table 2")
     assert t2.endswith("| 45.00 / 58.00 | not run | 42.00 / 57.00 |")  # EdgeBox, Random, Doersch
     assert "55.3 classification / 46.6 detection" in text
-    assert row(text, "doersch", "## Table 2").startswith("| doersch | 40.00 | 42.00 | +2.00 |")
+    assert row(text, "doersch", "## Table 2").startswith("| doersch | 1 | 40.00 | 42.00 | +2.00 |")
     assert row(text, "doersch", "## Table 4").startswith("| doersch | 30.00 | 28.00 | -2.00 |")
     table1 = text[text.index("## Table 1") : text.index("## Table 4")]
     assert "| edgebox |" in table1 and "| doersch |" not in table1  # no context module
@@ -117,9 +120,67 @@ def test_render_results_writes_each_difference_with_its_interval_and_verdict():
     run = Run("edgebox", "results-edgebox", "ok", 12.0, "b" * 40, BASE, metrics)
     text = render_results([run], context())
     assert row(text, "edgebox", "## Table 2").startswith(
-        "| edgebox | 40.00 | 45.00 | +5.00 [+2.00, +8.00]: gain | 60.00 | 58.00 "
+        "| edgebox | 1 | 40.00 | 45.00 | +5.00 [+2.00, +8.00]: gain | n/a | 60.00 | 58.00 "
         "| -2.00 [-5.00, +1.00]: no measurable difference |"
     )  # fmt: skip
+    assert "- edgebox, Obj: SCN - original +5.00 [+2.00, +8.00]: gain." in text
+
+
+def seed_run(seed: int, obj_scn: float, diffs: np.ndarray) -> Run:
+    """An edgebox run of one training seed: Obj original 0.40, with its bootstrap record."""
+    metrics = fake_metrics((0.40, obj_scn), (0.60, 0.60), (0.30, 0.30 + seed / 100))
+    metrics["diagnose"] = {
+        "original": {"map": 0.41},
+        "ceiling": {"map": 0.51},
+        "headroom": {"map": 0.10},
+        "n_objects": {"train": 90, "test": 80},
+    }
+    metrics["classify"]["obj"]["map_diff_ci"] = {
+        "ci_low": -0.1,
+        "ci_high": 0.1,
+        "verdict": "no measurable difference",
+    }
+    rec = {"value": obj_scn - 0.40, "diffs": diffs, "seed": 0, "n_boot": len(diffs), "n_test": 83}
+    name = "results-edgebox" + ("" if seed == 0 else f"-seed{seed}")
+    return Run("edgebox", name, "ok", 10.0, f"{seed}" * 40, BASE, metrics, seed=seed,
+               bootstrap={"obj": rec})  # fmt: skip
+
+
+def test_render_results_pools_seeds_with_the_ceiling_and_headroom_share():
+    """Three seeds whose test-set resamples agree exactly: the pooled interval is the
+    spread of the seeds' mean, computed by pooled_interval; the headroom share divides by
+    the diagnose stage's ceiling - original."""
+    noise = np.linspace(-0.01, 0.01, 400)  # the same test resamples for every seed
+    runs = [seed_run(s, 0.40 + d, d + noise) for s, d in ((0, 0.02), (1, 0.04), (2, 0.06))]
+    text = render_results(runs, context())
+    ci = pooled_interval(np.array([0.02, 0.04, 0.06]),
+                         np.stack([d + noise for d in (0.02, 0.04, 0.06)]), seed=0)  # fmt: skip
+    cells = row(text, "edgebox", "## Table 2").split(" | ")
+    assert cells[1:5] == [
+        "3",
+        "40.00",
+        "44.00 ± 2.00",
+        f"+4.00 [{100 * ci.ci_low:+.2f}, {100 * ci.ci_high:+.2f}]: {ci.verdict}",
+    ]
+    assert ci.ci_low > 0.01 and ci.verdict == "gain"  # every seed gains; seeds' spread only
+    assert cells[5] == f"40% [{ci.ci_low / 0.001:.0f}%, {ci.ci_high / 0.001:.0f}%]"
+    ceiling = row(text, "supervised ceiling (diagnose)", "## Table 2").split(" | ")
+    assert ceiling[2:6] == ["41.00", "51.00", "+10.00 (headroom)", "100%"]
+    assert "SCN: the mean over the training seeds" in text
+    # the paper-form row holds the mean; a per-seed table lists each run's own interval
+    t2 = row(text, "efficientnet_lite0 (ours, scenes), Obj / Img", "## Table 2")
+    assert "44.00 / 60.00" in t2
+    per_seed = text[text.index("### Per seed") :]
+    assert "| edgebox | 2 | 46.00 | +6.00 [-10.00, +10.00]: no measurable difference |" in per_seed
+    assert row(text, "edgebox", "## Table 4").startswith("| edgebox | 30.00 | 31.00 ± 1.00 |")
+    assert row(text, "edgebox (seed 1)", "## Table 1")
+    assert "- edgebox, Obj over 3 seeds: SCN - original +4.00 [" in text
+    assert "of the headroom." in text
+    # a run without its bootstrap record: the mean, but no pooled interval and no verdict
+    runs[1].bootstrap = {}
+    text = render_results(runs, context())
+    assert row(text, "edgebox", "## Table 2").split(" | ")[4] == "+4.00"
+    assert "- edgebox, Obj over 3 seeds: SCN - original +4.00 points, no interval" in text
 
 
 def test_render_results_flags_originals_that_differ():
@@ -145,9 +206,11 @@ def test_helpers_and_argument_checks():
     assert args.mechanisms == ["bbox", "random"] and args.sets == ["train.epochs=1"]
     assert args.baseline_names == ["doersch"]  # run by default
     assert parse_args(["--baselines", ""]).baseline_names == []
+    assert args.seeds == 3 and parse_args(["--seeds", "1"]).seeds == 1
     for bad in (["--proposals", "bbox,selective"], ["--proposals", "bbox,bbox"],
                 ["--set", "proposal=yolo"], ["--set", "train.epochs"], ["--set", "method=scn"],
-                ["--baselines", "pathak"]):  # fmt: skip
+                ["--baselines", "pathak"], ["--seeds", "0"],
+                ["--set", "train.seed=4"]):  # fmt: skip
         with pytest.raises(SystemExit):
             parse_args(bad)
 
@@ -164,8 +227,9 @@ def exp_file(repo: Path, name: str, path: str) -> dict:
 
 @pytest.fixture(scope="module")
 def experiment_repo(tmp_path_factory):
-    """A tiny git + DVC repo after ``python -m experiments.results --proposals bbox,random``
-    ran in it (shared by the results and the ablations tests: the pipeline runs once)."""
+    """A tiny git + DVC repo after ``python -m experiments.results --proposals bbox,random
+    --seeds 2`` ran in it (shared by the results and the ablations tests: the pipeline runs
+    once; the second seed reruns only train and the SCN side of classify and detect)."""
     tmp_path = tmp_path_factory.mktemp("experiments")
     params = tiny_params({"scenes": {"n_train": 8, "n_test": 8},
                           "classify": {"costs": [1.0], "max_context_pairs": 100}})  # fmt: skip
@@ -174,7 +238,7 @@ def experiment_repo(tmp_path_factory):
     out = tmp_path / "out" / "RESULTS.md"
     cmd = [sys.executable, "-m", "experiments.results", "--repo", str(repo),
            "--output", str(out), "--proposals", "bbox,random", "--baselines", "",
-           "--set", "train.epochs=1"]  # fmt: skip
+           "--seeds", "2", "--set", "train.epochs=1"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     return repo, before, out
@@ -187,30 +251,47 @@ def test_results_script_runs_two_mechanisms_as_dvc_experiments(experiment_repo):
     assert (repo / "params.yaml").read_bytes() == before  # the workspace's params come back
 
     for mech in ("bbox", "random"):
-        name = f"results-{mech}"
-        classify = exp_file(repo, name, "metrics/classify.json")
-        detect = exp_file(repo, name, "metrics/detect.json")
-        pairs = exp_file(repo, name, "metrics/pairs.json")
-        obj, img = classify["obj"], classify["img"]
-        ci = obj["map_diff_ci"]
-        assert row(text, mech, "## Table 2").startswith(
-            f"| {mech} | {pct(obj['original']['map'])} | {pct(obj['scn']['map'])} | "
-            f"{100 * (obj['scn']['map'] - obj['original']['map']):+.2f} "
-            f"[{100 * ci['ci_low']:+.2f}, {100 * ci['ci_high']:+.2f}]: {ci['verdict']} | "
-            f"{pct(img['original']['map'])} | {pct(img['scn']['map'])} |"
+        names = (f"results-{mech}", f"results-{mech}-seed1")  # train.seed 0 and 1
+        classify = [exp_file(repo, n, "metrics/classify.json") for n in names]
+        detect = [exp_file(repo, n, "metrics/detect.json") for n in names]
+        train = [exp_file(repo, n, "metrics/train.json") for n in names]
+        pairs = exp_file(repo, names[0], "metrics/pairs.json")
+        assert train[0]["test_loss"] != train[1]["test_loss"]  # another seed, another model
+        obj = [c["obj"] for c in classify]
+        assert obj[0]["original"] == obj[1]["original"]  # the same original network
+        scn = [o["scn"]["map"] for o in obj]
+        diff = sum(o["scn"]["map"] - o["original"]["map"] for o in obj) / 2
+        cells = row(text, mech, "## Table 2").split(" | ")
+        sd = 100 * abs(scn[0] - scn[1]) / 2**0.5  # the sample standard deviation of two
+        assert cells[1:4] == ["2", pct(obj[0]["original"]["map"]),
+                              f"{50 * (scn[0] + scn[1]):.2f} ± {sd:.2f}"]  # fmt: skip
+        # pooled over both seeds from classify's bootstrap distributions: an interval
+        assert cells[4].startswith(f"{100 * diff:+.2f} [") and cells[4].endswith(
+            ("gain", "loss", "no measurable difference")
         )
+        per_seed = text[text.index("### Per seed") :]
+        for seed, o in enumerate(obj):
+            ci = o["map_diff_ci"]
+            assert (
+                f"| {mech} | {seed} | {pct(o['scn']['map'])} | "
+                f"{100 * (o['scn']['map'] - o['original']['map']):+.2f} "
+                f"[{100 * ci['ci_low']:+.2f}, {100 * ci['ci_high']:+.2f}]: {ci['verdict']} |"
+            ) in per_seed
         assert row(text, mech, "## Table 4").startswith(
-            f"| {mech} | {pct(detect['original']['map'])} | {pct(detect['scn']['map'])} |"
+            f"| {mech} | {pct(detect[0]['original']['map'])} | "
         )
-        ctx = classify["context"]
-        assert row(text, mech, "## Table 1").startswith(
-            f"| {mech} | {pct(ctx['own']['accuracy'])} | {pct(ctx['context']['accuracy'])} | "
-            f"{pct(ctx['both']['accuracy'])} |"
+        ctx = classify[1]["context"]
+        assert row(text, f"{mech} (seed 1)", "## Table 1").startswith(
+            f"| {mech} (seed 1) | {pct(ctx['own']['accuracy'])} | "
+            f"{pct(ctx['context']['accuracy'])} | {pct(ctx['both']['accuracy'])} |"
         )
-        assert f"| {pairs['splits']['train']['pairs']} / " in row(text, mech, "## Proposals")
-        experiments = row(text, mech, "## Experiments")
-        assert "| ok |" in experiments
-        assert f'`proposal="{mech}"`' in experiments and "`train.epochs=1`" in experiments
+        assert f"| {pairs['splits']['train']['pairs']} / " in row(
+            text, f"{mech} (seed 0)", "## Proposals"
+        )
+        experiments = [line for line in text.splitlines() if line.startswith(f"| {mech} | ")]
+        assert all("| ok |" in line for line in experiments[:2])
+        assert f'`proposal="{mech}"`' in experiments[0] and "train.seed" not in experiments[0]
+        assert "`train.seed=1`" in experiments[1] and "`train.epochs=1`" in experiments[1]
     synthetic = exp_file(repo, "results-bbox", "metrics/synthetic.json")
     assert f"| {synthetic['test_mse_no_offset']:.4g} |" in row(text, "ours", "## Figure 3")
 

@@ -9,6 +9,11 @@ each, and the difference mAP_b - mAP_a recorded. The 95% interval is the 2.5th a
 1993, ch. 13). An interval holding 0 reads "no measurable difference", one above 0 a
 "gain" of b over a, one below a "loss".
 
+The resamples depend only on the test set's size, the number of resamples and the seed,
+so runs of several SCN training seeds evaluated on one test set share them;
+:func:`pooled_interval` then bootstraps the mean difference over seeds and test items
+together (``experiments/results.py`` with ``--seeds``).
+
 A resample is held as per-item counts (B, M), so one class's AP over many resamples is a
 few cumulative sums over the items sorted once by score (:func:`weighted_ap`): a copy of
 an item is a separate rank with the same score, which is what sorting the expanded
@@ -21,8 +26,11 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from pipeline.io import atomic_path
 
 LEVEL = 0.95
 CHUNK = 256  # resamples per vectorised block (memory: CHUNK x M floats a few times)
@@ -123,20 +131,15 @@ def _paired_columns(
     return a[:, keep], b[:, keep], y[:, keep]
 
 
-def paired_bootstrap(
-    scores_a: np.ndarray,
-    scores_b: np.ndarray,
-    labels: np.ndarray,
-    n_boot: int,
-    seed: int,
-    level: float = LEVEL,
-) -> Interval:
-    """Percentile interval of mAP_b - mAP_a over ``n_boot`` paired resamples of the test
-    items (rows of the (M, C) ``scores_a``, ``scores_b`` and ``labels``), seeded."""
+def bootstrap_differences(
+    scores_a: np.ndarray, scores_b: np.ndarray, labels: np.ndarray, n_boot: int, seed: int
+) -> tuple[float, np.ndarray]:
+    """(mAP_b - mAP_a on the full test set, (n_boot,) differences on the paired resamples,
+    nan where a resample has no positive at all). The resamples depend only on the number
+    of test items, ``n_boot`` and ``seed``: two model pairs scored on the same test set
+    with the same seed share every resample (what :func:`pooled_interval` needs)."""
     if n_boot < 1:
         raise ValueError(f"n_boot: {n_boot} is not allowed; allowed: >= 1")
-    if not 0 < level < 1:
-        raise ValueError(f"level: {level} is not allowed; allowed: 0 < level < 1")
     a, b, y = _paired_columns(scores_a, scores_b, labels)
     m = len(y)
     value = float(map_differences(a, b, y, np.ones((1, m)))[0])
@@ -147,6 +150,16 @@ def paired_bootstrap(
             for s in range(0, n_boot, CHUNK)
         ]
     )  # (n_boot,)
+    return value, diffs
+
+
+def percentile_interval(
+    value: float, diffs: np.ndarray, n_boot: int, level: float = LEVEL
+) -> Interval:
+    """The percentile interval of the bootstrap ``diffs`` (nan ones dropped) around ``value``."""
+    if not 0 < level < 1:
+        raise ValueError(f"level: {level} is not allowed; allowed: 0 < level < 1")
+    diffs = np.asarray(diffs, dtype=np.float64)
     diffs = diffs[~np.isnan(diffs)]
     if not len(diffs):
         nan = float("nan")
@@ -154,3 +167,77 @@ def paired_bootstrap(
     tail = 100 * (1 - level) / 2
     lo, hi = np.percentile(diffs, [tail, 100 - tail])
     return Interval(value, float(lo), float(hi), float(diffs.mean()), n_boot, level)
+
+
+def paired_bootstrap(
+    scores_a: np.ndarray,
+    scores_b: np.ndarray,
+    labels: np.ndarray,
+    n_boot: int,
+    seed: int,
+    level: float = LEVEL,
+) -> Interval:
+    """Percentile interval of mAP_b - mAP_a over ``n_boot`` paired resamples of the test
+    items (rows of the (M, C) ``scores_a``, ``scores_b`` and ``labels``), seeded."""
+    if not 0 < level < 1:
+        raise ValueError(f"level: {level} is not allowed; allowed: 0 < level < 1")
+    value, diffs = bootstrap_differences(scores_a, scores_b, labels, n_boot, seed)
+    return percentile_interval(value, diffs, n_boot, level)
+
+
+def pooled_interval(
+    values: np.ndarray, diffs: np.ndarray, seed: int, level: float = LEVEL
+) -> Interval:
+    """Interval of the mean difference over S training seeds, resampling test items AND seeds.
+
+    ``values`` (S,): each seed's difference on the full test set; ``diffs`` (S, B): each
+    seed's differences on the SAME B paired resamples of the test items (the classify stage
+    draws them from ``classify.seed`` and the test set only, so every seed's run shares
+    them). Draw b resamples S seeds with replacement and averages their differences on test
+    resample b: a two-way bootstrap over the crossed design (test items x seeds). With one
+    seed it is the single run's percentile interval. The value is the mean of ``values``.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    d = np.asarray(diffs, dtype=np.float64)
+    if v.ndim != 1 or d.ndim != 2 or d.shape[0] != len(v) or not len(v):
+        raise ValueError(
+            f"values {v.shape} and diffs {d.shape}: expected (S,) and (S, B) with S >= 1"
+        )
+    s, b = d.shape
+    pick = np.random.default_rng(seed).integers(0, s, size=(b, s))  # (B, S) seeds drawn
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column that is all nan
+        pooled = np.nanmean(d[pick, np.arange(b)[:, None]], axis=1)  # (B,)
+    if s == 1:
+        pooled = d[0]
+    return percentile_interval(float(v.mean()), pooled, b, level)
+
+
+DISTRIBUTION_KEYS = ("value", "seed", "n_boot", "n_test")
+
+
+def write_distributions(path: Path, records: dict[str, dict]) -> None:
+    """Save each setting's bootstrap record (``value``, ``diffs`` (B,), ``seed``,
+    ``n_boot``, ``n_test``) to one ``.npz``, written under a temporary name and renamed."""
+    arrays: dict[str, np.ndarray] = {}
+    for setting, rec in records.items():
+        arrays[f"{setting}__diffs"] = np.asarray(rec["diffs"], dtype=np.float64)
+        for key in DISTRIBUTION_KEYS:
+            arrays[f"{setting}__{key}"] = np.asarray(rec[key])
+    with atomic_path(Path(path)) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+
+
+def read_distributions(path: Path) -> dict[str, dict]:
+    """The records :func:`write_distributions` saved: setting -> record."""
+    out: dict[str, dict] = {}
+    with np.load(Path(path)) as z:
+        for name in z.files:
+            setting, _, key = name.partition("__")
+            value = z[name]
+            out.setdefault(setting, {})[key] = value if key == "diffs" else value.item()
+    for setting, rec in out.items():
+        missing = [k for k in ("diffs", *DISTRIBUTION_KEYS) if k not in rec]
+        if missing:
+            raise ValueError(f"{path}: setting {setting!r} lacks {', '.join(missing)}")
+    return out

@@ -28,9 +28,11 @@ low-shot protocol on Obj and Img, both networks on the same draws
 ``<paths.plots>/classify_lowshot.png``.
 
 Outputs: feature caches ``<paths.classify>/*.h5`` (provenance-checked, reused across
-runs), ``<paths.plots>/classify_ap.png`` (per-class AP, original vs SCN: Figure 6),
-``<paths.plots>/classify_lowshot.png`` and the returned metrics
-(``metrics/classify.json``).
+runs), ``<paths.classify>/bootstrap.npz`` (each setting's resampled differences, which
+every training seed's run shares, for intervals pooled over seeds:
+:func:`pipeline.evaluate.bootstrap.pooled_interval`), ``<paths.plots>/classify_ap.png``
+(per-class AP, original vs SCN: Figure 6), ``<paths.plots>/classify_lowshot.png`` and the
+returned metrics (``metrics/classify.json``).
 """
 
 from __future__ import annotations
@@ -46,7 +48,11 @@ import torch
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
-from pipeline.evaluate.bootstrap import paired_bootstrap
+from pipeline.evaluate.bootstrap import (
+    bootstrap_differences,
+    percentile_interval,
+    write_distributions,
+)
 from pipeline.evaluate.features import (
     Extractor,
     ObjectTable,
@@ -67,6 +73,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NETWORKS = ("original", "scn")
+BOOTSTRAP_FILE = "bootstrap.npz"  # per setting: the (B,) mAP differences on the resamples
 PLOT_NAME = "classify_ap.png"
 LOWSHOT_PLOT = "classify_lowshot.png"
 
@@ -355,6 +362,7 @@ def run_classify(
 
     metrics: dict = {"device": str(device), "classes": list(classes)}
     results: dict[str, dict] = {}
+    distributions: dict[str, dict] = {}
     for setting in ("obj", "img"):
         res: dict = {}
         fitted = {}
@@ -379,13 +387,13 @@ def run_classify(
             log.info("%s %s: mAP %.4f (11-point %.4f)", setting, net, out.map, out.map_11point)
         res["map_diff"] = _diff(res["original"]["map"], res["scn"]["map"])
         if cfg.bootstrap:
-            ci = paired_bootstrap(
-                fitted["original"].scores,
-                fitted["scn"].scores,
-                feats[setting]["original"]["test"]["labels"],
-                cfg.bootstrap,
-                cfg.seed,
+            labels = feats[setting]["original"]["test"]["labels"]
+            value, diffs = bootstrap_differences(
+                fitted["original"].scores, fitted["scn"].scores, labels, cfg.bootstrap, cfg.seed
             )
+            ci = percentile_interval(value, diffs, cfg.bootstrap)
+            distributions[setting] = {"value": value, "diffs": diffs, "seed": cfg.seed,
+                                      "n_boot": cfg.bootstrap, "n_test": len(labels)}  # fmt: skip
             res["map_diff_ci"] = ci.to_dict()
             log.info(
                 "%s: mAP difference %.4f, 95%% interval [%.4f, %.4f] over %d resamples: %s",
@@ -396,6 +404,10 @@ def run_classify(
         res["n_test"] = len(feats[setting]["original"]["test"]["features"])
         results[setting] = res
     metrics.update(results)
+    if distributions:  # for intervals pooled over training seeds (experiments/results.py)
+        write_distributions(cache_dir / BOOTSTRAP_FILE, distributions)
+    else:  # classify.bootstrap 0: no stale distributions of an earlier run
+        (cache_dir / BOOTSTRAP_FILE).unlink(missing_ok=True)
     if trained.context_module is not None:
         metrics["context"] = context_classification(
             cfg, offset_scale, datasets, feats["obj"], trained, rng, device
