@@ -113,3 +113,49 @@ def test_matches_sklearn_when_each_object_is_detected_once():
     r = evaluate_detections(dets, gt, ["x"])["per_class"]["x"]
     assert r["ap"] == pytest.approx(average_precision_score(mono, scores))
     assert r["ap"] == pytest.approx((1 + 1 + 0.75) / 3)
+
+
+def _random_detection_set(seed: int, n_images: int = 12, n_classes: int = 3):
+    """Ground truth with some difficult boxes, and two detectors: near-true boxes with noisy
+    scores plus random false positives (every score distinct)."""
+    rng = np.random.default_rng(seed)
+    gts, dets = [], ([], [])
+    for _ in range(n_images):
+        g = int(rng.integers(0, 4))
+        xy = rng.uniform(0, 80, (g, 2))
+        boxes = np.concatenate([xy, xy + rng.uniform(10, 30, (g, 2))], axis=1)
+        labels = rng.integers(0, n_classes, g)
+        gts.append(GroundTruth.make(boxes, labels, rng.random(g) < 0.15))
+        for d in dets:
+            keep = rng.random(g) < 0.8
+            true = boxes[keep] + rng.normal(0, 2, (int(keep.sum()), 4))
+            f = int(rng.integers(0, 3))
+            fxy = rng.uniform(0, 80, (f, 2))
+            false = np.concatenate([fxy, fxy + 15], axis=1)
+            d.append((np.concatenate([true, false]),
+                      np.concatenate([rng.uniform(0.3, 1, len(true)), rng.uniform(0, 0.7, f)]),
+                      np.concatenate([labels[keep], rng.integers(0, n_classes, f)])))  # fmt: skip
+    return gts, dets
+
+
+def test_detection_bootstrap_equals_the_expanded_resamples():
+    from pipeline.evaluate.bootstrap import resample_counts
+    from pipeline.evaluate.detection_ap import detection_bootstrap
+
+    gts, (a, b) = _random_detection_set(0)
+    classes = ["x", "y", "z"]
+    value, diffs = detection_bootstrap(a, b, gts, 3, n_boot=25, seed=7)
+    full = evaluate_detections(b, gts, classes)["map"] - evaluate_detections(a, gts, classes)["map"]
+    assert value == pytest.approx(full, abs=1e-12)
+    counts = resample_counts(len(gts), 25, np.random.default_rng(7))  # the same draws
+    for r in range(25):
+        idx = np.repeat(np.arange(len(gts)), counts[r].astype(int))  # the expanded resample
+        exp_gt = [gts[i] for i in idx]
+        m_a = evaluate_detections([a[i] for i in idx], exp_gt, classes)["map"]
+        m_b = evaluate_detections([b[i] for i in idx], exp_gt, classes)["map"]
+        assert diffs[r] == pytest.approx(m_b - m_a, abs=1e-12)
+    # the same detector twice: exactly zero on every resample
+    _, same = detection_bootstrap(a, a, gts, 3, n_boot=10, seed=0)
+    assert np.all(same == 0)
+    with pytest.raises(ValueError, match="detection lists"):
+        detection_bootstrap(a, b[:-1], gts, 3, n_boot=5, seed=0)

@@ -16,10 +16,15 @@ is the area AP (VOC2010+) or the 11-point AP (VOC2007) of :mod:`pipeline.evaluat
 Boxes use the project convention (continuous corners, width ``x2 - x1``); the VOC
 devkit's ``+1`` on integer corners is already folded into that convention, so IoU here
 is the plain continuous IoU (identical to the devkit's on VOC's integer boxes).
+
+:func:`detection_bootstrap` gives the paired bootstrap of a difference of two detectors'
+mAP over the test images (each class's AP recomputed on every resample from the
+detections' fixed outcomes, :func:`weighted_detection_ap`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,6 +68,49 @@ def box_iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return inter / np.maximum(union, np.finfo(np.float64).eps)
 
 
+def class_outcomes(
+    image_index: np.ndarray,
+    scores: np.ndarray,
+    boxes: np.ndarray,
+    gt_boxes: Sequence[np.ndarray],
+    gt_difficult: Sequence[np.ndarray],
+    iou_threshold: float = 0.5,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One class's ranked detections matched to the ground truth (module docstring).
+
+    ``image_index`` (N,), ``scores`` (N,), ``boxes`` (N, 4): the detections of this
+    class. ``gt_boxes[k]`` (G_k, 4) and ``gt_difficult[k]`` (G_k,): this class's ground
+    truth in image k. Returns, in rank order and without the detections that match a
+    difficult box, each detection's image (K,) and true-positive flag (K,) (the rest are
+    false positives), and the number of non-difficult ground truths per image (n_images,).
+    """
+    image_index = np.asarray(image_index, dtype=np.int64).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
+    if not (len(image_index) == len(scores) == len(boxes)):
+        raise ValueError("image_index, scores and boxes must have the same length")
+    n_pos = np.array([int((~np.asarray(d, dtype=bool)).sum()) for d in gt_difficult], np.int64)
+    matched = [np.zeros(len(g), dtype=bool) for g in gt_boxes]
+    order = np.argsort(-scores, kind="mergesort")
+    tp = np.zeros(len(order), dtype=bool)
+    keep = np.ones(len(order), dtype=bool)
+    for rank, d in enumerate(order):
+        k = int(image_index[d])
+        g = np.asarray(gt_boxes[k], dtype=np.float64).reshape(-1, 4)
+        if len(g) == 0:
+            continue  # false positive
+        ious = box_iou_one(boxes[d], g)
+        j = int(np.argmax(ious))
+        if ious[j] > iou_threshold:
+            if gt_difficult[k][j]:
+                keep[rank] = False  # neither counted nor penalised
+            elif not matched[k][j]:
+                tp[rank] = True
+                matched[k][j] = True
+            # else: a duplicate detection, false positive
+    return image_index[order][keep], tp[keep], n_pos
+
+
 def voc_eval_class(
     image_index: np.ndarray,
     scores: np.ndarray,
@@ -73,43 +121,42 @@ def voc_eval_class(
 ) -> tuple[np.ndarray, np.ndarray, int]:
     """Recall and precision of one class's ranked detections; returns (rec, prec, n_pos).
 
-    ``image_index`` (N,), ``scores`` (N,), ``boxes`` (N, 4): the detections of this
-    class. ``gt_boxes[k]`` (G_k, 4) and ``gt_difficult[k]`` (G_k,): this class's ground
-    truth in image k. Detections matching a difficult box are removed from the curve.
+    Arguments as :func:`class_outcomes`. Detections matching a difficult box are removed
+    from the curve.
     """
-    image_index = np.asarray(image_index, dtype=np.int64).reshape(-1)
-    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
-    boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    if not (len(image_index) == len(scores) == len(boxes)):
-        raise ValueError("image_index, scores and boxes must have the same length")
-    n_pos = int(sum(int((~np.asarray(d, dtype=bool)).sum()) for d in gt_difficult))
-    matched = [np.zeros(len(g), dtype=bool) for g in gt_boxes]
-    order = np.argsort(-scores, kind="mergesort")
-    tp = np.zeros(len(order))
-    fp = np.zeros(len(order))
-    keep = np.ones(len(order), dtype=bool)
-    for rank, d in enumerate(order):
-        k = int(image_index[d])
-        g = np.asarray(gt_boxes[k], dtype=np.float64).reshape(-1, 4)
-        if len(g) == 0:
-            fp[rank] = 1
-            continue
-        ious = box_iou_one(boxes[d], g)
-        j = int(np.argmax(ious))
-        if ious[j] > iou_threshold:
-            if gt_difficult[k][j]:
-                keep[rank] = False  # neither counted nor penalised
-            elif not matched[k][j]:
-                tp[rank] = 1
-                matched[k][j] = True
-            else:
-                fp[rank] = 1  # duplicate detection
-        else:
-            fp[rank] = 1
-    tp, fp = np.cumsum(tp[keep]), np.cumsum(fp[keep])
+    _, hit, n_pos_image = class_outcomes(
+        image_index, scores, boxes, gt_boxes, gt_difficult, iou_threshold
+    )
+    n_pos = int(n_pos_image.sum())
+    tp, fp = np.cumsum(hit.astype(np.float64)), np.cumsum((~hit).astype(np.float64))
     rec = tp / max(n_pos, 1)
     prec = tp / np.maximum(tp + fp, np.finfo(np.float64).eps)
     return rec, prec, n_pos
+
+
+def weighted_detection_ap(
+    image: np.ndarray, hit: np.ndarray, n_pos_image: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
+    """Area AP of one class on each resample of the test images given as image ``weights``
+    (B, n_images) copies; nan where a resample has no non-difficult ground truth.
+
+    ``image``, ``hit`` (K,) and ``n_pos_image`` come from :func:`class_outcomes`. Equal to
+    the AP of the expanded resample (each image repeated as often as drawn): a drawn
+    image's detections keep their outcomes, and the copies of a true positive share the
+    precision envelope of its last copy, as in :func:`pipeline.evaluate.bootstrap.weighted_ap`.
+    """
+    w = np.asarray(weights, dtype=np.float64)[:, image]  # (B, K) copies of each detection
+    pos = hit.astype(np.float64)
+    tp = np.cumsum(w * pos, axis=1)
+    fp = np.cumsum(w * (1.0 - pos), axis=1)
+    counted = (pos > 0) & (w > 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec = np.where(counted, tp / (tp + fp), -np.inf)
+    env = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1] if len(pos) else prec
+    n_pos = np.asarray(weights, dtype=np.float64) @ n_pos_image.astype(np.float64)  # (B,)
+    total = (w * np.where(counted, env, 0.0)).sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pos > 0, total / n_pos, np.nan)
 
 
 def evaluate_detections(
@@ -158,3 +205,71 @@ def evaluate_detections(
         "classes_without_positives": [n for n, v in per_class.items() if v["n_pos"] == 0],
         "iou_threshold": iou_threshold,
     }
+
+
+def _outcomes_per_class(
+    detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ground_truth: Sequence[GroundTruth],
+    n_classes: int,
+    iou_threshold: float,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    out = []
+    for c in range(n_classes):
+        idx, sc, bx = [], [], []
+        for k, (boxes, scores, labels) in enumerate(detections):
+            sel = np.asarray(labels).reshape(-1) == c
+            idx.append(np.full(int(sel.sum()), k, dtype=np.int64))
+            sc.append(np.asarray(scores, dtype=np.float64).reshape(-1)[sel])
+            bx.append(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[sel])
+        gtb = [gt.boxes[gt.labels == c] for gt in ground_truth]
+        gtd = [gt.difficult[gt.labels == c] for gt in ground_truth]
+        out.append(class_outcomes(np.concatenate(idx), np.concatenate(sc),
+                                  np.concatenate(bx), gtb, gtd, iou_threshold))  # fmt: skip
+    return out
+
+
+def detection_bootstrap(
+    detections_a: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    detections_b: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ground_truth: Sequence[GroundTruth],
+    n_classes: int,
+    n_boot: int,
+    seed: int,
+    iou_threshold: float = 0.5,
+) -> tuple[float, np.ndarray]:
+    """Paired bootstrap of the detection mAP difference b - a over the test images.
+
+    Two detectors' detections (as :func:`evaluate_detections` takes them) on the same
+    test images; each resample draws the images with replacement (the same draw for both
+    detectors) and recomputes every class's area AP and the mAP (over the classes with a
+    non-difficult ground truth in the resample). Returns (the difference on the full test
+    set, (n_boot,) differences on the resamples); with
+    :func:`pipeline.evaluate.bootstrap.percentile_interval` the 95% interval.
+    """
+    from pipeline.evaluate.bootstrap import CHUNK, resample_counts
+
+    if n_boot < 1:
+        raise ValueError(f"n_boot: {n_boot} is not allowed; allowed: >= 1")
+    if not len(detections_a) == len(detections_b) == len(ground_truth):
+        raise ValueError(
+            f"{len(detections_a)} and {len(detections_b)} detection lists for "
+            f"{len(ground_truth)} images"
+        )
+    m = len(ground_truth)
+    per = [_outcomes_per_class(d, ground_truth, n_classes, iou_threshold)
+           for d in (detections_a, detections_b)]  # fmt: skip
+
+    def mean_ap_diff(weights: np.ndarray) -> np.ndarray:
+        maps = []
+        for outcomes in per:
+            aps = np.stack([weighted_detection_ap(*o, weights) for o in outcomes], axis=1)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # no positive at all
+                maps.append(np.nanmean(aps, axis=1))  # (B,)
+        return maps[1] - maps[0]
+
+    value = float(mean_ap_diff(np.ones((1, m)))[0])
+    rng = np.random.default_rng(seed)
+    diffs = np.concatenate([mean_ap_diff(resample_counts(m, min(CHUNK, n_boot - s), rng))
+                            for s in range(0, n_boot, CHUNK)])  # fmt: skip
+    return value, diffs
