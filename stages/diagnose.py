@@ -20,6 +20,8 @@ def run(p: Params) -> dict:
         p.data.scn_split,
         p.paths,
         p.classify.solver,
+        p.classify.lowshot_k,
+        p.classify.lowshot_samples,
     )
 
 

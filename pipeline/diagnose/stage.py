@@ -29,8 +29,10 @@ Cheap measures, each next to the baseline it must beat:
   object at IoU >= ``match_iou`` and the share of pairs whose two patches overlap less
   than ``diagnose.low_iou``.
 
-Outputs: the returned metrics (``metrics/diagnose.json`` via the runner) and
-``<paths.plots>/diagnose.png``.
+Outputs: the returned metrics (``metrics/diagnose.json`` via the runner),
+``<paths.plots>/diagnose.png`` and ``<paths.plots>/diagnose_lowshot.png`` (the low-shot
+Obj protocol of classify, ``classify.lowshot_k`` and ``lowshot_samples``, for the
+original network and the ceiling on the same draws; classify's plot has SCN's).
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ from pipeline.diagnose.measures import (
 from pipeline.errors import DataError
 from pipeline.evaluate.classify import context_offsets, object_pairs
 from pipeline.evaluate.features import Extractor, ObjectTable, compute_features
+from pipeline.evaluate.lowshot import evaluate_lowshot, plot_lowshot
 from pipeline.evaluate.svm import train_and_test
 from pipeline.seed import seed_everything
 
@@ -67,6 +70,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PLOT_NAME = "diagnose.png"
+LOWSHOT_PLOT = "diagnose_lowshot.png"  # low-shot Obj mAP against k, original vs ceiling
 
 
 def _num(v: float | None, digits: int = 6) -> float | None:
@@ -264,10 +268,14 @@ def object_diagnostics(
     rng: np.random.Generator,
     seconds: dict[str, float] | None = None,
     solver: str = "newton",
+    lowshot_k: tuple[int, ...] = (),
+    lowshot_samples: int = 1,
 ) -> dict:
     """The measures that need only the ground truth of ``datasets`` (roles ``train`` and
     ``test``): original and ceiling Obj mAP, headroom, context predictability and the
-    share of target variance explained by the top object's class on ground-truth pairs.
+    share of target variance explained by the top object's class on ground-truth pairs;
+    with ``lowshot_k``, the low-shot Obj protocol (classify's, :mod:`pipeline.evaluate.lowshot`)
+    for the original network and the ceiling on the same draws (``lowshot``).
     No proposal, pair or target cache is read, so a dataset can be judged on these before
     any other stage runs (``experiments/scenes_candidates.py``)."""
     seconds = {} if seconds is None else seconds
@@ -320,6 +328,18 @@ def object_diagnostics(
         },
     }  # fmt: skip
 
+    lowshot: dict = {"k": list(lowshot_k), "n_samples": lowshot_samples, "settings": {}}
+    if lowshot_k:
+        t = time.perf_counter()
+        nets = {"original": h1, "ceiling": tuned}
+        lowshot["settings"]["obj"] = evaluate_lowshot(
+            {n: (f["train"], obj["train"]["labels"]) for n, f in nets.items()},
+            {n: (f["test"], obj["test"]["labels"]) for n, f in nets.items()},
+            classes, lowshot_k, lowshot_samples, costs, cv_folds, cfg.seed, desc="lowshot obj",
+            solver=solver, device=device, workers=cfg.workers,
+        )  # fmt: skip
+        seconds["lowshot"] = time.perf_counter() - t
+
     # context and targets on ground-truth pairs
     t = time.perf_counter()
     gt = {r: _gt_pairs(datasets[r], obj[r], cfg.max_pairs, offset_scale, rng) for r in datasets}
@@ -344,6 +364,7 @@ def object_diagnostics(
         "context": context,
         "class_gt": class_gt,
         "n_gt_pairs": {r: len(gt[r]["top"]) for r in gt},
+        "lowshot": lowshot,
     }
 
 
@@ -359,11 +380,13 @@ def run_diagnose(
     scn_split: str,
     paths: PathsConfig,
     solver: str = "newton",
+    lowshot_k: tuple[int, ...] = (),
+    lowshot_samples: int = 1,
 ) -> dict:
     """DVC stage ``diagnose`` (module docstring): the (train, test) ``eval_splits`` for the
     Obj SVMs, the ceiling and the ground-truth pairs; ``scn_split`` and the test split's
     pairs and targets caches for the proposal pairs. SVMs: ``costs``, ``cv_folds``,
-    ``solver`` (classify's)."""
+    ``solver``, low-shot ``lowshot_k`` and ``lowshot_samples`` (classify's)."""
     from pipeline.backbones import build_backbone
 
     rng = seed_everything(cfg.seed)
@@ -390,8 +413,9 @@ def run_diagnose(
 
     bb = build_backbone(backbone, net.weights, input_size=net.input_size)
     obj_part = object_diagnostics(
-        datasets, bb, net.scope, cfg, costs, cv_folds, offset_scale, device, rng, seconds, solver
-    )
+        datasets, bb, net.scope, cfg, costs, cv_folds, offset_scale, device, rng, seconds, solver,
+        lowshot_k, lowshot_samples,
+    )  # fmt: skip
     original, ceiling, context = obj_part["original"], obj_part["ceiling"], obj_part["context"]
     class_gt = obj_part["class_gt"]
     gt_counts = obj_part["n_gt_pairs"]
@@ -444,6 +468,9 @@ def run_diagnose(
         "patches matching GT": test["quality"]["share_patches_matching"],
     }
     plot_diagnose(paths.plot_file(PLOT_NAME), classes, original, ceiling, shares)
+    plot_lowshot(
+        paths.plot_file(LOWSHOT_PLOT), obj_part["lowshot"]["settings"], ("original", "ceiling")
+    )
     return {
         "device": str(device),
         "backbone": bb.name,
@@ -456,6 +483,7 @@ def run_diagnose(
         "original": original,
         "ceiling": ceiling,
         "headroom": obj_part["headroom"],
+        "lowshot": obj_part["lowshot"],
         "context": context,
         "targets": targets,
         "proposals": {split: prop[split]["quality"] for split in pair_splits},

@@ -167,7 +167,7 @@ def plot_lowshot(path, results: dict[str, dict], networks: Sequence[str]) -> Non
         write_figure(fig, path, dpi=110)
         return
     fig, axes = plt.subplots(1, len(settings), figsize=(5.2 * len(settings), 3.8), squeeze=False)
-    colours = {"original": "tab:gray", "scn": "tab:blue"}
+    colours = {"original": "tab:gray", "scn": "tab:blue", "ceiling": "tab:green"}
     for ax, setting in zip(axes[0], settings, strict=True):
         res = results[setting]
         for net in networks:
