@@ -262,6 +262,50 @@ def headroom_share(diff: float | None, ci: dict | None, headroom: float | None) 
     return text
 
 
+def _lowshot_cells(res: dict | None, net: str, ks: list[int]) -> list[str]:
+    """``net``'s mean ± std mAP per k of one low-shot result; n/a when its k differ."""
+    if not res or res.get("k") != ks or net not in res:
+        return ["n/a"] * len(ks)
+    return [f"{100 * m:.2f} ± {100 * sd:.2f}"
+            for m, sd in zip(res[net]["map_mean"], res[net]["map_std"], strict=True)]  # fmt: skip
+
+
+def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
+    """Low-shot mAP per k (VISSL's VOC07 protocol, classify's ``lowshot``): the original
+    network, the supervised ceiling (diagnose's, Obj only) and each mechanism's SCN (the
+    mean over its seeds of each seed's mean over the samples)."""
+    first = next(iter(groups.values()), [])
+    low = get(first[0].metrics, "classify", "lowshot") if first else None
+    if not low or not low.get("settings"):
+        return []
+    out = ["", "## Low-shot linear SVMs (mAP against positives per class k)", "",
+           f"VISSL's VOC07 low-shot protocol: k positives per class, {low.get('n_samples')} "
+           "independent draws per k, the same draws for every network; mean ± standard "
+           "deviation over the draws (SCN: means over its seeds). A k above some class's "
+           "positives is left out.", ""]  # fmt: skip
+    for setting, res in low["settings"].items():
+        ks = res.get("k") or []
+        if not ks:
+            continue
+
+        rows = [["original", *_lowshot_cells(res, "original", ks)]]
+        if setting == "obj":
+            ceiling = get(diagnose, "lowshot", "settings", "obj")
+            rows.append(["supervised ceiling (diagnose)", *_lowshot_cells(ceiling, "ceiling", ks)])
+        for mech, g in groups.items():
+            per = [get(r.metrics, "classify", "lowshot", "settings", setting) for r in g]
+            if any(not q or q.get("k") != ks for q in per):
+                rows.append([mech, *["n/a"] * len(ks)])
+                continue
+            means = np.mean([q["scn"]["map_mean"] for q in per], axis=0)
+            rows.append([f"{mech} SCN" + (f" ({len(g)} seeds)" if len(g) > 1 else ""),
+                         *[f"{100 * m:.2f}" for m in means]])  # fmt: skip
+        out += [f"{setting.capitalize()}:", ""]
+        out += table(["network", *[f"k={k}" for k in ks]], rows)
+        out.append("")
+    return out
+
+
 # --------------------------------------------------------------------------- rendering
 
 
@@ -458,6 +502,9 @@ def render_results(runs: list[Run], context: dict) -> str:
              "Img diff [95% CI]", "detection SCN (area)", "detection diff"],
             rows,
         )  # fmt: skip
+
+    # ---- low-shot
+    out += lowshot_section(groups, diag[0] if diag else {})
 
     # ---- Table 1
     out += [

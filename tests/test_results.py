@@ -183,6 +183,32 @@ def test_render_results_pools_seeds_with_the_ceiling_and_headroom_share():
     assert "- edgebox, Obj over 3 seeds: SCN - original +4.00 points, no interval" in text
 
 
+def test_render_results_lowshot_table_has_original_ceiling_and_scn_per_seed_mean():
+    def low(nets: dict[str, list[float]]) -> dict:
+        return {"k": [1, 2], **{n: {"map_mean": m, "map_std": [0.01, 0.02]}
+                                 for n, m in nets.items()}}  # fmt: skip
+
+    runs = [seed_run(s, 0.45, np.zeros(10)) for s in (0, 1)]
+    for r, scn in zip(runs, ([0.30, 0.50], [0.34, 0.54]), strict=True):
+        r.metrics["classify"]["lowshot"] = {"k": [1, 2, 96], "n_samples": 5, "settings": {
+            "obj": low({"original": [0.25, 0.45], "scn": scn}),
+            "img": low({"original": [0.5, 0.6], "scn": [0.5, 0.6]})}}  # fmt: skip
+    runs[0].metrics["diagnose"]["lowshot"] = {"settings": {"obj": low({"ceiling": [0.4, 0.6]})}}
+    text = render_results(runs, context())
+    section = text[text.index("## Low-shot") : text.index("## Table 1")]
+    assert "5 independent draws per k" in section
+    obj = section[section.index("Obj:") : section.index("Img:")]
+    assert "| network | k=1 | k=2 |" in obj
+    assert "| original | 25.00 ± 1.00 | 45.00 ± 2.00 |" in obj
+    assert "| supervised ceiling (diagnose) | 40.00 ± 1.00 | 60.00 ± 2.00 |" in obj
+    assert "| edgebox SCN (2 seeds) | 32.00 | 52.00 |" in obj
+    assert "ceiling" not in section[section.index("Img:") :]
+    # without low-shot results there is no section
+    for r in runs:
+        del r.metrics["classify"]["lowshot"]
+    assert "## Low-shot" not in render_results(runs, context())
+
+
 def test_render_results_flags_originals_that_differ():
     a = Run("bbox", "results-bbox", "ok", 1.0, "b" * 40, BASE,
             fake_metrics((0.40, 0.45), (0.6, 0.6), (0.3, 0.3)))  # fmt: skip
