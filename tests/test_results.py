@@ -165,7 +165,7 @@ def test_render_results_pools_seeds_with_the_ceiling_and_headroom_share():
     assert ci.ci_low > 0.01 and ci.verdict == "gain"  # every seed gains; seeds' spread only
     assert cells[5] == f"40% [{ci.ci_low / 0.001:.0f}%, {ci.ci_high / 0.001:.0f}%]"
     ceiling = row(text, "supervised ceiling (diagnose)", "## Table 2").split(" | ")
-    assert ceiling[2:6] == ["41.00", "51.00", "+10.00 (headroom)", "100%"]
+    assert ceiling[2:6] == ["41.00", "51.00", "+10.00 (headroom)", "—"]
     assert "SCN: the mean over the training seeds" in text
     # the paper-form row holds the mean; a per-seed table lists each run's own interval
     t2 = row(text, "efficientnet_lite0 (ours, scenes), Obj / Img", "## Table 2")
