@@ -5,8 +5,9 @@ on the same features, same run (results in BENCHMARKS.md, section Classify).
     .venv/bin/python bench/bench_classify.py --generated          # generated, default shape
     .venv/bin/python bench/bench_classify.py --data data --sets obj_original context
 
-With ``--data`` it reads the classify stage's feature caches
-(``<data>/classify/{original,scn}_{obj,img}_{train,test}.h5``) and builds the context
+With ``--data`` it reads the classify stages' feature caches
+(``<data>/original/classify/original_*.h5``, ``<data>/classify/scn_*.h5``, each
+``{obj,img}_{train,test}``) and builds the context
 experiment's inputs with the stage's own code (``context_features``: the trained model
 ``<data>/train/model.pt`` and the dataset of ``--params`` with its scenes under
 ``<data>/scenes``). ``--generated`` makes features of the default's shape instead:
@@ -56,7 +57,8 @@ def real_sets(data: Path, params_path: Path) -> dict[str, dict]:
     for net in NETWORKS:
         for setting in ("obj", "img"):
             for role in ("train", "test"):
-                with h5py.File(data / "classify" / f"{net}_{setting}_{role}.h5", "r") as fh:
+                where = data / "original" / "classify" if net == "original" else data / "classify"
+                with h5py.File(where / f"{net}_{setting}_{role}.h5", "r") as fh:
                     arrays[f"{net}_{setting}_{role}"] = {k: fh[k][()] for k in fh}
     ref = p.dataset_ref
     ref = dataclasses.replace(

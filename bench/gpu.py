@@ -390,7 +390,7 @@ def bench_svm(args, sizes: Sizes, device: torch.device, deadline: float) -> dict
 
 def bench_frcnn(args, sizes: Sizes, device: torch.device, deadline: float) -> dict:
     from pipeline.evaluate.config import DetectConfig
-    from pipeline.evaluate.detect import build_detector
+    from pipeline.evaluate.detect_net import build_detector
     from pipeline.evaluate.fast_rcnn import DetectionImage, FeatureSource, train_fast_rcnn
 
     bb = backbone(args.backbone, sizes.input_size)

@@ -16,6 +16,9 @@ YOLO_MARKER = "stage.json"
 #: Inside ``<paths.train>``.
 MODEL = "model.pt"
 CHECKPOINT = "checkpoint.pt"
+#: Inside ``<paths.original>/classify``: the original network's SVM results (stage
+#: ``classify_original``), next to its feature caches.
+ORIGINAL_CLASSIFY = "results.h5"
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class PathsConfig:
     train: Path = param(Path("data/train"))
     classify: Path = param(Path("data/classify"))
     detect: Path = param(Path("data/detect"))
+    original: Path = param(Path("data/original"))
     synthetic: Path = param(Path("data/synthetic"))
     metrics: Path = param(Path("metrics"))
     plots: Path = param(Path("plots"))
@@ -69,6 +73,20 @@ class PathsConfig:
     def doersch_trunk_file(self, split: str) -> Path:
         """``method: doersch``: the frozen trunk's output for the sampled pairs of ``split``."""
         return Path(self.train) / f"doersch_{split}.h5"
+
+    @property
+    def original_classify_dir(self) -> Path:
+        """Stage ``classify_original``: the original network's feature caches and results."""
+        return Path(self.original) / "classify"
+
+    @property
+    def original_classify_file(self) -> Path:
+        return self.original_classify_dir / ORIGINAL_CLASSIFY
+
+    @property
+    def original_detect_dir(self) -> Path:
+        """Stage ``detect_original``: the original backbone's detections and losses."""
+        return Path(self.original) / "detect"
 
     def metrics_file(self, stage: str) -> Path:
         return Path(self.metrics) / f"{stage}.json"

@@ -41,7 +41,9 @@ STAGE_NAMES = (
     "targets",
     "diagnose",
     "train",
+    "classify_original",
     "classify",
+    "detect_original",
     "detect",
     "synthetic",
 )

@@ -1,5 +1,5 @@
 """DVC stage `classify`: linear-SVM classification (Obj, Img) and the context experiment,
-original network vs the trained bottom stream."""
+the trained bottom stream against the original network's results of `classify_original`."""
 
 from pipeline.evaluate.classify import run_classify
 from pipeline.params import Params
@@ -17,6 +17,7 @@ def run(p: Params) -> dict:
         splits,
         p.paths,
         stage_provenance(p, "classify"),
+        stage_provenance(p, "classify_original"),
     )
 
 

@@ -1,4 +1,5 @@
-"""DVC stage `detect`: Fast R-CNN on the original network and the trained bottom stream."""
+"""DVC stage `detect`: Fast R-CNN on the trained bottom stream, against the original
+backbone's results of `detect_original`."""
 
 from pipeline.evaluate.detect import run_detect
 from pipeline.params import Params
@@ -10,11 +11,11 @@ def run(p: Params) -> dict:
     return run_detect(
         p.dataset_ref,
         p.backbone,
-        p.network,
         p.detect,
         splits,
         p.paths,
         stage_provenance(p, "detect"),
+        stage_provenance(p, "detect_original"),
     )
 
 

@@ -13,8 +13,9 @@ import torch
 
 from pipeline.backbones import build_backbone
 from pipeline.backbones.preprocess import crop_resize, normalize
-from pipeline.config import ConfigError, build
+from pipeline.config import ConfigError, build, to_dict
 from pipeline.data.voc import open_split
+from pipeline.errors import DataError
 from pipeline.evaluate.bootstrap import percentile_interval, read_distributions
 from pipeline.evaluate.classify import context_offsets, object_pairs
 from pipeline.evaluate.config import ClassifyConfig
@@ -35,6 +36,7 @@ def make_params(root: Path, **classify) -> Params:
             "paths": {
                 "train": str(root / "train"),
                 "classify": str(root / "classify"),
+                "original": str(root / "original"),
                 "metrics": str(root / "metrics"),
                 "plots": str(root / "plots"),
             },
@@ -192,10 +194,11 @@ def _check_metrics(metrics: dict, max_pairs: int) -> None:
 @pytest.mark.slow
 def test_stage_end_to_end(workspace):
     """Untrained SCN (W_B = W_T) first: its features equal the original ones and the mAP
-    difference is 0. Then a changed model: only the SCN caches are recomputed, and the
-    original network's results are the same (seeded)."""
+    difference is 0. Then a changed model: only the SCN caches are recomputed by classify,
+    classify_original is not run again, and the original network's results are the same."""
     write_model(workspace / "train" / "model.pt", perturb=0.0)
     params = make_params(workspace)
+    original = stage_script("classify_original")(params)
     first = stage_script("classify")(params)
     _check_metrics(first, 40)
     assert first["obj"]["map_diff"] == pytest.approx(0.0, abs=1e-4)
@@ -203,7 +206,9 @@ def test_stage_end_to_end(workspace):
     for setting in ("obj", "img"):  # the same features (to 1e-5): an interval at 0
         ci = first[setting]["map_diff_ci"]
         assert abs(ci["ci_low"]) <= 0.01 and abs(ci["ci_high"]) <= 0.01
-    cache = workspace / "classify"
+        assert first[setting]["original"] == original[setting]["original"]
+        assert first[setting]["n_test"] == original[setting]["n_test"]
+    cache, orig_cache = workspace / "classify", workspace / "original" / "classify"
     # the resampled differences behind each interval, for intervals pooled over seeds
     dist = read_distributions(cache / "bootstrap.npz")
     for setting in ("obj", "img"):
@@ -211,14 +216,15 @@ def test_stage_end_to_end(workspace):
         assert (rec["seed"], rec["n_boot"], len(rec["diffs"])) == (params.classify.seed, 200, 200)
         assert rec["n_test"] == first[setting]["n_test"]
         assert percentile_interval(rec["value"], rec["diffs"], 200).to_dict() == ci
-    names = sorted(p.name for p in cache.glob("*.h5"))
-    assert names == [
-        f"{n}_{s}_{r}.h5"
-        for n in ("original", "scn")
-        for s in ("img", "obj")
-        for r in ("test", "train")
-    ]
-    with h5py.File(cache / "original_obj_test.h5") as a, h5py.File(cache / "scn_obj_test.h5") as b:
+    names = [f"{s}_{r}.h5" for s in ("img", "obj") for r in ("test", "train")]
+    assert sorted(p.name for p in cache.glob("*.h5")) == [f"scn_{n}" for n in names]
+    assert sorted(p.name for p in orig_cache.glob("*.h5")) == sorted(
+        ["results.h5", *(f"original_{n}" for n in names)]
+    )
+    with (
+        h5py.File(orig_cache / "original_obj_test.h5") as a,
+        h5py.File(cache / "scn_obj_test.h5") as b,
+    ):
         np.testing.assert_allclose(a["features"][()], b["features"][()], rtol=1e-4, atol=1e-5)
         assert b.attrs["created_by"] == "classify" and len(b.attrs["model_sha256"]) == 64
         old_sha = b.attrs["model_sha256"]
@@ -226,11 +232,11 @@ def test_stage_end_to_end(workspace):
         assert (workspace / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     write_model(workspace / "train" / "model.pt", perturb=0.05)
-    mtimes = {p: p.stat().st_mtime_ns for p in cache.glob("*.h5")}
+    mtimes = {p: p.stat().st_mtime_ns for p in [*cache.glob("*.h5"), *orig_cache.glob("*.h5")]}
     second = stage_script("classify")(params)
     _check_metrics(second, 40)
     changed = {p.name for p in mtimes if p.stat().st_mtime_ns != mtimes[p]}
-    assert changed == {n for n in names if n.startswith("scn_")}
+    assert changed == {f"scn_{n}" for n in names}
     with h5py.File(cache / "scn_obj_test.h5") as b:
         assert b.attrs["model_sha256"] != old_sha
     for setting in ("obj", "img"):
@@ -240,3 +246,82 @@ def test_stage_end_to_end(workspace):
     for setting in ("obj", "img"):
         low1, low2 = first["lowshot"]["settings"][setting], second["lowshot"]["settings"][setting]
         assert low2["original"] == low1["original"]
+
+
+@pytest.mark.slow
+def test_split_stages_equal_both_networks_in_process(tmp_path):
+    """classify reading classify_original's results gives what one process evaluating
+    both networks gives: the same APs, the same paired bootstrap interval (same scores,
+    seed and resamples) and the same low-shot results (both networks on the same draws).
+    Results made with other params or other low-shot draws are refused, naming the file."""
+    from pipeline.evaluate.bootstrap import paired_bootstrap
+    from pipeline.evaluate.classify_net import fit_network
+    from pipeline.evaluate.classify_original import read_original_classify
+    from pipeline.evaluate.features import read_features
+    from pipeline.evaluate.lowshot import evaluate_lowshot
+    from pipeline.runner import stage_provenance
+
+    write_tiny_voc(tmp_path / "scenes", n_images=12, size=96, seed=3)
+    write_model(tmp_path / "train" / "model.pt", perturb=0.05)
+    params = make_params(tmp_path, lowshot_k=[1, 2])
+    stage_script("classify_original")(params)
+    metrics = stage_script("classify")(params)
+
+    cfg = params.classify
+    datasets = {r: open_split(params.dataset_ref, s) for r, s in (("train", "train"),
+                                                                  ("test", "test"))}  # fmt: skip
+    classes = datasets["train"].classes
+    where = {"original": params.paths.original_classify_dir, "scn": params.paths.classify}
+    feats = {
+        net: {
+            setting: {
+                role: read_features(where[net], ds, setting, net, "scenes")
+                for role, ds in datasets.items()
+            }
+            for setting in ("obj", "img")
+        }
+        for net in where
+    }
+    fitted = {net: fit_network(feats[net], classes, cfg, net) for net in feats}
+    for setting in ("obj", "img"):
+        for net in ("original", "scn"):
+            assert metrics[setting][net] == fitted[net][setting].to_dict()
+        ci = paired_bootstrap(
+            fitted["original"][setting].scores,
+            fitted["scn"][setting].scores,
+            feats["original"][setting]["test"]["labels"],
+            cfg.bootstrap,
+            cfg.seed,
+        )
+        assert metrics[setting]["map_diff_ci"] == ci.to_dict()
+        both = evaluate_lowshot(
+            {n: (feats[n][setting]["train"]["features"], feats[n][setting]["train"]["labels"])
+             for n in feats},
+            {n: (feats[n][setting]["test"]["features"], feats[n][setting]["test"]["labels"])
+             for n in feats},
+            classes, cfg.lowshot_k, cfg.lowshot_samples, cfg.costs, cfg.cv_folds, cfg.seed,
+        )  # fmt: skip
+        assert metrics["lowshot"]["settings"][setting] == both
+
+    results = params.paths.original_classify_file
+    labels = {s: {r: feats["scn"][s][r]["labels"] for r in ("train", "test")} for s in feats["scn"]}
+    prov = stage_provenance(params, "classify_original")
+    read_original_classify(results, prov, list(classes), labels, cfg)  # as classify did
+    with pytest.raises(DataError, match=r"results\.h5: made with other params \(classify\.costs"):
+        read_original_classify(results, {**prov, "classify.costs": [1.0]}, list(classes),
+                               labels, cfg)  # fmt: skip
+    other = build(ClassifyConfig, {**to_dict(cfg), "lowshot_samples": 3}, "classify")
+    with pytest.raises(DataError, match=r"results\.h5: obj: its low-shot draws"):
+        read_original_classify(results, prov, list(classes), labels, other)
+    flipped = {s: {r: v.copy() for r, v in d.items()} for s, d in labels.items()}
+    img_train = flipped["img"]["train"]
+    img_train[0, 0] = -1 if img_train[0, 0] == 1 else 1
+    with pytest.raises(DataError, match=r"img: its low-shot draws"):
+        read_original_classify(results, prov, list(classes), flipped, cfg)
+    # the stage itself, with classify_original not rerun after an evaluation param change
+    changed = make_params(tmp_path, lowshot_k=[1, 2], costs=[0.1, 1.0])
+    with pytest.raises(DataError, match=r"results\.h5: made with other params"):
+        stage_script("classify")(changed)
+    results.unlink()
+    with pytest.raises(DataError, match=r"results\.h5: missing"):
+        stage_script("classify")(params)

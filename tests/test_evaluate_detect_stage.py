@@ -60,7 +60,8 @@ def _params(tmp_path: Path, **detect) -> Params:
         "dataset": "scenes",
         "backbone": "efficientnet_lite0",
         "paths": {
-            k: str(tmp_path / k) for k in ("proposals", "train", "detect", "metrics", "plots")
+            k: str(tmp_path / k)
+            for k in ("proposals", "train", "detect", "original", "metrics", "plots")
         },
         "data": {"scenes_root": str(tmp_path / "scenes")},
         "network": {"input_size": 64},
@@ -91,7 +92,12 @@ def test_detect_stage_end_to_end(tmp_path):
     for split in ("train", "test"):
         _write_proposals(year, tmp_path / "proposals", split)
     _scn_model(tmp_path / "train" / "model.pt")
-    metrics = stage_script("detect")(_params(tmp_path))
+    params = _params(tmp_path)
+    with pytest.raises(DataError, match=r"result\.json: missing"):
+        stage_script("detect")(params)  # detect_original has not run
+    original = stage_script("detect_original")(params)
+    metrics = stage_script("detect")(params)
+    assert metrics["original"] == original["original"]
     for net in ("original", "scn"):
         m = metrics[net]
         assert set(m["per_class"]) == set(TINY_CLASSES)
@@ -99,21 +105,31 @@ def test_detect_stage_end_to_end(tmp_path):
         assert m["loss_last"] > 0 and np.isfinite(m["loss_last"])
     assert "map_diff" in metrics and "ap_diff" in metrics
     json.dumps(metrics, allow_nan=False)  # valid strict JSON: NaN became null
-    assert metrics["n_test_images"] == 4
+    assert metrics["n_test_images"] == original["n_test_images"] == 4
     with h5py.File(tmp_path / "detect" / "detections.h5") as fh:
         assert len(fh["image_ids"]) == 4
         for net in ("original", "scn"):
             off = fh[net]["offsets"][:]
             assert off[0] == 0 and off[-1] == len(fh[net]["boxes"]) == len(fh[net]["scores"])
             assert fh[net]["labels"][:].max(initial=0) < len(TINY_CLASSES)
+        with h5py.File(tmp_path / "original" / "detect" / "detections.h5") as orig:
+            assert orig.attrs["created_by"] == "detect_original"
+            for key in ("offsets", "boxes", "scores", "labels"):
+                np.testing.assert_array_equal(orig["original"][key][:], fh["original"][key][:])
     assert (tmp_path / "plots" / "detect_examples.png").stat().st_size > 0
     assert (tmp_path / "detect" / "history.csv").read_text().count("\n") == 1 + 2 * 6
+    # the original's results are refused once made with other detect params
+    changed = _params(tmp_path, lr=0.02)
+    with pytest.raises(DataError, match=r"result\.json: made with other params \(detect\.lr"):
+        stage_script("detect")(changed)
 
 
 def test_same_backbone_twice_gives_identical_results(tmp_path):
-    """Identical schedule and seed: the two runs differ only by the backbone."""
+    """Identical schedule and seed: the two runs, in two stages, differ only by the
+    backbone."""
     from pipeline.backbones import build_backbone
     from pipeline.evaluate.detect import run_detect
+    from pipeline.evaluate.detect_original import run_detect_original
 
     year = write_tiny_voc(tmp_path / "scenes", n_images=6, size=64)
     for split in ("train", "test"):
@@ -123,10 +139,10 @@ def test_same_backbone_twice_gives_identical_results(tmp_path):
     twin.model.load_state_dict(bb.model.state_dict())
     p = _params(tmp_path, iterations=3, n_examples=0)
     splits = (p.data.eval_train_split, p.data.eval_test_split)
-    metrics = run_detect(
-        p.dataset_ref, p.backbone, p.network, p.detect, splits, p.paths, {},
-        backbones={"original": bb, "scn": twin},
-    )  # fmt: skip
+    run_detect_original(
+        p.dataset_ref, p.backbone, p.network, p.detect, splits, p.paths, {}, model=bb
+    )
+    metrics = run_detect(p.dataset_ref, p.backbone, p.detect, splits, p.paths, {}, {}, model=twin)
     a, b = metrics["original"], metrics["scn"]
     assert a["loss_first"] == b["loss_first"] and a["loss_last"] == b["loss_last"]
     assert a["per_class"] == b["per_class"]
@@ -135,7 +151,7 @@ def test_same_backbone_twice_gives_identical_results(tmp_path):
 
 
 def test_proposals_for_another_image_size_are_refused(tmp_path):
-    from pipeline.evaluate.detect import detection_images
+    from pipeline.evaluate.detect_net import detection_images
 
     year = write_tiny_voc(tmp_path / "scenes", n_images=4, size=64)
     _write_proposals(year, tmp_path / "proposals", "train")

@@ -93,10 +93,18 @@ def test_dvc_repro_diagnose_on_a_folder_of_real_photos(tmp_path):
 def test_method_doersch_reruns_training_and_evaluation_only(tmp_path):
     """`dvc exp run -S method=doersch` after a repro: the switch is a param of train and
     of nothing upstream, so only train and the stages reading model.pt (classify, detect)
-    run again; the evaluation stages read the Doersch bottom stream like the SCN's."""
+    run again; the evaluation stages read the Doersch bottom stream like the SCN's. The
+    original network's evaluation (classify_original, detect_original) is not rerun: its
+    results are read back, and both networks are still reported side by side."""
     repo = make_repo(tmp_path, tiny_params())
     first = dvc(repo, "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert "Running stage 'classify_original'" in first.stdout
+    assert "Running stage 'detect_original'" in first.stdout
+    originals = ("classify_original", "detect_original")
+    before = {n: (repo / "metrics" / f"{n}.json").read_text() for n in originals}
+    orig_classify = json.loads(before["classify_original"])
+    orig_detect = json.loads(before["detect_original"])
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["method"] = "doersch"  # what `-S method=doersch` writes
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -108,9 +116,22 @@ def test_method_doersch_reruns_training_and_evaluation_only(tmp_path):
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     ran = {name for name in stages if f"Running stage '{name}'" in again.stdout}
     assert ran == {"train", "classify", "detect"}, again.stdout[-3000:]
+    for name in originals:
+        assert f"Stage '{name}' didn't change" in again.stdout, again.stdout[-3000:]
+        assert (repo / "metrics" / f"{name}.json").read_text() == before[name]
     train = json.loads((repo / "metrics" / "train.json").read_text())
     assert train["chance_accuracy"] == 0.125 and 0 <= train["test_accuracy"] <= 1
     classify = json.loads((repo / "metrics" / "classify.json").read_text())
     assert "map" in classify["obj"]["scn"] and "skipped" in classify["context"]
-    assert "map" in json.dumps(json.loads((repo / "metrics" / "detect.json").read_text()))
+    for setting in ("obj", "img"):  # the original's results, read from classify_original
+        assert classify[setting]["original"] == orig_classify[setting]["original"]
+        assert "ci_low" in classify[setting]["map_diff_ci"]
+    assert (
+        classify["lowshot"]["settings"]["obj"]["original"]
+        == (orig_classify["lowshot"]["settings"]["obj"]["original"])
+    )
+    detect = json.loads((repo / "metrics" / "detect.json").read_text())
+    assert "map" in detect["scn"] and detect["original"] == orig_detect["original"]
+    status = dvc(repo, "status", "--json")
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     assert (repo / "data" / "train" / "doersch_train.h5").is_file()

@@ -7,7 +7,12 @@ Paper sections 4.2 to 4.4 (Tables 1 and 2, Figure 6); protocol in
   those of ``data.eval_test_split`` test them (single label, one-vs-rest AP per class).
 - **Img**: whole images, multi-label with VOC image labels 1 / -1 / 0.
 - Both with h1 of the ORIGINAL network (``build_backbone(...).features``) and of the
-  trained SCN bottom stream (``load_trained(<paths.train>/model.pt).features``).
+  trained SCN bottom stream (``load_trained(<paths.train>/model.pt).features``). The
+  original network's side (features, SVMs, its test scores, low-shot) is stage
+  ``classify_original`` (:mod:`pipeline.evaluate.classify_original`), which an experiment
+  on the SCN side does not rerun; this stage computes the SCN's side with the same
+  functions (:mod:`pipeline.evaluate.classify_net`) and reads the original's, refusing
+  results made with other params, items or low-shot draws.
 - **Context** (Table 1): ordered pairs (top i, bottom j) of distinct non-difficult
   ground-truth objects of one image, at most ``classify.max_context_pairs`` per split
   (seeded). The top patch's class is predicted by a multi-class linear SVM from (i) the
@@ -24,12 +29,13 @@ paired bootstrap 95% interval (``classify.bootstrap`` resamples, seeded by
 
 **Low-shot** (``classify.lowshot_k``, ``classify.lowshot_samples``): VISSL's VOC07
 low-shot protocol on Obj and Img, both networks on the same draws
-(:mod:`pipeline.evaluate.lowshot`); mean and std mAP per k in ``lowshot`` and
+(:mod:`pipeline.evaluate.lowshot`; the draws depend only on the training labels, k,
+samples and seed, checked equal); mean and std mAP per k in ``lowshot`` and
 ``<paths.plots>/classify_lowshot.png``.
 
-Outputs: feature caches ``<paths.classify>/*.h5`` (provenance-checked, reused across
-runs), ``<paths.classify>/bootstrap.npz`` (each setting's resampled differences, which
-every training seed's run shares, for intervals pooled over seeds:
+Outputs: the SCN's feature caches ``<paths.classify>/scn_*.h5`` (provenance-checked,
+reused across runs), ``<paths.classify>/bootstrap.npz`` (each setting's resampled
+differences, which every training seed's run shares, for intervals pooled over seeds:
 :func:`pipeline.evaluate.bootstrap.pooled_interval`), ``<paths.plots>/classify_ap.png``
 (per-class AP, original vs SCN: Figure 6), ``<paths.plots>/classify_lowshot.png`` and the
 returned metrics (``metrics/classify.json``).
@@ -53,14 +59,18 @@ from pipeline.evaluate.bootstrap import (
     percentile_interval,
     write_distributions,
 )
-from pipeline.evaluate.features import (
-    Extractor,
-    ObjectTable,
-    cached_features,
-    original_extractor,
+from pipeline.evaluate.classify_net import (
+    ROLES,
+    SETTINGS,
+    fit_network,
+    lowshot_network,
+    merge_lowshot,
+    network_features,
 )
-from pipeline.evaluate.lowshot import evaluate_lowshot, plot_lowshot
-from pipeline.evaluate.svm import l2_normalize, train_and_test, train_multiclass
+from pipeline.evaluate.classify_original import read_original_classify
+from pipeline.evaluate.features import Extractor, ObjectTable, read_features
+from pipeline.evaluate.lowshot import plot_lowshot
+from pipeline.evaluate.svm import l2_normalize, train_multiclass
 from pipeline.io import write_figure
 from pipeline.provenance import sha256_file
 from pipeline.seed import seed_everything
@@ -246,32 +256,6 @@ def context_classification(
     return result
 
 
-# --------------------------------------------------------------------------- low-shot
-
-
-def lowshot_classification(
-    cfg: ClassifyConfig,
-    classes,
-    feats: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]],
-    device: torch.device | None = None,
-) -> dict:
-    """The low-shot protocol on Obj and Img for both networks (empty when disabled)."""
-    out: dict = {"k": list(cfg.lowshot_k), "n_samples": cfg.lowshot_samples, "settings": {}}
-    if not cfg.lowshot_k:
-        log.info("low-shot evaluation disabled (classify.lowshot_k is empty)")
-        return out
-    for setting in ("obj", "img"):
-        f = feats[setting]
-        out["settings"][setting] = evaluate_lowshot(
-            {net: (f[net]["train"]["features"], f[net]["train"]["labels"]) for net in NETWORKS},
-            {net: (f[net]["test"]["features"], f[net]["test"]["labels"]) for net in NETWORKS},
-            classes, cfg.lowshot_k, cfg.lowshot_samples, cfg.costs, cfg.cv_folds, cfg.seed,
-            desc=f"lowshot {setting}", solver=cfg.solver, device=device, threads=cfg.threads,
-            workers=cfg.workers,
-        )  # fmt: skip
-    return out
-
-
 # --------------------------------------------------------------------------- plot
 
 
@@ -322,74 +306,51 @@ def run_classify(
     splits: tuple[str, str],
     paths: PathsConfig,
     provenance: dict[str, Any],
+    original_provenance: dict[str, Any],
 ) -> dict:
-    """DVC stage ``classify``: extract (or reuse) the features of the original network and
-    of the trained bottom stream (``paths.model_file``) on the (train, test) ``splits``, run
-    the SVM protocol and the context experiment (offsets scaled by ``offset_scale``)."""
+    """DVC stage ``classify``: extract (or reuse) the features of the trained bottom stream
+    (``paths.model_file``) on the (train, test) ``splits``, run the SVM protocol on them,
+    and compare with the original network's results of stage ``classify_original``
+    (``paths.original_classify_dir``; checked to have been made with
+    ``original_provenance``, that stage's params now): paired bootstrap of each mAP
+    difference, low-shot on the same draws, and the context experiment (the original
+    network's features of the top patch, offsets scaled by ``offset_scale``)."""
     rng = seed_everything(cfg.seed)
     device = resolve_device(cfg.device, "classify.device")
-    cache_dir = Path(paths.classify)
-    params_json = json.dumps(provenance)
     datasets = {
         role: open_split(dataset_ref, split, stage="classify")
-        for role, split in zip(("train", "test"), splits, strict=True)
+        for role, split in zip(ROLES, splits, strict=True)
     }
     classes = datasets["train"].classes
 
-    from pipeline.backbones import build_backbone
-
-    original = original_extractor(
-        build_backbone(backbone, net.weights, input_size=net.input_size), device
-    )
     scn, trained = scn_extractor(paths.model_file, backbone, device)
-    if scn.input_size != original.input_size:
+    if scn.input_size != net.input_size:
         log.warning(
-            "SCN input size %d differs from network.input_size %d",
-            scn.input_size,
-            original.input_size,
+            "SCN input size %d differs from network.input_size %d", scn.input_size, net.input_size
         )
-
-    feats: dict[str, dict[str, dict[str, dict[str, np.ndarray]]]] = {}
-    for setting in ("obj", "img"):
-        feats[setting] = {}
-        for ext in (original, scn):
-            feats[setting][ext.network] = {
-                role: cached_features(
-                    cache_dir, ds, setting, ext, dataset_ref.name, cfg.batch_size, params_json
-                )
-                for role, ds in datasets.items()
-            }
+    feats = network_features(
+        Path(paths.classify), datasets, scn, dataset_ref.name, cfg.batch_size,
+        json.dumps(provenance),
+    )  # fmt: skip
+    original = read_original_classify(
+        paths.original_classify_file,
+        original_provenance,
+        list(classes),
+        {s: {r: feats[s][r]["labels"] for r in ROLES} for s in SETTINGS},
+        cfg,
+    )
+    fitted = fit_network(feats, classes, cfg, "scn", device)
 
     metrics: dict = {"device": str(device), "classes": list(classes)}
     results: dict[str, dict] = {}
     distributions: dict[str, dict] = {}
-    for setting in ("obj", "img"):
-        res: dict = {}
-        fitted = {}
-        for net in NETWORKS:
-            tr, te = feats[setting][net]["train"], feats[setting][net]["test"]
-            out = train_and_test(
-                tr["features"],
-                tr["labels"],
-                te["features"],
-                te["labels"],
-                classes,
-                cfg.costs,
-                cfg.cv_folds,
-                cfg.seed,
-                desc=f"{setting} {net}",
-                workers=cfg.workers,
-                solver=cfg.solver,
-                device=device,
-                threads=cfg.threads,
-            )
-            res[net], fitted[net] = out.to_dict(), out
-            log.info("%s %s: mAP %.4f (11-point %.4f)", setting, net, out.map, out.map_11point)
+    for setting in SETTINGS:
+        res: dict = {"original": original.results[setting], "scn": fitted[setting].to_dict()}
         res["map_diff"] = _diff(res["original"]["map"], res["scn"]["map"])
         if cfg.bootstrap:
-            labels = feats[setting]["original"]["test"]["labels"]
+            labels = feats[setting]["test"]["labels"]  # the original's, checked equal
             value, diffs = bootstrap_differences(
-                fitted["original"].scores, fitted["scn"].scores, labels, cfg.bootstrap, cfg.seed
+                original.scores[setting], fitted[setting].scores, labels, cfg.bootstrap, cfg.seed
             )
             ci = percentile_interval(value, diffs, cfg.bootstrap)
             distributions[setting] = {"value": value, "diffs": diffs, "seed": cfg.seed,
@@ -400,22 +361,36 @@ def run_classify(
                 setting, ci.value, ci.ci_low, ci.ci_high, ci.n_boot, ci.verdict,
             )  # fmt: skip
         res["map_11point_diff"] = _diff(res["original"]["map_11point"], res["scn"]["map_11point"])
-        res["n_train"] = len(feats[setting]["original"]["train"]["features"])
-        res["n_test"] = len(feats[setting]["original"]["test"]["features"])
+        res["n_train"] = original.n_train[setting]
+        res["n_test"] = original.n_test[setting]
         results[setting] = res
     metrics.update(results)
     if distributions:  # for intervals pooled over training seeds (experiments/results.py)
-        write_distributions(cache_dir / BOOTSTRAP_FILE, distributions)
+        write_distributions(Path(paths.classify) / BOOTSTRAP_FILE, distributions)
     else:  # classify.bootstrap 0: no stale distributions of an earlier run
-        (cache_dir / BOOTSTRAP_FILE).unlink(missing_ok=True)
+        (Path(paths.classify) / BOOTSTRAP_FILE).unlink(missing_ok=True)
     if trained.context_module is not None:
+        obj = {
+            "original": {
+                role: read_features(
+                    paths.original_classify_dir, ds, "obj", "original", dataset_ref.name
+                )
+                for role, ds in datasets.items()
+            },
+            "scn": feats["obj"],
+        }
         metrics["context"] = context_classification(
-            cfg, offset_scale, datasets, feats["obj"], trained, rng, device
+            cfg, offset_scale, datasets, obj, trained, rng, device
         )
     else:  # a bottom stream trained without a context module (method doersch): no h3
         log.info("context classification skipped: %s has no context module", paths.model_file)
         metrics["context"] = {"skipped": f"no context module (method {trained.method})"}
-    metrics["lowshot"] = lowshot_classification(cfg, classes, feats, device)
+    try:
+        metrics["lowshot"] = merge_lowshot(
+            original.lowshot, lowshot_network(cfg, classes, feats, "scn", device)
+        )
+    except ValueError as err:
+        raise DataError(original.path, f"low-shot: {err}", kind="provenance_mismatch") from err
     metrics["skipped"] = {role: ds.policy.metrics() for role, ds in datasets.items()}
     plot_per_class_ap(paths.plot_file(PLOT_NAME), classes, results)
     plot_lowshot(paths.plot_file(LOWSHOT_PLOT), metrics["lowshot"]["settings"], NETWORKS)

@@ -10,9 +10,11 @@ SCN bottom stream (``TrainedSCN.features``). Two *settings* feed them:
 - ``img``: every whole image, warped to ``S x S`` (``preprocess.resize_image``);
   multi-label with VOC image labels 1 / -1 / 0 (``VOCDataset.image_labels``).
 
-Cache file ``<dir>/<network>_<setting>_<split>.h5``: ``features`` (N, D) float32,
-``labels`` (N, C) int8, for ``obj`` also ``image_index`` (N,) int32, ``box`` (N, 4)
-float32, ``class_index`` (N,) int16, ``difficult`` (N,) bool; attrs: ``created_by``,
+Cache file ``<dir>/<network>_<setting>_<split>.h5`` (``<dir>``:
+``<paths.original>/classify`` for the original network, stage ``classify_original``;
+``<paths.classify>`` for the SCN): ``features`` (N, D) float32, ``labels`` (N, C)
+int8, for ``obj`` also ``image_index`` (N,) int32, ``box`` (N, 4) float32,
+``class_index`` (N,) int16, ``difficult`` (N,) bool; attrs: ``created_by``,
 ``code_version``, ``network``, ``setting``, ``split``, ``dataset``, ``backbone``,
 ``weights_sha256``, ``model_sha256`` (the trained model file for ``scn``), ``layer``,
 ``input_size``, ``mean``, ``std``, ``items_sha256`` (image ids + boxes + labels),
@@ -206,19 +208,22 @@ def compute_features(
     raise ValueError(f"setting: {setting!r} is not valid; allowed: {', '.join(SETTINGS)}")
 
 
-def expected_attrs(ds: VOCDataset, setting: str, extractor: Extractor, dataset: str) -> dict:
+def item_attrs(ds: VOCDataset, setting: str, dataset: str) -> dict:
+    """The attrs that identify the items of a cache (not the network)."""
     if setting == "obj":
         t = ObjectTable.from_dataset(ds)
         items = _items_hash(ds, t.image_index, t.box, t.class_index, t.difficult)
     else:
         items = _items_hash(ds, ds.image_labels())
-    return {
-        "setting": setting,
-        "split": ds.split,
-        "dataset": dataset,
-        "items_sha256": items,
-        **extractor.provenance(),
-    }
+    return {"setting": setting, "split": ds.split, "dataset": dataset, "items_sha256": items}
+
+
+def expected_attrs(ds: VOCDataset, setting: str, extractor: Extractor, dataset: str) -> dict:
+    return {**item_attrs(ds, setting, dataset), **extractor.provenance()}
+
+
+def cache_file(cache_dir: Path, network: str, setting: str, split: str) -> Path:
+    return Path(cache_dir) / f"{network}_{setting}_{split}.h5"
 
 
 def _read_cache(path: Path, expected: dict) -> dict[str, np.ndarray] | None:
@@ -270,7 +275,7 @@ def cached_features(
     params_json: str = "{}",
 ) -> dict[str, np.ndarray]:
     """Features of (network, setting, split) from the cache, computed and written if stale."""
-    path = Path(cache_dir) / f"{extractor.network}_{setting}_{ds.split}.h5"
+    path = cache_file(cache_dir, extractor.network, setting, ds.split)
     expected = expected_attrs(ds, setting, extractor, dataset)
     cached = _read_cache(path, expected)
     if cached is not None:
@@ -296,3 +301,28 @@ def original_extractor(backbone, device: torch.device) -> Extractor:
         weights_sha256=backbone.weights_sha256,
         device=device,
     )
+
+
+def read_features(
+    cache_dir: Path, ds: VOCDataset, setting: str, network: str, dataset: str
+) -> dict[str, np.ndarray]:
+    """Another stage's cache of (network, setting, split), read only: a
+    :class:`~pipeline.errors.DataError` naming the file when it is missing or holds other
+    items (the network's own provenance is that stage's to check)."""
+    from pipeline.errors import DataError
+
+    path = cache_file(cache_dir, network, setting, ds.split)
+    expected = {"network": network, **item_attrs(ds, setting, dataset)}
+    if not path.is_file():
+        raise DataError(path, "missing: features of the stage that writes it", kind="missing")
+    try:
+        with h5py.File(path, "r") as fh:
+            for key, want in expected.items():
+                have = fh.attrs.get(key)
+                have = have.decode() if isinstance(have, bytes) else have
+                if have != want:
+                    raise DataError(path, f"{key} is {have!r}, expected {want!r}; stale features",
+                                    kind="provenance_mismatch")  # fmt: skip
+            return {k: fh[k][()] for k in fh.keys()}
+    except OSError as err:
+        raise DataError(path, f"unreadable ({err})", kind="corrupt") from err

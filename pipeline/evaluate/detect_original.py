@@ -1,0 +1,132 @@
+"""Stage ``detect_original``: Fast R-CNN on the original backbone, once per dataset,
+backbone, detection proposals and detection params.
+
+The original backbone does not depend on the SCN's proposal mechanism, method or
+training, so its detector is trained and tested in a stage of its own that an experiment
+on the SCN side does not rerun (:func:`pipeline.evaluate.detect_net.evaluate_network`,
+the same function as for the SCN in stage ``detect``, under the same schedule and seed).
+
+Outputs in ``<paths.original>/detect``: ``detections.h5`` (group ``original``, format of
+:func:`~pipeline.evaluate.detect_net.write_detections`), ``history.csv`` (its losses per
+iteration) and ``result.json`` (``created_by``, ``code_version``, ``params``: the stage's
+declared params, ``image_ids`` of the test images, and ``result``: the AP and loss
+figures as in ``metrics/detect.json``'s ``original``, NaN kept for classes without AP).
+:func:`read_original_detect` reads them back for stage ``detect`` and refuses, naming the
+file, results made with other params or on other test images.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pipeline.data.voc import DatasetRef
+from pipeline.errors import DataError
+from pipeline.evaluate.config import DetectConfig
+from pipeline.evaluate.detect_net import (
+    DETECTIONS,
+    HISTORY,
+    Detections,
+    detect_inputs,
+    evaluate_network,
+    nan_to_none,
+    read_detections,
+    read_history,
+    setup,
+    write_detections,
+    write_history,
+)
+from pipeline.io import atomic_path
+from pipeline.provenance import code_version
+
+if TYPE_CHECKING:
+    from pipeline.artifacts import PathsConfig
+    from pipeline.backbones.config import NetworkConfig
+
+log = logging.getLogger(__name__)
+
+NETWORK = "original"
+STAGE = "detect_original"
+RESULT = "result.json"
+
+
+def run_detect_original(
+    dataset_ref: DatasetRef,
+    backbone: str,
+    net: NetworkConfig,
+    cfg: DetectConfig,
+    splits: tuple[str, str],
+    paths: PathsConfig,
+    provenance: dict[str, Any],
+    model: object | None = None,
+) -> dict:
+    """DVC stage ``detect_original``: train Fast R-CNN on ``splits[0]`` and test it on
+    ``splits[1]`` with the original backbone; write ``paths.original_detect_dir``.
+
+    ``model`` (a Backbone) replaces ``build_backbone(backbone, network.weights)``, for tests.
+    """
+    device = setup(cfg)
+    inputs = detect_inputs(dataset_ref, cfg, splits, paths, STAGE)
+    if model is None:
+        from pipeline.backbones import build_backbone
+
+        model = build_backbone(backbone, net.weights, input_size=net.input_size)
+    result, dets, hist = evaluate_network(NETWORK, model, inputs, cfg, device)
+    out_dir = paths.original_detect_dir
+    params_json = json.dumps(provenance, sort_keys=True)
+    image_ids = [im.id for im in inputs.test_images]
+    write_detections(
+        out_dir / DETECTIONS, image_ids, {NETWORK: dets}, inputs.classes, params_json, STAGE
+    )
+    write_history(out_dir / HISTORY, {NETWORK: hist})
+    record = {
+        "created_by": STAGE,
+        "code_version": code_version(),
+        "params": provenance,
+        "image_ids": image_ids,
+        "result": result,
+    }
+    with atomic_path(out_dir / RESULT) as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
+    return nan_to_none({**inputs.metrics(device), NETWORK: result})
+
+
+@dataclass
+class OriginalDetect:
+    """The original backbone's detection results, as stage ``detect`` reads them."""
+
+    result: dict  # NaN where a class has no AP
+    detections: Detections
+    history: list[dict]
+
+
+def read_original_detect(
+    out_dir: Path, provenance: dict[str, Any], image_ids: list[str]
+) -> OriginalDetect:
+    """Read stage ``detect_original``'s outputs in ``out_dir``, checked to have been made
+    with ``provenance`` (that stage's params now) on the test images ``image_ids``."""
+    path = Path(out_dir) / RESULT
+    rerun = "run `dvc repro detect_original` (or `scn detect_original`) first"
+    if not path.is_file():
+        raise DataError(path, f"missing: the original backbone's results; {rerun}", "missing")
+    try:
+        record = json.loads(path.read_text())
+        ids, dets = read_detections(Path(out_dir) / DETECTIONS, NETWORK)
+        history = read_history(Path(out_dir) / HISTORY)[NETWORK]
+    except (OSError, KeyError, ValueError) as err:
+        raise DataError(path, f"unreadable or incomplete ({err}); {rerun}", "corrupt") from err
+    if record.get("created_by") != STAGE:
+        raise DataError(path, f"written by {record.get('created_by')!r}, not {STAGE}")
+    have, want = record["params"], json.loads(json.dumps(provenance))
+    if have != want:
+        keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
+        detail = "; ".join(f"{k}: {have.get(k)!r} there, {want.get(k)!r} now" for k in keys)
+        raise DataError(
+            path, f"made with other params ({detail}); {rerun}", kind="provenance_mismatch"
+        )
+    if record["image_ids"] != list(image_ids) or ids != list(image_ids):
+        raise DataError(path, f"made on other test images; {rerun}", kind="provenance_mismatch")
+    return OriginalDetect(record["result"], dets, history)
