@@ -222,13 +222,14 @@ def mean_diff(runs: list[Run], *keys: str) -> float | None:
 
 
 def seed_interval(runs: list[Run], setting: str, seed: int = 0) -> dict | None:
-    """The 95% interval of the mean SCN - original mAP difference on ``setting`` (obj, img)
-    over the runs' seeds and the test items (:func:`pooled_interval`), as classify's
-    ``map_diff_ci`` dict; one run: its own. None when a run lacks the bootstrap
-    distribution or the runs did not share their resamples (classify seed, number of
-    resamples, test set size)."""
+    """The 95% interval of the mean SCN - original mAP difference on ``setting`` (obj, img:
+    classify's; det: detect's) over the runs' seeds and the test items
+    (:func:`pooled_interval`), as the stage's ``map_diff_ci`` dict; one run: its own.
+    None when a run lacks the bootstrap distribution or the runs did not share their
+    resamples (the stage's seed, number of resamples, test set size)."""
     if len(runs) == 1:
-        return get(runs[0].metrics, "classify", setting, "map_diff_ci")
+        keys = ("detect",) if setting == "det" else ("classify", setting)
+        return get(runs[0].metrics, *keys, "map_diff_ci")
     recs = [r.bootstrap.get(setting) for r in runs]
     if any(rec is None for rec in recs):
         return None
@@ -497,11 +498,12 @@ def render_results(runs: list[Run], context: dict) -> str:
                     diff_ci(get(c, "img", "original", "map"), get(c, "img", "scn", "map"),
                             get(c, "img", "map_diff_ci")),
                     pct(get(d, "scn", "map")),
-                    diff_pct(get(d, "original", "map"), get(d, "scn", "map")),
+                    diff_ci(get(d, "original", "map"), get(d, "scn", "map"),
+                            get(d, "map_diff_ci")),
                 ])  # fmt: skip
         out += table(
             ["mechanism", "train.seed", "Obj SCN", "Obj diff [95% CI]", "Img SCN",
-             "Img diff [95% CI]", "detection SCN (area)", "detection diff"],
+             "Img diff [95% CI]", "detection SCN (area)", "detection diff [95% CI]"],
             rows,
         )  # fmt: skip
 
@@ -547,8 +549,9 @@ def render_results(runs: list[Run], context: dict) -> str:
         "## Table 4: detection mAP (Fast R-CNN), original vs SCN",
         "",
         "Area: the area under the interpolated precision-recall curve; 11-point: the "
-        "VOC2007 protocol. SCN: mean ± standard deviation over the seeds (no interval: "
-        "detection has no bootstrap yet).",
+        "VOC2007 protocol. SCN: mean ± standard deviation over the seeds; the area mAP "
+        "difference with its paired bootstrap 95% interval over the test images (and the "
+        "seeds).",
         "",
     ]
     rows = [[
@@ -564,14 +567,14 @@ def render_results(runs: list[Run], context: dict) -> str:
             mech,
             pct(get(d, "original", "map")),
             mean_sd([get(r.metrics, "detect", "scn", "map") for r in g]),
-            "n/a" if (m := mean_diff(g, "detect")) is None else f"{100 * m:+.2f}",
+            diff_text(mean_diff(g, "detect"), seed_interval(g, "det")),
             pct(o11), mean_sd(d11),
             "n/a" if o11 is None or None in d11 else f"{100 * (np.mean(d11) - o11):+.2f}",
             f"{num(get(d, 'original', 'loss_first'), '{:.2f}')} / "
             + " ".join(num(get(r.metrics, "detect", "scn", "loss_first"), "{:.2f}") for r in g),
         ])  # fmt: skip
     out += table(
-        ["run", "original (area)", "SCN (area)", "diff (area)", "original (11-point)",
+        ["run", "original (area)", "SCN (area)", "diff (area) [95% CI]", "original (11-point)",
          "SCN (11-point)", "diff (11-point)",
          "training loss, first 10% of iterations, original / SCN"],
         rows,
@@ -657,12 +660,17 @@ def render_results(runs: list[Run], context: dict) -> str:
             else:
                 out.append(f"- {mech}, {what}{seeds}: SCN - original {100 * diff:+.2f} points, "
                            "no interval available, so no verdict.")  # fmt: skip
-        det = mean_diff(g, "detect")
-        out.append(
-            f"- {mech}, detection (area mAP){seeds}: SCN - original "
-            + ("not available." if det is None else
-               f"{100 * det:+.2f} points (no interval: detection has no bootstrap yet).")
-        )  # fmt: skip
+        det, det_ci = mean_diff(g, "detect"), seed_interval(g, "det")
+        if det is None:
+            out.append(f"- {mech}, detection (area mAP){seeds}: not available.")
+        elif det_ci and det_ci.get("ci_low") is not None:
+            out.append(f"- {mech}, detection (area mAP){seeds}: SCN - original "
+                       f"{diff_text(det, det_ci)}.")  # fmt: skip
+        else:
+            out.append(
+                f"- {mech}, detection (area mAP){seeds}: SCN - original "
+                f"{100 * det:+.2f} points, no interval available, so no verdict."
+            )
     for what, vals in (("Obj", obj_vals), ("Img", img_vals)):
         if len(vals) > 1 and max(vals) != min(vals):
             out.append(
@@ -800,14 +808,18 @@ def collect(repo: Repo, runs: list[Run]) -> None:
 
 
 def workspace_bootstrap(repo: Repo) -> dict[str, dict]:
-    """The classify stage's bootstrap distributions (``<paths.classify>/bootstrap.npz``) in
-    the workspace, which holds the experiment that just ran; empty when absent."""
+    """The classify and detect stages' bootstrap distributions (``bootstrap.npz`` in
+    ``paths.classify`` and ``paths.detect``: settings obj, img, det) in the workspace, which
+    holds the experiment that just ran; those absent are left out."""
     params = yaml.safe_load((repo.root / "params.yaml").read_text()) or {}
-    path = repo.root / str(get(params, "paths", "classify") or "data/classify") / BOOTSTRAP_FILE
-    if not path.exists():
-        log.warning("%s not found: no interval pooled over seeds for this run", path)
-        return {}
-    return read_distributions(path)
+    out: dict[str, dict] = {}
+    for stage in ("classify", "detect"):
+        path = repo.root / str(get(params, "paths", stage) or f"data/{stage}") / BOOTSTRAP_FILE
+        if path.exists():
+            out.update(read_distributions(path))
+        else:
+            log.warning("%s not found: no interval pooled over seeds from it", path)
+    return out
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -13,6 +13,7 @@ import torch
 from pipeline.config import build
 from pipeline.data.voc import VOCDataset
 from pipeline.errors import DataError
+from pipeline.evaluate.bootstrap import percentile_interval, read_distributions
 from pipeline.params import Params
 from tests.helpers.voc import TINY_CLASSES, write_tiny_voc
 
@@ -104,6 +105,12 @@ def test_detect_stage_end_to_end(tmp_path):
         assert m["map"] is None or 0.0 <= m["map"] <= 1.0
         assert m["loss_last"] > 0 and np.isfinite(m["loss_last"])
     assert "map_diff" in metrics and "ap_diff" in metrics
+    ci = metrics["map_diff_ci"]  # paired bootstrap over the 4 test images
+    assert ci["n_boot"] == 1000 and ci["value"] == pytest.approx(metrics["map_diff"], abs=1e-6)
+    assert ci["verdict"] in ("gain", "loss", "no measurable difference")
+    rec = read_distributions(tmp_path / "detect" / "bootstrap.npz")["det"]
+    assert (rec["n_test"], len(rec["diffs"])) == (4, 1000)
+    assert percentile_interval(rec["value"], rec["diffs"], 1000).to_dict() == ci
     json.dumps(metrics, allow_nan=False)  # valid strict JSON: NaN became null
     assert metrics["n_test_images"] == original["n_test_images"] == 4
     with h5py.File(tmp_path / "detect" / "detections.h5") as fh:
@@ -146,6 +153,8 @@ def test_same_backbone_twice_gives_identical_results(tmp_path):
     a, b = metrics["original"], metrics["scn"]
     assert a["loss_first"] == b["loss_first"] and a["loss_last"] == b["loss_last"]
     assert a["per_class"] == b["per_class"]
+    ci = metrics["map_diff_ci"]  # the same detections: exactly 0 on every resample
+    assert (ci["value"], ci["ci_low"], ci["ci_high"]) == (0.0, 0.0, 0.0)
     with h5py.File(tmp_path / "detect" / "detections.h5") as fh:
         np.testing.assert_array_equal(fh["original"]["scores"][:], fh["scn"]["scores"][:])
 

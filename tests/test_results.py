@@ -71,7 +71,7 @@ def test_render_results_tables_sentences_and_provenance():
     # Facts, not opinions: without an interval, no verdict.
     assert "- bbox, Obj: SCN - original +5.00 points, no interval available, so no verdict." in text
     assert "- bbox, Img: SCN - original -2.00 points, no interval" in text
-    assert "- bbox, detection (area mAP): SCN - original +0.00 points (no interval" in text
+    assert "- bbox, detection (area mAP): SCN - original +0.00 points, no interval" in text
     assert "- random, detection (area mAP): SCN - original -5.00 points" in text
     assert "### Per seed" not in text  # one seed each
     assert "- No results for: yolo." in text
@@ -141,9 +141,12 @@ def seed_run(seed: int, obj_scn: float, diffs: np.ndarray) -> Run:
         "verdict": "no measurable difference",
     }
     rec = {"value": obj_scn - 0.40, "diffs": diffs, "seed": 0, "n_boot": len(diffs), "n_test": 83}
+    metrics["detect"]["map_diff_ci"] = {"ci_low": -0.2, "ci_high": 0.2,
+                                        "verdict": "no measurable difference"}  # fmt: skip
+    det = {**rec, "value": seed / 100, "diffs": diffs * 0 + seed / 100, "n_test": 50}
     name = "results-edgebox" + ("" if seed == 0 else f"-seed{seed}")
     return Run("edgebox", name, "ok", 10.0, f"{seed}" * 40, BASE, metrics, seed=seed,
-               bootstrap={"obj": rec})  # fmt: skip
+               bootstrap={"obj": rec, "det": det})  # fmt: skip
 
 
 def test_render_results_pools_seeds_with_the_ceiling_and_headroom_share():
@@ -172,7 +175,17 @@ def test_render_results_pools_seeds_with_the_ceiling_and_headroom_share():
     assert "44.00 / 60.00" in t2
     per_seed = text[text.index("### Per seed") :]
     assert "| edgebox | 2 | 46.00 | +6.00 [-10.00, +10.00]: no measurable difference |" in per_seed
-    assert row(text, "edgebox", "## Table 4").startswith("| edgebox | 30.00 | 31.00 ± 1.00 |")
+    seeds_det = np.array([0.0, 0.01, 0.02])  # detection: no test noise, the seeds' spread
+    det_ci = pooled_interval(seeds_det, np.repeat(seeds_det[:, None], 400, axis=1), seed=0)
+    assert row(text, "edgebox", "## Table 4").startswith(
+        f"| edgebox | 30.00 | 31.00 ± 1.00 | +1.00 [{100 * det_ci.ci_low:+.2f}, "
+        f"{100 * det_ci.ci_high:+.2f}]: {det_ci.verdict} |"
+    )
+    assert (
+        "| edgebox | 1 | 44.00 |" in per_seed
+        and "+1.00 [-20.00, +20.00]: no measurable" in per_seed
+    )
+    assert "- edgebox, detection (area mAP) over 3 seeds: SCN - original +1.00 [" in text
     assert row(text, "edgebox (seed 1)", "## Table 1")
     assert "- edgebox, Obj over 3 seeds: SCN - original +4.00 [" in text
     assert "of the headroom." in text

@@ -116,6 +116,12 @@ class DetectConfig:
     nms: float = param(0.3, gt=0, le=1, help="test: per-class NMS IoU threshold")
     max_detections: int = param(100, ge=1, help="test: detections kept per image")
     n_examples: int = param(4, ge=0, help="test images drawn in the examples PNG")
+    bootstrap: int = param(
+        1000,
+        ge=0,
+        help="paired bootstrap resamples of the test images: 95% interval of the SCN - "
+        "original mAP difference (0: none)",
+    )
     device: str = device_param()
     threads: int = param(
         0, ge=0, help="torch CPU threads (0: torch's default); 1 is faster on a busy machine"

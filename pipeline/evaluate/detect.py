@@ -7,7 +7,12 @@ the only difference is the backbone: ``load_trained(<paths.train>/model.pt).back
 vs ``build_backbone(backbone, network.weights)``. The original's results are read from
 ``<paths.original>/detect`` (:func:`~pipeline.evaluate.detect_original.
 read_original_detect`, checked against the params ``detect_original`` would use now).
-VOC detection AP of both and the SCN - original differences go to ``metrics/detect.json``.
+VOC detection AP of both and the SCN - original differences go to ``metrics/detect.json``,
+the mAP difference with a paired bootstrap 95% interval over the test images
+(``detect.bootstrap`` resamples seeded by ``detect.seed``;
+:func:`~pipeline.evaluate.detection_ap.detection_bootstrap`) and its verdict in
+``map_diff_ci`` (the resampled differences in ``<paths.detect>/bootstrap.npz``, for
+intervals pooled over training seeds).
 
 Outputs: ``<paths.detect>/detections.h5`` (both networks' groups,
 :func:`~pipeline.evaluate.detect_net.write_detections`), ``<paths.detect>/history.csv``
@@ -24,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.data.voc import DatasetRef
 from pipeline.errors import DataError
+from pipeline.evaluate.bootstrap import percentile_interval, write_distributions
 from pipeline.evaluate.config import DetectConfig
 from pipeline.evaluate.detect_net import (
     DETECTIONS,
@@ -35,15 +41,19 @@ from pipeline.evaluate.detect_net import (
     nan_to_none,
     plot_examples,
     setup,
+    test_ground_truth,
     write_detections,
     write_history,
 )
 from pipeline.evaluate.detect_original import read_original_detect
+from pipeline.evaluate.detection_ap import detection_bootstrap
 
 if TYPE_CHECKING:
     from pipeline.artifacts import PathsConfig
 
 log = logging.getLogger(__name__)
+
+BOOTSTRAP_FILE = "bootstrap.npz"  # "det": the (B,) mAP differences on the image resamples
 
 
 def run_detect(
@@ -75,6 +85,20 @@ def run_detect(
         "scn": result,
         **differences(original.result, result, inputs.classes),
     }
+    if cfg.bootstrap:  # paired over the test images, as classify's over objects / images
+        value, diffs = detection_bootstrap(
+            original.detections, dets, test_ground_truth(inputs), len(inputs.classes),
+            cfg.bootstrap, cfg.seed,
+        )  # fmt: skip
+        ci = percentile_interval(value, diffs, cfg.bootstrap)
+        metrics["map_diff_ci"] = ci.to_dict()
+        record = {"value": value, "diffs": diffs, "seed": cfg.seed, "n_boot": cfg.bootstrap,
+                  "n_test": len(image_ids)}  # fmt: skip
+        write_distributions(Path(paths.detect) / BOOTSTRAP_FILE, {"det": record})
+    else:  # no stale distributions of an earlier run
+        (Path(paths.detect) / BOOTSTRAP_FILE).unlink(missing_ok=True)
+        log.info("mAP difference %.4f, 95%% interval [%.4f, %.4f] over %d resamples: %s",
+                 ci.value, ci.ci_low, ci.ci_high, ci.n_boot, ci.verdict)  # fmt: skip
     detections = {"original": original.detections, "scn": dets}
     out_dir = Path(paths.detect)
     params_json = json.dumps(provenance, sort_keys=True)

@@ -376,11 +376,7 @@ def evaluate_network(
         desc=f"test {network}",
     )
     test_s = time.perf_counter() - start
-    gts = [
-        GroundTruth.make(im.gt_boxes, im.gt_labels - 1, im.gt_difficult)
-        for im in inputs.test_images
-    ]
-    result = evaluate_detections(dets, gts, inputs.classes)
+    result = evaluate_detections(dets, test_ground_truth(inputs), inputs.classes)
     k = max(1, len(hist) // 10)
     result.update(
         {
@@ -397,6 +393,14 @@ def evaluate_network(
         network, result["map"], result["map_11point"], train_s, test_s,
     )  # fmt: skip
     return result, dets, hist
+
+
+def test_ground_truth(inputs: DetectInputs) -> list[GroundTruth]:
+    """The test images' ground truth as :func:`evaluate_detections` takes it."""
+    return [
+        GroundTruth.make(im.gt_boxes, im.gt_labels - 1, im.gt_difficult)
+        for im in inputs.test_images
+    ]
 
 
 def differences(original: dict, scn: dict, classes: Sequence[str]) -> dict:
