@@ -892,8 +892,12 @@ def main(argv: list[str] | None = None) -> int:
                 overrides = [f"proposal={own}", BASELINES[run.mechanism], *args.sets]
             else:
                 overrides = [f"proposal={run.mechanism}", "method=scn", *args.sets]
-            if run.seed != base_seed:
-                overrides.append(f"train.seed={run.seed}")
+            # every run states its seed: `dvc exp run -S` leaves its edits in the workspace,
+            # so a run without it would inherit the previous run's seed
+            overrides.append(f"train.seed={run.seed}")
+            if params_path.read_bytes() != workspace_bytes:  # and start from the workspace's
+                with atomic_path(params_path) as tmp:
+                    tmp.write_bytes(workspace_bytes)
             run_experiment(repo, run, overrides)
             if run.status == "ok":
                 run.bootstrap = workspace_bootstrap(repo)
