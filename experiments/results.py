@@ -629,19 +629,24 @@ def render_results(runs: list[Run], context: dict) -> str:
             f"{num(get(pa, 'splits', 'train', 'pairs'), '{}')} / "
             f"{num(get(pa, 'splits', 'test', 'pairs'), '{}')}",
             num(tr.get("test_loss")), num(tr.get("test_explained"), "{:.4f}"),
+            num(get(r.metrics, "diagnose", "targets", "ridge_h1_offset"), "{:.4f}"),
             num(tr.get("h1_drift"), "{:.2f}"), num(tr.get("h1_norm_ratio"), "{:.2f}"),
         ])  # fmt: skip
     out += table(
         ["mechanism", "boxes per image train / test", "recall@0.5 train / test",
          "recall@0.7 train / test", "patches train / test", "pairs train / test",
-         "SCN test loss", "SCN test explained variance", "h1 drift", "h1 norm ratio"],
+         "SCN test loss", "SCN test explained variance",
+         "no-training ridge [h1, o] explained (diagnose)", "h1 drift", "h1 norm ratio"],
         rows,
     )  # fmt: skip
     out += [
         "",
         "h1 drift: ||h1 - h1_0|| / ||h1_0|| over the held-out bottom patches, h1_0 being the "
         "original network's representation (`metrics/train.json`); h1 norm ratio: "
-        "||h1|| / ||h1_0||.",
+        "||h1|| / ||h1_0||. The ridge column: the share of the same kind of held-out target "
+        "variance that a ridge map from the frozen original [h1_j, o_ij] explains without any "
+        "training (`metrics/diagnose.json`, `targets.ridge_h1_offset`): the baseline SCN's "
+        "training has to beat.",
     ]
 
     # ---- facts
@@ -660,6 +665,13 @@ def render_results(runs: list[Run], context: dict) -> str:
             else:
                 out.append(f"- {mech}, {what}{seeds}: SCN - original {100 * diff:+.2f} points, "
                            "no interval available, so no verdict.")  # fmt: skip
+        explained = mean_of(g, "train", "test_explained")
+        ridge = get(g[0].metrics, "diagnose", "targets", "ridge_h1_offset")
+        if explained is not None and ridge is not None:
+            verdict = "beats" if explained > ridge else "does not beat"
+            out.append(f"- {mech}{seeds}: SCN's held-out explained share "
+                       f"{100 * explained:.2f}% {verdict} the no-training ridge baseline's "
+                       f"{100 * ridge:.2f}%.")  # fmt: skip
         det, det_ci = mean_diff(g, "detect"), seed_interval(g, "det")
         if det is None:
             out.append(f"- {mech}, detection (area mAP){seeds}: not available.")

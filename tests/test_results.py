@@ -66,7 +66,7 @@ def test_render_results_tables_sentences_and_provenance():
     assert row(text, "ours", "## Figure 3").startswith("| ours | 40 | 1.5 | 30.25 | 0.050 |")
     assert row(text, "bbox", "## Proposals").startswith(
         "| bbox | 8.5 / 8.5 | 90.00 / 90.00 | 75.00 / 75.00 | 66 / 66 | 60 / 60 | 123.4 | "
-        "0.2500 | 1.23 | 1.50 |"
+        "0.2500 | n/a | 1.23 | 1.50 |"
     )
     # Facts, not opinions: without an interval, no verdict.
     assert "- bbox, Obj: SCN - original +5.00 points, no interval available, so no verdict." in text
@@ -132,6 +132,7 @@ def seed_run(seed: int, obj_scn: float, diffs: np.ndarray) -> Run:
     metrics["diagnose"] = {
         "original": {"map": 0.41},
         "ceiling": {"map": 0.51},
+        "targets": {"ridge_h1_offset": 0.07},
         "headroom": {"map": 0.10},
         "n_objects": {"train": 90, "test": 80},
     }
@@ -189,6 +190,8 @@ def test_render_results_pools_seeds_with_the_ceiling_and_headroom_share():
     assert row(text, "edgebox (seed 1)", "## Table 1")
     assert "- edgebox, Obj over 3 seeds: SCN - original +4.00 [" in text
     assert "of the headroom." in text
+    assert ("- edgebox over 3 seeds: SCN's held-out explained share 25.00% beats the "
+            "no-training ridge baseline's 7.00%.") in text  # fmt: skip
     # a run without its bootstrap record: the mean, but no pooled interval and no verdict
     runs[1].bootstrap = {}
     text = render_results(runs, context())
