@@ -301,7 +301,8 @@ def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
                 rows.append([mech, *["n/a"] * len(ks)])
                 continue
             means = np.mean([q["scn"]["map_mean"] for q in per], axis=0)
-            rows.append([f"{mech} SCN" + (f" ({len(g)} seeds)" if len(g) > 1 else ""),
+            label = mech if mech in BASELINES else f"{mech} SCN"  # a baseline is no SCN
+            rows.append([label + (f" ({len(g)} seeds)" if len(g) > 1 else ""),
                          *[f"{100 * m:.2f}" for m in means]])  # fmt: skip
         out += [f"{setting.capitalize()}:", ""]
         out += table(["network", *[f"k={k}" for k in ks]], rows)
