@@ -55,6 +55,11 @@ CANDIDATES: dict[str, tuple[tuple[str, ...], str]] = {
         (*V2, "cue_style=relation"),
         "the class only in the centre-rim relation (lighter/darker, more/less saturated)",
     ),
+    "v2-parity": (
+        (*V2, "cue_style=parity"),
+        "each class two opposite combinations of (lighter, more saturated, large centre): "
+        "in the crop, but no class linearly apart from the rest",
+    ),
     "v2-noisy": ((*V2, "nuisance=2.0"), "v2 with twice the per-object nuisance"),
     "v2-bold-calm": (
         (*V2, "cue_contrast_min=0.5", "cue_contrast_max=1.0", "nuisance=0.5"),
