@@ -817,8 +817,27 @@ def collect(repo: Repo, runs: list[Run]) -> None:
             continue
         run.rev = shown[run.name]["rev"]
         run.params = shown[run.name]["params"]
-        run.metrics = shown[run.name]["metrics"]
+        run.metrics = {  # the files themselves: `dvc exp show` leaves out lists (low-shot k)
+            stage: committed_metrics(repo, run.rev, run.params, stage) or m
+            for stage, m in shown[run.name]["metrics"].items()
+        }
         run.bootstrap = experiment_distributions(repo, run.rev, run.params)
+
+
+def committed_metrics(repo: Repo, rev: str | None, params: dict, stage: str) -> dict | None:
+    """``<paths.metrics>/<stage>.json`` as the experiment commit ``rev`` holds it (metrics
+    are git-tracked, ``cache: false``); None when it is not there."""
+    if not rev:
+        return None
+    path = f"{get(params, 'paths', 'metrics') or 'metrics'}/{stage}.json"
+    shown = repo.git("show", f"{rev}:{path}", check=False)
+    if shown.returncode != 0:
+        return None
+    try:
+        data = json.loads(shown.stdout)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
 
 
 def cached_output_file(repo: Repo, rev: str, out_path: str, relpath: str) -> Path | None:
