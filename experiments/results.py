@@ -285,7 +285,10 @@ def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
            f"VISSL's VOC07 low-shot protocol: k positives per class, {low.get('n_samples')} "
            "independent draws per k, the same draws for every network; mean ± standard "
            "deviation over the draws (SCN: means over its seeds). A k above some class's "
-           "positives is left out.", ""]  # fmt: skip
+           "positives is left out. The ceiling row is the diagnose stage's: its head was "
+           "fine-tuned on every train label, and its draws come from diagnose's object set "
+           "(`diagnose.max_objects`), so they differ slightly from the other rows'.",
+           ""]  # fmt: skip
     for setting, res in low["settings"].items():
         ks = res.get("k") or []
         if not ks:
