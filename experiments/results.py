@@ -285,7 +285,10 @@ def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
            f"VISSL's VOC07 low-shot protocol: k positives per class, {low.get('n_samples')} "
            "independent draws per k, the same draws for every network; mean ± standard "
            "deviation over the draws (SCN: means over its seeds). A k above some class's "
-           "positives is left out.", ""]  # fmt: skip
+           "positives is left out. The ceiling row is the diagnose stage's: its head was "
+           "fine-tuned on every train label, and its draws come from diagnose's object set "
+           "(`diagnose.max_objects`), so they differ slightly from the other rows'.",
+           ""]  # fmt: skip
     for setting, res in low["settings"].items():
         ks = res.get("k") or []
         if not ks:
@@ -301,7 +304,8 @@ def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
                 rows.append([mech, *["n/a"] * len(ks)])
                 continue
             means = np.mean([q["scn"]["map_mean"] for q in per], axis=0)
-            rows.append([f"{mech} SCN" + (f" ({len(g)} seeds)" if len(g) > 1 else ""),
+            label = mech if mech in BASELINES else f"{mech} SCN"  # a baseline is no SCN
+            rows.append([label + (f" ({len(g)} seeds)" if len(g) > 1 else ""),
                          *[f"{100 * m:.2f}" for m in means]])  # fmt: skip
         out += [f"{setting.capitalize()}:", ""]
         out += table(["network", *[f"k={k}" for k in ks]], rows)
@@ -816,22 +820,79 @@ def collect(repo: Repo, runs: list[Run]) -> None:
             continue
         run.rev = shown[run.name]["rev"]
         run.params = shown[run.name]["params"]
-        run.metrics = shown[run.name]["metrics"]
+        run.metrics = {  # the files themselves: `dvc exp show` leaves out lists (low-shot k)
+            stage: committed_metrics(repo, run.rev, run.params, stage) or m
+            for stage, m in shown[run.name]["metrics"].items()
+        }
+        run.bootstrap = experiment_distributions(repo, run.rev, run.params)
 
 
-def workspace_bootstrap(repo: Repo) -> dict[str, dict]:
+def committed_metrics(repo: Repo, rev: str | None, params: dict, stage: str) -> dict | None:
+    """``<paths.metrics>/<stage>.json`` as the experiment commit ``rev`` holds it (metrics
+    are git-tracked, ``cache: false``); None when it is not there."""
+    if not rev:
+        return None
+    path = f"{get(params, 'paths', 'metrics') or 'metrics'}/{stage}.json"
+    shown = repo.git("show", f"{rev}:{path}", check=False)
+    if shown.returncode != 0:
+        return None
+    try:
+        data = json.loads(shown.stdout)
+    except json.JSONDecodeError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def cached_output_file(repo: Repo, rev: str, out_path: str, relpath: str) -> Path | None:
+    """The DVC cache file of ``relpath`` inside the directory output ``out_path`` as the
+    commit ``rev``'s dvc.lock records it (DVC 3: ``<cache>/files/md5/xx/rest``, a directory
+    being a ``.dir`` JSON list of its files); None when any link is missing."""
+    lock = repo.git("show", f"{rev}:dvc.lock", check=False)
+    if lock.returncode != 0:
+        return None
+    cache = Path(repo.dvc("cache", "dir").stdout.strip())
+    if not cache.is_absolute():
+        cache = repo.root / cache
+
+    def blob(md5: str) -> Path:
+        return cache / "files" / "md5" / md5[:2] / md5[2:]
+
+    for stage in (yaml.safe_load(lock.stdout) or {}).get("stages", {}).values():
+        for out in stage.get("outs") or []:
+            if out.get("path") != out_path or not str(out.get("md5", "")).endswith(".dir"):
+                continue
+            manifest = blob(out["md5"])
+            if not manifest.is_file():
+                return None
+            for entry in json.loads(manifest.read_text()):
+                if entry.get("relpath") == relpath and blob(entry["md5"]).is_file():
+                    return blob(entry["md5"])
+    return None
+
+
+def experiment_distributions(repo: Repo, rev: str | None, params: dict) -> dict[str, dict]:
     """The classify and detect stages' bootstrap distributions (``bootstrap.npz`` in
-    ``paths.classify`` and ``paths.detect``: settings obj, img, det) in the workspace, which
-    holds the experiment that just ran; those absent are left out."""
-    params = yaml.safe_load((repo.root / "params.yaml").read_text()) or {}
+    ``paths.classify`` and ``paths.detect``: settings obj, img, det) of the experiment
+    commit ``rev``, read from the DVC cache; those absent are left out (logged)."""
     out: dict[str, dict] = {}
     for stage in ("classify", "detect"):
-        path = repo.root / str(get(params, "paths", stage) or f"data/{stage}") / BOOTSTRAP_FILE
-        if path.exists():
-            out.update(read_distributions(path))
-        else:
-            log.warning("%s not found: no interval pooled over seeds from it", path)
+        path = str(get(params, "paths", stage) or f"data/{stage}")
+        found = cached_output_file(repo, rev, path, BOOTSTRAP_FILE) if rev else None
+        if found is None:
+            log.warning("%s of %s: no %s/%s in the DVC cache: no interval pooled over seeds "
+                        "from it", stage, (rev or "?")[:12], path, BOOTSTRAP_FILE)  # fmt: skip
+            continue
+        out.update(read_distributions(found))
     return out
+
+
+def matches(params: dict, overrides: list[str]) -> bool:
+    """Whether ``params`` hold every ``key=value`` of ``overrides`` (values as YAML)."""
+    for text in overrides:
+        key, _, value = text.partition("=")
+        if get(params, *key.strip().split(".")) != yaml.safe_load(value):
+            return False
+    return True
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -846,6 +907,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--seeds", type=int, default=3,
                     help="SCN training seeds per mechanism and baseline: train.seed, "
                     "train.seed + 1, ... (default 3)")  # fmt: skip
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep an experiment of the same name on this commit whose params "
+                    "hold the same overrides instead of rerunning it (an interrupted run "
+                    "resumes)")  # fmt: skip
     ap.add_argument("--repo", type=Path, default=ROOT, help="the git + DVC repository")
     ap.add_argument("--output", type=Path, default=None, help="default: <repo>/RESULTS.md")
     ap.add_argument("--prefix", default="results", help="experiment names: <prefix>-<m>")
@@ -897,9 +962,6 @@ def main(argv: list[str] | None = None) -> int:
     existing = exp_show(repo)
     try:
         for run in order:
-            if run.name in existing:
-                log.warning("replacing the existing experiment %s of %s", run.name, commit[:12])
-                repo.dvc("exp", "remove", run.name)
             if run.mechanism in BASELINES:
                 overrides = [f"proposal={own}", BASELINES[run.mechanism], *args.sets]
             else:
@@ -907,12 +969,17 @@ def main(argv: list[str] | None = None) -> int:
             # every run states its seed: `dvc exp run -S` leaves its edits in the workspace,
             # so a run without it would inherit the previous run's seed
             overrides.append(f"train.seed={run.seed}")
+            if run.name in existing:
+                if args.reuse and matches(existing[run.name]["params"], overrides):
+                    log.info("reusing the existing experiment %s of %s", run.name, commit[:12])
+                    run.status, run.overrides = "ok", overrides
+                    continue
+                log.warning("replacing the existing experiment %s of %s", run.name, commit[:12])
+                repo.dvc("exp", "remove", run.name)
             if params_path.read_bytes() != workspace_bytes:  # and start from the workspace's
                 with atomic_path(params_path) as tmp:
                     tmp.write_bytes(workspace_bytes)
             run_experiment(repo, run, overrides)
-            if run.status == "ok":
-                run.bootstrap = workspace_bootstrap(repo)
     finally:
         if params_path.read_bytes() != workspace_bytes:
             with atomic_path(params_path) as tmp:

@@ -3,16 +3,19 @@
     .venv/bin/python -m experiments.scenes_candidates                    # the list below
     .venv/bin/python -m experiments.scenes_candidates --only v1,v2
     .venv/bin/python -m experiments.scenes_candidates --candidate "mine:cue_contrast_max=0.4"
+    .venv/bin/python -m experiments.scenes_candidates --only v2 --network scope=fc+conv5
 
 Each candidate is a set of ``scenes.*`` overrides of params.yaml's section. Its train and
 test splits are generated into a temporary folder and measured with the diagnose stage's
 own ground-truth part (:func:`pipeline.diagnose.stage.object_diagnostics`: the original
 network's Obj mAP, the supervised ceiling, headroom, context predictability and the share
 of target variance explained by the top object's class), with params.yaml's backbone,
-network, diagnose and classify settings. No proposal, pair, target, SCN or SVM-on-SCN
-result is computed: a dataset is accepted on these figures before SCN ever runs on it
-(issue 13, docs/scenes.md "Acceptance"). The table goes to stdout and, with
-``--out``, to a JSON file.
+network, diagnose and classify settings (``--diagnose KEY=VALUE`` and ``--network
+KEY=VALUE`` override them: ``--network scope=fc+conv5`` fine-tunes a deeper ceiling, the
+original stays the frozen network). No proposal, pair, target, SCN or SVM-on-SCN result
+is computed: a dataset is accepted on these figures before SCN ever runs on it (issue 13,
+docs/scenes.md "Acceptance"). The table goes to stdout and, with ``--out``, to a JSON
+file.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ CANDIDATES: dict[str, tuple[tuple[str, ...], str]] = {
         (*V2, "cue_style=relation"),
         "the class only in the centre-rim relation (lighter/darker, more/less saturated)",
     ),
+    "v2-parity": (
+        (*V2, "cue_style=parity"),
+        "each class two opposite combinations of (lighter, more saturated, large centre): "
+        "in the crop, but no class linearly apart from the rest",
+    ),
     "v2-noisy": ((*V2, "nuisance=2.0"), "v2 with twice the per-object nuisance"),
     "v2-bold-calm": (
         (*V2, "cue_contrast_min=0.5", "cue_contrast_max=1.0", "nuisance=0.5"),
@@ -74,6 +82,20 @@ def parse_override(text: str) -> tuple[str, object]:
     import yaml
 
     return key.strip(), yaml.safe_load(value)
+
+
+def override_section(params, section: str, texts: list[str]):
+    """``params`` with ``section.KEY=VALUE`` overrides (``--diagnose``, ``--network``)."""
+    if not texts:
+        return params
+    data = to_dict(getattr(params, section))
+    for text in texts:
+        key, value = parse_override(text)
+        if key not in data:
+            raise SystemExit(f"--{section} {text!r}: {section}.{key} is not a key")
+        data[key] = value
+    cls = type(getattr(params, section))
+    return dataclasses.replace(params, **{section: build(cls, data, section)})
 
 
 def scenes_config(base: ScenesConfig, overrides: tuple[str, ...], n_train: int, n_test: int):
@@ -110,6 +132,7 @@ def measure(name: str, cfg: ScenesConfig, params, workdir: Path) -> dict:
     low = min(per_class, key=lambda c: per_class[c] if per_class[c] is not None else 2.0)
     row = {
         "name": name,
+        "scope": net.scope,
         "original": res["original"]["map"],
         "ceiling": res["ceiling"]["map"],
         "headroom": res["headroom"]["map"],
@@ -159,19 +182,18 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="diagnose.KEY=VALUE override of the measurement (e.g. ceiling_epochs=20)",
     )
+    ap.add_argument(
+        "--network",
+        action="append",
+        default=[],
+        help="network.KEY=VALUE override (e.g. scope=fc+conv5: the ceiling fine-tunes "
+        "that scope; the original stays the frozen network)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     params = load_params(args.params)
-    if args.diagnose:
-        dcfg = to_dict(params.diagnose)
-        for text in args.diagnose:
-            key, value = parse_override(text)
-            if key not in dcfg:
-                raise SystemExit(f"--diagnose {text!r}: diagnose.{key} is not a key")
-            dcfg[key] = value
-        params = dataclasses.replace(
-            params, diagnose=build(type(params.diagnose), dcfg, "diagnose")
-        )
+    params = override_section(params, "diagnose", args.diagnose)
+    params = override_section(params, "network", args.network)
     chosen = dict(CANDIDATES)
     if args.only:
         names = [n.strip() for n in args.only.split(",") if n.strip()]

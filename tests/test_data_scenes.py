@@ -455,3 +455,44 @@ def test_relation_style_puts_the_class_only_in_the_centre_rim_relation():
             assert (s_c > s_r) == richer and abs(s_c - s_r) > 0.5 * alpha, (cls, alpha)
             hues[cls].add(int(h_c // 60))
     assert all(len(h) >= 4 for h in hues.values())  # any hue: colour says nothing
+
+
+def test_parity_style_gives_each_class_two_opposite_attribute_combinations():
+    """cue_style: parity: (lighter, richer, large centre) is the class's PARITY row or its
+    opposite, both drawn; the four classes' eight combinations are all distinct, and each
+    class's two are antipodal (no class is linearly apart from the rest)."""
+    import cv2
+
+    assert len({glyphs_mod.parity_attributes(c, f) for c in glyphs_mod.PARITY
+                for f in (False, True)}) == 8  # fmt: skip
+    rng = np.random.default_rng(1)
+    seen = {c: set() for c in glyphs_mod.PARITY}
+    for cls in glyphs_mod.PARITY:
+        for _ in range(30):
+            alpha = rng.uniform(0.25, 1.0)
+            item = scenes_mod.Item("round", 0, 0, 100, 100, cls=cls, cue=True,
+                                   extra={"cue_alpha": alpha, "relation": True,
+                                          "parity": True})  # fmt: skip
+            (disc, rim), (inner, centre) = glyphs_mod.GLYPHS["round"](item, 100, 100, rng)
+            hsv = cv2.cvtColor(np.stack([rim, centre])[None].astype(np.float32), cv2.COLOR_RGB2HSV)
+            (_, s_r, v_r), (_, s_c, v_c) = hsv[0]
+            share = (np.asarray(inner)[50] > 0).sum() / (np.asarray(disc)[50] > 0).sum()
+            assert abs(v_c - v_r) > 0.5 * alpha and abs(s_c - s_r) > 0.5 * alpha
+            assert not 0.57 < share < 0.63, share  # small (0.44-0.56) or large (0.64-0.76)
+            attrs = (bool(v_c > v_r), bool(s_c > s_r), bool(share > 0.6))
+            assert attrs in {glyphs_mod.parity_attributes(cls, f) for f in (False, True)}
+            seen[cls].add(attrs)
+    assert all(len(v) == 2 for v in seen.values())  # both corners of every class drawn
+
+
+def test_parity_style_config_reaches_the_glyph():
+    """scenes.cue_style: parity marks version-2 discs for the parity glyph; relation stays
+    unmarked (its images unchanged)."""
+    from pipeline.data.scenes import items as items_mod
+
+    cfg = ScenesConfig(version=2, cue_probability=1.0, cue_style="parity")
+    item = items_mod._round_item(np.random.default_rng(0), "sun", 50, 50, 10, cfg)
+    assert item.extra.get("relation") and item.extra.get("parity")
+    cfg = ScenesConfig(version=2, cue_probability=1.0, cue_style="relation")
+    item = items_mod._round_item(np.random.default_rng(0), "sun", 50, 50, 10, cfg)
+    assert item.extra.get("relation") and "parity" not in item.extra

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.results import Run, params_diff, parse_args, pct, render_results
+from experiments.results import Run, matches, params_diff, parse_args, pct, render_results
 from pipeline.evaluate.bootstrap import pooled_interval
 from tests.helpers.reports import fake_metrics
 from tools.dvc_repo import make_repo, tiny_params
@@ -249,6 +249,12 @@ def test_helpers_and_argument_checks():
     assert args.baseline_names == ["doersch"]  # run by default
     assert parse_args(["--baselines", ""]).baseline_names == []
     assert args.seeds == 3 and parse_args(["--seeds", "1"]).seeds == 1
+    assert not args.reuse and parse_args(["--reuse"]).reuse
+    # --reuse keeps an experiment only when its params hold every requested override
+    params = {"proposal": "bbox", "method": "scn", "train": {"seed": 1, "epochs": 1}}
+    assert matches(params, ["proposal=bbox", "train.seed=1", "train.epochs=1"])
+    assert not matches(params, ["proposal=bbox", "train.seed=0"])
+    assert not matches(params, ["train.lr=0.1"])
     for bad in (["--proposals", "bbox,selective"], ["--proposals", "bbox,bbox"],
                 ["--set", "proposal=yolo"], ["--set", "train.epochs"], ["--set", "method=scn"],
                 ["--baselines", "pathak"], ["--seeds", "0"],

@@ -104,11 +104,13 @@ class ScenesConfig:
         help="chance that a round object (sun, ball, plate, wheel) shows its class detail "
         "(rays, segments, rim, tyre); without it the four look alike",
     )
-    cue_style: Literal["pattern", "relation"] = param(
+    cue_style: Literal["pattern", "relation", "parity"] = param(
         "pattern",
         help="version 2: a disc's class is a detail drawn on it (pattern: rays/glow, "
         "segments, well and rim, tyre) or only the relation between its centre and its rim "
-        "(relation: lighter or darker, more or less saturated; colours random)",
+        "(relation: lighter or darker, more or less saturated; colours random; parity: "
+        "the relation with a third attribute, the centre's size, and each class one of two "
+        "opposite combinations of the three, so no class is linearly apart from the rest)",
     )
     cue_contrast_min: float = param(
         0.25,

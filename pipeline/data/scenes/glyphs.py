@@ -66,6 +66,27 @@ RELATIONS = {
 }
 
 
+# cue_style parity: (centre lighter, centre more saturated, centre large) per class; each
+# disc shows this combination or, with probability 1/2, its opposite (all three flipped).
+# A class's two corners of the cube are antipodal: their midpoint is the cube's centre,
+# which is also the midpoint of every other class's pair, so no hyperplane of the three
+# attributes parts one class from the rest (a linear read-out of features that encode the
+# attributes linearly cannot, a non-linear one can)
+PARITY = {
+    "sun": (True, True, True),
+    "wheel": (True, False, False),
+    "plate": (False, True, False),
+    "ball": (False, False, True),
+}
+# the centre's share of the radius: small or large (parity), any (relation)
+CENTRE_SMALL, CENTRE_LARGE, CENTRE_ANY = (0.44, 0.56), (0.64, 0.76), (0.5, 0.72)
+
+
+def parity_attributes(cls: str, flip: bool) -> tuple[bool, bool, bool]:
+    """(lighter, richer, large) of a parity-style disc of ``cls``, flipped or not."""
+    return tuple(a != flip for a in PARITY[cls])  # type: ignore[return-value]
+
+
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
     px = np.array([[[h, s * 255, v * 255]]], dtype=np.float32).round().astype(np.uint8)
     return cv2.cvtColor(px, cv2.COLOR_HSV2RGB)[0, 0].astype(np.float32) / 255
@@ -75,14 +96,22 @@ def _layers_relation(item: Item, w: int, h: int, rng) -> list[tuple[np.ndarray, 
     """A two-tone disc, centre and rim, each of any hue; the class is only which of the
     two is lighter and which more saturated (``RELATIONS``), by 0.35 ``cue_alpha`` each
     way around a random middle. Pooled features see two colours and a circular edge with
-    either polarity; only a read-out that knows where the centre is sees the relation."""
-    lighter, richer = RELATIONS[item.cls]
+    either polarity; only a read-out that knows where the centre is sees the relation.
+    With ``extra["parity"]`` (cue_style parity) the centre's size is a third attribute and
+    the three come from ``PARITY``, all flipped for half the discs."""
+    centre_share = CENTRE_ANY
+    if item.extra.get("parity"):
+        flip = bool(rng.random() < 0.5)
+        lighter, richer, large = parity_attributes(item.cls, flip)
+        centre_share = CENTRE_LARGE if large else CENTRE_SMALL
+    else:
+        lighter, richer = RELATIONS[item.cls]
     d = item.extra["cue_alpha"] * 0.35  # each way: the two differ by up to 0.7
     v, s = _u(rng, 0.1 + d, 0.95 - d), _u(rng, 0.1 + d, 0.95 - d)
     sign_v, sign_s = (1 if lighter else -1), (1 if richer else -1)
     centre = _hsv(_u(rng, 0, 180), s + sign_s * d, v + sign_v * d)
     rim = _hsv(_u(rng, 0, 180), s - sign_s * d, v - sign_v * d)
-    f = _u(rng, 0.5, 0.72)  # the centre's share of the radius
+    f = _u(rng, *centre_share)  # the centre's share of the radius
     cx, cy, rx, ry = w / 2, h / 2, w / 2, h / 2
     disc, dd = _mask(w, h)
     dd.ellipse([0, 0, w - 1, h - 1], fill=255)

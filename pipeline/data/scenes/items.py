@@ -59,8 +59,10 @@ def _round_item(rng, cls: str, cx: float, cy: float, r: float, cfg: ScenesConfig
     extra = {}
     if cfg.version >= 2:
         extra["cue_alpha"] = _u(rng, cfg.cue_contrast_min, cfg.cue_contrast_max)
-        if cfg.cue_style == "relation":
+        if cfg.cue_style in ("relation", "parity"):
             extra["relation"] = True
+        if cfg.cue_style == "parity":
+            extra["parity"] = True
     # version 1's sun rays reach beyond the disc; version 2's cues all lie inside it
     pad = 1.45 if cls == "sun" and cue and cfg.version == 1 else 1.0
     return Item(
