@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -51,8 +52,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipeline.evaluate.bootstrap import pooled_interval, read_distributions
-from pipeline.evaluate.classify import BOOTSTRAP_FILE
+from pipeline.evaluate.bootstrap import DISTRIBUTIONS_FILE, pooled_interval, read_distributions
 from pipeline.io import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -740,6 +740,12 @@ class Repo:
             "PYTHONPATH": str(root),  # the stages import this repo's pipeline package
         }
 
+    @functools.cached_property
+    def cache_dir(self) -> Path:
+        """The repository's DVC cache directory (``dvc cache dir``), asked once."""
+        cache = Path(self.dvc("cache", "dir").stdout.strip())
+        return cache if cache.is_absolute() else self.root / cache
+
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
         proc = subprocess.run(
             list(args), cwd=self.root, env=self.env, capture_output=True, text=True
@@ -843,21 +849,15 @@ def committed_metrics(repo: Repo, rev: str | None, params: dict, stage: str) -> 
     return data if isinstance(data, dict) else None
 
 
-def cached_output_file(repo: Repo, rev: str, out_path: str, relpath: str) -> Path | None:
+def cached_output_file(repo: Repo, lock: dict, out_path: str, relpath: str) -> Path | None:
     """The DVC cache file of ``relpath`` inside the directory output ``out_path`` as the
-    commit ``rev``'s dvc.lock records it (DVC 3: ``<cache>/files/md5/xx/rest``, a directory
+    parsed dvc.lock ``lock`` records it (DVC 3: ``<cache>/files/md5/xx/rest``, a directory
     being a ``.dir`` JSON list of its files); None when any link is missing."""
-    lock = repo.git("show", f"{rev}:dvc.lock", check=False)
-    if lock.returncode != 0:
-        return None
-    cache = Path(repo.dvc("cache", "dir").stdout.strip())
-    if not cache.is_absolute():
-        cache = repo.root / cache
 
     def blob(md5: str) -> Path:
-        return cache / "files" / "md5" / md5[:2] / md5[2:]
+        return repo.cache_dir / "files" / "md5" / md5[:2] / md5[2:]
 
-    for stage in (yaml.safe_load(lock.stdout) or {}).get("stages", {}).values():
+    for stage in (lock.get("stages") or {}).values():
         for out in stage.get("outs") or []:
             if out.get("path") != out_path or not str(out.get("md5", "")).endswith(".dir"):
                 continue
@@ -873,14 +873,17 @@ def cached_output_file(repo: Repo, rev: str, out_path: str, relpath: str) -> Pat
 def experiment_distributions(repo: Repo, rev: str | None, params: dict) -> dict[str, dict]:
     """The classify and detect stages' bootstrap distributions (``bootstrap.npz`` in
     ``paths.classify`` and ``paths.detect``: settings obj, img, det) of the experiment
-    commit ``rev``, read from the DVC cache; those absent are left out (logged)."""
+    commit ``rev``, read from the DVC cache through its dvc.lock; those absent are left
+    out (logged)."""
+    shown = repo.git("show", f"{rev}:dvc.lock", check=False) if rev else None
+    lock = (yaml.safe_load(shown.stdout) or {}) if shown and shown.returncode == 0 else {}
     out: dict[str, dict] = {}
     for stage in ("classify", "detect"):
         path = str(get(params, "paths", stage) or f"data/{stage}")
-        found = cached_output_file(repo, rev, path, BOOTSTRAP_FILE) if rev else None
+        found = cached_output_file(repo, lock, path, DISTRIBUTIONS_FILE)
         if found is None:
             log.warning("%s of %s: no %s/%s in the DVC cache: no interval pooled over seeds "
-                        "from it", stage, (rev or "?")[:12], path, BOOTSTRAP_FILE)  # fmt: skip
+                        "from it", stage, (rev or "?")[:12], path, DISTRIBUTIONS_FILE)  # fmt: skip
             continue
         out.update(read_distributions(found))
     return out

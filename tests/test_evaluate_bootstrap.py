@@ -186,3 +186,5 @@ def test_distributions_round_trip(tmp_path):
         "n_test": 40,
     }
     assert [p.name for p in tmp_path.iterdir()] == ["bootstrap.npz"]  # no temporary left
+    write_distributions(path, {})  # bootstrap off: no stale file outlives its results
+    assert not path.exists()

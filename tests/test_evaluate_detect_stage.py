@@ -155,6 +155,13 @@ def test_same_backbone_twice_gives_identical_results(tmp_path):
     assert a["per_class"] == b["per_class"]
     ci = metrics["map_diff_ci"]  # the same detections: exactly 0 on every resample
     assert (ci["value"], ci["ci_low"], ci["ci_high"]) == (0.0, 0.0, 0.0)
+    assert (tmp_path / "detect" / "bootstrap.npz").is_file()
+    # detect.bootstrap 0: no interval, and the earlier run's resamples are removed
+    p0 = _params(tmp_path, iterations=3, n_examples=0, bootstrap=0)
+    metrics = run_detect(p0.dataset_ref, p0.backbone, p0.detect, splits, p0.paths, {}, {},
+                         model=twin)  # fmt: skip
+    assert "map_diff_ci" not in metrics and metrics["map_diff"] == 0.0
+    assert not (tmp_path / "detect" / "bootstrap.npz").exists()
     with h5py.File(tmp_path / "detect" / "detections.h5") as fh:
         np.testing.assert_array_equal(fh["original"]["scores"][:], fh["scn"]["scores"][:])
 

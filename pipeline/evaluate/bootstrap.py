@@ -88,16 +88,29 @@ def weighted_ap(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> 
     pos = (y[order] == 1).astype(np.float64)  # (M,)
     neg = (y[order] == -1).astype(np.float64)
     w = np.asarray(weights, dtype=np.float64)[:, order]  # (B, M)
-    tp = np.cumsum(w * pos, axis=1)  # (B, M) positive copies ranked so far
+    total, n_pos = ranked_envelope_sum(w, pos, neg)  # n_pos: positive copies
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n_pos > 0, total / n_pos, np.nan)
+
+
+def ranked_envelope_sum(
+    w: np.ndarray, pos: np.ndarray, neg: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The numerator of a weighted area AP over items already in rank order.
+
+    ``w`` (B, K): copies of each item in each resample; ``pos``, ``neg`` (K,): 1 for a
+    positive / negative item (neither: ignored). Returns (B,) the sum over positive items of
+    copies x the precision envelope at the item's last copy (the copies of one item share
+    it), and (B,) the positive copies ranked in all.
+    """
+    tp = np.cumsum(w * pos, axis=1)  # (B, K) positive copies ranked so far
     fp = np.cumsum(w * neg, axis=1)
-    counted = (pos > 0) & (w > 0)  # (B, M) positive items drawn at least once
+    counted = (pos > 0) & (w > 0)  # (B, K) positive items drawn at least once
     with np.errstate(invalid="ignore", divide="ignore"):
         prec = np.where(counted, tp / (tp + fp), -np.inf)  # precision at each one's last copy
     env = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]  # max precision at rank >= r
-    n_pos = tp[:, -1] if len(s) else np.zeros(len(w))  # (B,)
     total = (w * np.where(counted, env, 0.0)).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(n_pos > 0, total / n_pos, np.nan)
+    return total, (tp[:, -1] if pos.size else np.zeros(len(w)))
 
 
 def mean_ap_weighted(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
@@ -204,21 +217,29 @@ def pooled_interval(
             f"values {v.shape} and diffs {d.shape}: expected (S,) and (S, B) with S >= 1"
         )
     s, b = d.shape
-    pick = np.random.default_rng(seed).integers(0, s, size=(b, s))  # (B, S) seeds drawn
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a column that is all nan
-        pooled = np.nanmean(d[pick, np.arange(b)[:, None]], axis=1)  # (B,)
     if s == 1:
         pooled = d[0]
+    else:
+        pick = np.random.default_rng(seed).integers(0, s, size=(b, s))  # (B, S) seeds drawn
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a column that is all nan
+            pooled = np.nanmean(d[pick, np.arange(b)[:, None]], axis=1)  # (B,)
     return percentile_interval(float(v.mean()), pooled, b, level)
 
 
 DISTRIBUTION_KEYS = ("value", "seed", "n_boot", "n_test")
+# the file classify and detect write into their output folders (experiments/results.py)
+DISTRIBUTIONS_FILE = "bootstrap.npz"
 
 
 def write_distributions(path: Path, records: dict[str, dict]) -> None:
     """Save each setting's bootstrap record (``value``, ``diffs`` (B,), ``seed``,
-    ``n_boot``, ``n_test``) to one ``.npz``, written under a temporary name and renamed."""
+    ``n_boot``, ``n_test``) to one ``.npz``, written under a temporary name and renamed.
+    No records (bootstrap off): an earlier run's file at ``path`` is removed, so no stale
+    distributions outlive the results they belonged to."""
+    if not records:
+        Path(path).unlink(missing_ok=True)
+        return
     arrays: dict[str, np.ndarray] = {}
     for setting, rec in records.items():
         arrays[f"{setting}__diffs"] = np.asarray(rec["diffs"], dtype=np.float64)

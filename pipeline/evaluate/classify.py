@@ -55,6 +55,7 @@ from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.evaluate.bootstrap import (
+    DISTRIBUTIONS_FILE,
     bootstrap_differences,
     percentile_interval,
     write_distributions,
@@ -83,7 +84,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NETWORKS = ("original", "scn")
-BOOTSTRAP_FILE = "bootstrap.npz"  # per setting: the (B,) mAP differences on the resamples
 PLOT_NAME = "classify_ap.png"
 LOWSHOT_PLOT = "classify_lowshot.png"
 
@@ -365,10 +365,8 @@ def run_classify(
         res["n_test"] = original.n_test[setting]
         results[setting] = res
     metrics.update(results)
-    if distributions:  # for intervals pooled over training seeds (experiments/results.py)
-        write_distributions(Path(paths.classify) / BOOTSTRAP_FILE, distributions)
-    else:  # classify.bootstrap 0: no stale distributions of an earlier run
-        (Path(paths.classify) / BOOTSTRAP_FILE).unlink(missing_ok=True)
+    # for intervals pooled over training seeds (experiments/results.py); none: removed
+    write_distributions(Path(paths.classify) / DISTRIBUTIONS_FILE, distributions)
     if trained.context_module is not None:
         obj = {
             "original": {

@@ -29,7 +29,11 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.data.voc import DatasetRef
 from pipeline.errors import DataError
-from pipeline.evaluate.bootstrap import percentile_interval, write_distributions
+from pipeline.evaluate.bootstrap import (
+    DISTRIBUTIONS_FILE,
+    percentile_interval,
+    write_distributions,
+)
 from pipeline.evaluate.config import DetectConfig
 from pipeline.evaluate.detect_net import (
     DETECTIONS,
@@ -52,8 +56,6 @@ if TYPE_CHECKING:
     from pipeline.artifacts import PathsConfig
 
 log = logging.getLogger(__name__)
-
-BOOTSTRAP_FILE = "bootstrap.npz"  # "det": the (B,) mAP differences on the image resamples
 
 
 def run_detect(
@@ -85,6 +87,7 @@ def run_detect(
         "scn": result,
         **differences(original.result, result, inputs.classes),
     }
+    records: dict[str, dict] = {}
     if cfg.bootstrap:  # paired over the test images, as classify's over objects / images
         value, diffs = detection_bootstrap(
             original.detections, dets, test_ground_truth(inputs), len(inputs.classes),
@@ -92,13 +95,12 @@ def run_detect(
         )  # fmt: skip
         ci = percentile_interval(value, diffs, cfg.bootstrap)
         metrics["map_diff_ci"] = ci.to_dict()
-        record = {"value": value, "diffs": diffs, "seed": cfg.seed, "n_boot": cfg.bootstrap,
-                  "n_test": len(image_ids)}  # fmt: skip
-        write_distributions(Path(paths.detect) / BOOTSTRAP_FILE, {"det": record})
-    else:  # no stale distributions of an earlier run
-        (Path(paths.detect) / BOOTSTRAP_FILE).unlink(missing_ok=True)
+        records["det"] = {"value": value, "diffs": diffs, "seed": cfg.seed,
+                          "n_boot": cfg.bootstrap, "n_test": len(image_ids)}  # fmt: skip
         log.info("mAP difference %.4f, 95%% interval [%.4f, %.4f] over %d resamples: %s",
                  ci.value, ci.ci_low, ci.ci_high, ci.n_boot, ci.verdict)  # fmt: skip
+    # for intervals pooled over training seeds (experiments/results.py); none: removed
+    write_distributions(Path(paths.detect) / DISTRIBUTIONS_FILE, records)
     detections = {"original": original.detections, "scn": dets}
     out_dir = Path(paths.detect)
     params_json = json.dumps(provenance, sort_keys=True)

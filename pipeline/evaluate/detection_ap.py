@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.evaluate.ap import ap_11point, ap_area, mean_ap
+from pipeline.evaluate.bootstrap import CHUNK, ranked_envelope_sum, resample_counts
 
 
 @dataclass(frozen=True)
@@ -147,16 +148,30 @@ def weighted_detection_ap(
     """
     w = np.asarray(weights, dtype=np.float64)[:, image]  # (B, K) copies of each detection
     pos = hit.astype(np.float64)
-    tp = np.cumsum(w * pos, axis=1)
-    fp = np.cumsum(w * (1.0 - pos), axis=1)
-    counted = (pos > 0) & (w > 0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prec = np.where(counted, tp / (tp + fp), -np.inf)
-    env = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1] if len(pos) else prec
+    total, _ = ranked_envelope_sum(w, pos, 1.0 - pos)
+    # recall counts every non-difficult ground truth of the drawn images, found or not
     n_pos = np.asarray(weights, dtype=np.float64) @ n_pos_image.astype(np.float64)  # (B,)
-    total = (w * np.where(counted, env, 0.0)).sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_pos > 0, total / n_pos, np.nan)
+
+
+def class_inputs(
+    detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    ground_truth: Sequence[GroundTruth],
+    c: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[np.ndarray], list[np.ndarray]]:
+    """Class ``c``'s detections over all images (image index (N,), scores (N,), boxes
+    (N, 4)) and its ground truth per image (boxes, difficult): what
+    :func:`voc_eval_class` and :func:`class_outcomes` take."""
+    idx, sc, bx = [], [], []
+    for k, (boxes, scores, labels) in enumerate(detections):
+        sel = np.asarray(labels).reshape(-1) == c
+        idx.append(np.full(int(sel.sum()), k, dtype=np.int64))
+        sc.append(np.asarray(scores, dtype=np.float64).reshape(-1)[sel])
+        bx.append(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[sel])
+    gtb = [gt.boxes[gt.labels == c] for gt in ground_truth]
+    gtd = [gt.difficult[gt.labels == c] for gt in ground_truth]
+    return np.concatenate(idx), np.concatenate(sc), np.concatenate(bx), gtb, gtd
 
 
 def evaluate_detections(
@@ -176,17 +191,7 @@ def evaluate_detections(
         raise ValueError(f"{len(detections)} detection lists for {len(ground_truth)} images")
     per_class: dict[str, dict] = {}
     for c, name in enumerate(classes):
-        idx, sc, bx = [], [], []
-        for k, (boxes, scores, labels) in enumerate(detections):
-            sel = np.asarray(labels).reshape(-1) == c
-            idx.append(np.full(int(sel.sum()), k, dtype=np.int64))
-            sc.append(np.asarray(scores, dtype=np.float64).reshape(-1)[sel])
-            bx.append(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[sel])
-        gtb = [gt.boxes[gt.labels == c] for gt in ground_truth]
-        gtd = [gt.difficult[gt.labels == c] for gt in ground_truth]
-        rec, prec, n_pos = voc_eval_class(
-            np.concatenate(idx), np.concatenate(sc), np.concatenate(bx), gtb, gtd, iou_threshold
-        )
+        rec, prec, n_pos = voc_eval_class(*class_inputs(detections, ground_truth, c), iou_threshold)
         if n_pos == 0:
             area = eleven = float("nan")
         else:
@@ -207,27 +212,6 @@ def evaluate_detections(
     }
 
 
-def _outcomes_per_class(
-    detections: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
-    ground_truth: Sequence[GroundTruth],
-    n_classes: int,
-    iou_threshold: float,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    out = []
-    for c in range(n_classes):
-        idx, sc, bx = [], [], []
-        for k, (boxes, scores, labels) in enumerate(detections):
-            sel = np.asarray(labels).reshape(-1) == c
-            idx.append(np.full(int(sel.sum()), k, dtype=np.int64))
-            sc.append(np.asarray(scores, dtype=np.float64).reshape(-1)[sel])
-            bx.append(np.asarray(boxes, dtype=np.float64).reshape(-1, 4)[sel])
-        gtb = [gt.boxes[gt.labels == c] for gt in ground_truth]
-        gtd = [gt.difficult[gt.labels == c] for gt in ground_truth]
-        out.append(class_outcomes(np.concatenate(idx), np.concatenate(sc),
-                                  np.concatenate(bx), gtb, gtd, iou_threshold))  # fmt: skip
-    return out
-
-
 def detection_bootstrap(
     detections_a: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
     detections_b: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
@@ -246,8 +230,6 @@ def detection_bootstrap(
     set, (n_boot,) differences on the resamples); with
     :func:`pipeline.evaluate.bootstrap.percentile_interval` the 95% interval.
     """
-    from pipeline.evaluate.bootstrap import CHUNK, resample_counts
-
     if n_boot < 1:
         raise ValueError(f"n_boot: {n_boot} is not allowed; allowed: >= 1")
     if not len(detections_a) == len(detections_b) == len(ground_truth):
@@ -256,8 +238,8 @@ def detection_bootstrap(
             f"{len(ground_truth)} images"
         )
     m = len(ground_truth)
-    per = [_outcomes_per_class(d, ground_truth, n_classes, iou_threshold)
-           for d in (detections_a, detections_b)]  # fmt: skip
+    per = [[class_outcomes(*class_inputs(d, ground_truth, c), iou_threshold)
+            for c in range(n_classes)] for d in (detections_a, detections_b)]  # fmt: skip
 
     def mean_ap_diff(weights: np.ndarray) -> np.ndarray:
         maps = []
