@@ -39,6 +39,7 @@ STAGE_NAMES = (
     "detect_proposals",
     "pairs",
     "targets",
+    "diagnose_objects",
     "diagnose",
     "train",
     "classify_original",

@@ -1,6 +1,6 @@
 """DVC stage `diagnose`: is there room for context pretraining (supervised ceiling vs
-the original network) and is there context to learn (predictability of classes and
-top-stream targets)?"""
+the original network, from stage `diagnose_objects`) and is there context to learn
+(predictability of classes and of the proposal pairs' top-stream targets)?"""
 
 from pipeline.diagnose.stage import run_diagnose
 from pipeline.params import Params
@@ -13,15 +13,9 @@ def run(p: Params) -> dict:
         p.backbone,
         p.network,
         p.diagnose,
-        p.classify.costs,
-        p.classify.cv_folds,
-        p.pairs.offset_scale,
         (p.data.eval_train_split, p.data.eval_test_split),
         p.data.scn_split,
         p.paths,
-        p.classify.solver,
-        p.classify.lowshot_k,
-        p.classify.lowshot_samples,
     )
 
 

@@ -161,3 +161,24 @@ def test_code_closure_follows_function_level_imports(tmp_path):
     assert Path("pipeline/runner.py") in closure  # the runner writes every metrics file
     assert Path("pipeline/data/scenes/writer.py") in closure
     assert Path("pipeline/train/loop.py") not in closure
+
+
+def test_mechanism_independent_stages_read_nothing_of_the_mechanism():
+    """The original network's evaluation and the ground-truth diagnosis run once per
+    dataset and backbone: no proposal, pair, target or training output is a dep of theirs,
+    and no switch or section of the SCN side is one of their params, so an experiment that
+    changes the mechanism (`-S proposal=...`), the method or training reruns none of them."""
+    stages = dvc_stages()
+    mechanism_outputs = ("${paths.proposals}", "${paths.pairs}", "${paths.targets}",
+                         "${paths.train}", "${paths.classify}", "${paths.detect}")  # fmt: skip
+    mechanism_params = ("proposal", "method", "proposals.", "train.", "doersch.", "targets.")
+    for name in ("classify_original", "detect_original", "diagnose_objects"):
+        deps = [d if isinstance(d, str) else next(iter(d)) for d in stages[name]["deps"]]
+        params = [p if isinstance(p, str) else next(iter(p)) for p in stages[name]["params"]]
+        # the detection proposals (detect_proposals, proposals.detect_method) are not SCN's
+        read = [d for d in deps if d != "${paths.proposals}/detect"]
+        assert not [d for d in read if d.startswith(mechanism_outputs)], name
+        assert not [p for p in params if p == "proposal" or p.startswith(mechanism_params)], name
+    # ...while the mechanism-dependent part of the diagnosis reads them, and the rest
+    assert "${paths.metrics}/diagnose_objects.json" in stages["diagnose"]["deps"]
+    assert "${paths.pairs}" in stages["diagnose"]["deps"]

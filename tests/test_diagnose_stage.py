@@ -4,6 +4,7 @@ pairs and targets stages and the real backbone at a tiny input size."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -60,9 +61,18 @@ def workspace(tmp_path_factory) -> Path:
 @pytest.mark.slow
 def test_stage_end_to_end(workspace):
     params = make_params(workspace)
+    objects = run_stage("diagnose_objects", params)
+    assert (workspace / "plots" / "diagnose_lowshot.png").stat().st_size > 1000
+    assert not (workspace / "plots" / "diagnose.png").exists()  # the proposal part's plot
     metrics = run_stage("diagnose", params)
     on_disk = json.loads((workspace / "metrics" / "diagnose.json").read_text())
     assert on_disk["stage"] == "diagnose" and on_disk["seconds"] > 0
+    # the whole diagnosis in diagnose.json: the ground-truth part exactly as computed once
+    for key in ("original", "ceiling", "headroom", "lowshot", "context", "n_objects"):
+        assert metrics[key] == objects[key], key
+    assert metrics["targets"]["class_gt"] == objects["class_gt"]
+    assert set(metrics["phase_seconds"]) == {"proposal_pairs"}
+    assert {"trunk", "ceiling", "lowshot"} <= set(metrics["objects_phase_seconds"])
     assert (workspace / "plots" / "diagnose.png").stat().st_size > 1000
     classes = metrics["classes"]
     for net in ("original", "ceiling"):
@@ -95,14 +105,24 @@ def test_stage_end_to_end(workspace):
     for net in ("original", "ceiling"):
         assert len(res[net]["maps"]) == 1 and len(res[net]["maps"][0]) == 2
         assert all(0 <= m <= 1 for m in res[net]["maps"][0])
-    assert (workspace / "plots" / "diagnose_lowshot.png").stat().st_size > 1000
 
 
 @pytest.mark.slow
-def test_object_cap_is_applied(workspace):
+def test_object_cap_is_applied_and_another_setting_is_refused(workspace, tmp_path):
     params = make_params(workspace, max_objects=12, ceiling_epochs=1)
-    metrics = run_stage("diagnose", params)
+    metrics = run_stage("diagnose_objects", params)
     assert 0 < metrics["n_objects"]["train"] <= 12 < metrics["n_objects_total"]["train"]
+    assert run_stage("diagnose", params)["n_objects"] == metrics["n_objects"]
+    # ground-truth metrics of another input size: named, with what differs
+    other = make_params(workspace)
+    other = replace(other, network=replace(other.network, input_size=96))
+    with pytest.raises(DataError, match=r"diagnose_objects\.json.*input_size is 64 but this run"):
+        run_stage("diagnose", other)
+    gone = make_params(tmp_path)
+    gone = replace(gone, paths=replace(gone.paths, pairs=workspace / "pairs",
+                                       targets=workspace / "targets"))  # fmt: skip
+    with pytest.raises(DataError, match=r"diagnose_objects\.json.*run the diagnose_objects"):
+        run_stage("diagnose", gone)
 
 
 def test_missing_caches_name_the_file(tmp_path):

@@ -29,10 +29,20 @@ Cheap measures, each next to the baseline it must beat:
   object at IoU >= ``match_iou`` and the share of pairs whose two patches overlap less
   than ``diagnose.low_iou``.
 
-Outputs: the returned metrics (``metrics/diagnose.json`` via the runner),
-``<paths.plots>/diagnose.png`` and ``<paths.plots>/diagnose_lowshot.png`` (the low-shot
-Obj protocol of classify, ``classify.lowshot_k`` and ``lowshot_samples``, for the
-original network and the ceiling on the same draws; classify's plot has SCN's).
+Two DVC stages compute them. ``diagnose_objects`` (:func:`run_diagnose_objects`) takes
+the measures that need only the ground truth (original, ceiling, headroom, low-shot,
+context, ``class_gt``): they do not depend on the proposal mechanism, so they are
+computed once per dataset, backbone and evaluation setting. ``diagnose``
+(:func:`run_diagnose`) takes the proposal pairs' measures (``oracle_proposals``,
+``ridge_*``, proposals) and writes the whole diagnosis with the ground-truth part read
+from ``metrics/diagnose_objects.json``, checked to come from the same dataset, backbone,
+weights, scope, input size and splits.
+
+Outputs: the returned metrics (``metrics/diagnose_objects.json`` and
+``metrics/diagnose.json`` via the runner), ``<paths.plots>/diagnose.png`` (diagnose) and
+``<paths.plots>/diagnose_lowshot.png`` (diagnose_objects: the low-shot Obj protocol of
+classify, ``classify.lowshot_k`` and ``lowshot_samples``, for the original network and the
+ceiling on the same draws; classify's plot has SCN's).
 """
 
 from __future__ import annotations
@@ -69,6 +79,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+OBJECTS_STAGE = "diagnose_objects"  # the ground-truth part, once per dataset and backbone
+ROLES = ("train", "test")
 PLOT_NAME = "diagnose.png"
 LOWSHOT_PLOT = "diagnose_lowshot.png"  # low-shot Obj mAP against k, original vs ceiling
 
@@ -368,7 +380,7 @@ def object_diagnostics(
     }
 
 
-def run_diagnose(
+def run_diagnose_objects(
     dataset_ref: DatasetRef,
     backbone: str,
     net: NetworkConfig,
@@ -377,48 +389,129 @@ def run_diagnose(
     cv_folds: int,
     offset_scale: str,
     eval_splits: tuple[str, str],
-    scn_split: str,
     paths: PathsConfig,
     solver: str = "newton",
     lowshot_k: tuple[int, ...] = (),
     lowshot_samples: int = 1,
 ) -> dict:
-    """DVC stage ``diagnose`` (module docstring): the (train, test) ``eval_splits`` for the
-    Obj SVMs, the ceiling and the ground-truth pairs; ``scn_split`` and the test split's
-    pairs and targets caches for the proposal pairs. SVMs: ``costs``, ``cv_folds``,
-    ``solver``, low-shot ``lowshot_k`` and ``lowshot_samples`` (classify's)."""
+    """DVC stage ``diagnose_objects``: the ground-truth part of the diagnosis
+    (:func:`object_diagnostics`) on the (train, test) ``eval_splits``, and the low-shot
+    plot. It reads no proposal, pair or target cache, so it runs once per dataset,
+    backbone and evaluation setting: an experiment that changes the proposal mechanism
+    reruns only stage ``diagnose``, which reads these metrics. SVMs: ``costs``,
+    ``cv_folds``, ``solver``, low-shot ``lowshot_k`` and ``lowshot_samples`` (classify's)."""
+    from pipeline.backbones import build_backbone
+
+    rng = seed_everything(cfg.seed)
+    device = resolve_device(cfg.device, "diagnose.device")
+    seconds: dict[str, float] = {}
+    roles = dict(zip(ROLES, eval_splits, strict=True))
+    full = {
+        split: open_split(dataset_ref, split, stage=OBJECTS_STAGE)
+        for split in dict.fromkeys(eval_splits)
+    }
+    datasets = {role: cap_objects(full[s], cfg.max_objects, rng) for role, s in roles.items()}
+    bb = build_backbone(backbone, net.weights, input_size=net.input_size)
+    part = object_diagnostics(
+        datasets, bb, net.scope, cfg, costs, cv_folds, offset_scale, device, rng, seconds, solver,
+        lowshot_k, lowshot_samples,
+    )  # fmt: skip
+    nets = ("original", "ceiling")
+    plot_lowshot(paths.plot_file(LOWSHOT_PLOT), part["lowshot"]["settings"], nets)
+    return {
+        **provenance_keys(dataset_ref, bb, net.scope, eval_splits),
+        "device": str(device),
+        "n_objects": part["n_objects"],
+        "n_objects_total": {r: sum(len(im.objects) for im in full[s]) for r, s in roles.items()},
+        "original": part["original"],
+        "ceiling": part["ceiling"],
+        "headroom": part["headroom"],
+        "lowshot": part["lowshot"],
+        "context": part["context"],
+        "class_gt": _num(part["class_gt"]),
+        "n_gt_pairs": part["n_gt_pairs"],
+        "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
+        "skipped": {split: ds.policy.metrics() for split, ds in full.items()},
+    }
+
+
+def provenance_keys(dataset_ref: DatasetRef, bb, scope: str, eval_splits: tuple[str, str]) -> dict:
+    """What the ground-truth part depends on, as both diagnose stages state it: the
+    ``diagnose`` stage refuses ``diagnose_objects`` metrics whose keys differ."""
+    return {
+        "dataset": dataset_ref.name,
+        "backbone": bb.name,
+        "weights_sha256": bb.weights_sha256,
+        "scope": scope,
+        "input_size": bb.input_size,
+        "classes": list(dataset_ref.classes),
+        "splits": {"eval_train": eval_splits[0], "eval_test": eval_splits[1]},
+    }
+
+
+def read_object_diagnostics(path: Path, expected: dict) -> dict:
+    """The metrics of stage ``diagnose_objects`` at ``path``, checked against ``expected``
+    (:func:`provenance_keys`); a clear :class:`DataError` naming the file otherwise."""
+    import json
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(
+            path, "ground-truth diagnosis not found (run the diagnose_objects stage)",
+            "missing_diagnose_objects",
+        )  # fmt: skip
+    try:
+        part = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise DataError(path, f"unreadable ({err})", "invalid") from None
+    for key, want in expected.items():
+        if part.get(key) != want:
+            raise DataError(
+                path,
+                f"{key} is {part.get(key)!r} but this run has {want!r}: it comes from "
+                "another setting; rerun the diagnose_objects stage",
+                "mismatch",
+            )
+    return part
+
+
+def run_diagnose(
+    dataset_ref: DatasetRef,
+    backbone: str,
+    net: NetworkConfig,
+    cfg: DiagnoseConfig,
+    eval_splits: tuple[str, str],
+    scn_split: str,
+    paths: PathsConfig,
+) -> dict:
+    """DVC stage ``diagnose`` (module docstring): the proposal pairs of ``scn_split`` (fit)
+    and of the test split of ``eval_splits`` (test) with their target caches, next to the
+    ground-truth part read from stage ``diagnose_objects``'s metrics; writes the whole
+    diagnosis (``metrics/diagnose.json``, the same keys either part computes) and its plot."""
     from pipeline.backbones import build_backbone
 
     rng = seed_everything(cfg.seed)
     device = resolve_device(cfg.device, "diagnose.device")
     seconds: dict[str, float] = {}
 
-    # the caches first: a missing one fails before any costly work
+    # the inputs first: a missing one fails before any costly work
     pair_splits = list(dict.fromkeys([scn_split, eval_splits[1]]))
     for split in pair_splits:
         for f, what in ((paths.pairs_file(split), "pairs"), (paths.targets_file(split), "targets")):
             if not Path(f).is_file():
                 raise DataError(f, f"{what} cache not found (run the {what} stage)",
                                 f"missing_{what}")  # fmt: skip
-
-    full: dict[str, VOCDataset] = {}
-    for split in dict.fromkeys([*eval_splits, scn_split]):
-        full[split] = open_split(
-            dataset_ref, split, check_images=split in eval_splits, stage="diagnose"
-        )
-    roles = dict(zip(("train", "test"), eval_splits, strict=True))
-    datasets = {role: cap_objects(full[s], cfg.max_objects, rng) for role, s in roles.items()}
-    classes = datasets["train"].classes
-    n_classes = len(classes)
-
     bb = build_backbone(backbone, net.weights, input_size=net.input_size)
-    obj_part = object_diagnostics(
-        datasets, bb, net.scope, cfg, costs, cv_folds, offset_scale, device, rng, seconds, solver,
-        lowshot_k, lowshot_samples,
-    )  # fmt: skip
+    obj_part = read_object_diagnostics(
+        paths.metrics_file(OBJECTS_STAGE), provenance_keys(dataset_ref, bb, net.scope, eval_splits)
+    )
+    full = {
+        split: open_split(dataset_ref, split, check_images=False, stage="diagnose")
+        for split in pair_splits
+    }
+    classes = dataset_ref.classes
+    n_classes = len(classes)
     original, ceiling, context = obj_part["original"], obj_part["ceiling"], obj_part["context"]
-    class_gt = obj_part["class_gt"]
-    gt_counts = obj_part["n_gt_pairs"]
 
     # targets and quality on the proposal mechanism's pairs
     t = time.perf_counter()
@@ -449,10 +542,10 @@ def run_diagnose(
         )
     seconds["proposal_pairs"] = time.perf_counter() - t
     targets = {
-        "class_gt": _num(class_gt),
+        "class_gt": obj_part["class_gt"],
         "oracle_proposals": _num(oracle),
         **{k: _num(v) for k, v in ridge.items()},
-        "n_gt_pairs": gt_counts,
+        "n_gt_pairs": obj_part["n_gt_pairs"],
         "n_proposal_pairs": {"fit": len(fit["target"]), "test": len(test["target"])},
         "ridge_alpha": ridge_alpha,
     }
@@ -468,9 +561,6 @@ def run_diagnose(
         "patches matching GT": test["quality"]["share_patches_matching"],
     }
     plot_diagnose(paths.plot_file(PLOT_NAME), classes, original, ceiling, shares)
-    plot_lowshot(
-        paths.plot_file(LOWSHOT_PLOT), obj_part["lowshot"]["settings"], ("original", "ceiling")
-    )
     return {
         "device": str(device),
         "backbone": bb.name,
@@ -479,7 +569,7 @@ def run_diagnose(
         "classes": list(classes),
         "splits": {"eval_train": eval_splits[0], "eval_test": eval_splits[1], "scn": scn_split},
         "n_objects": obj_part["n_objects"],
-        "n_objects_total": {r: sum(len(im.objects) for im in full[s]) for r, s in roles.items()},
+        "n_objects_total": obj_part["n_objects_total"],
         "original": original,
         "ceiling": ceiling,
         "headroom": obj_part["headroom"],
@@ -490,5 +580,7 @@ def run_diagnose(
         "match_iou": cfg.match_iou,
         "low_iou": cfg.low_iou,
         "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},
-        "skipped": {split: ds.policy.metrics() for split, ds in full.items()},
+        "objects_phase_seconds": obj_part["phase_seconds"],
+        # the eval splits as diagnose_objects counted them (it decodes every image)
+        "skipped": {**{s: ds.policy.metrics() for s, ds in full.items()}, **obj_part["skipped"]},
     }
