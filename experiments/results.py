@@ -811,6 +811,15 @@ def open_repo(path: Path) -> tuple[Repo, str, list[str], str]:
     if repo.git("rev-parse", "--verify", "-q", "HEAD", check=False).returncode != 0:
         raise SystemExit(f"{repo.root}: dvc exp run needs a git repository with a commit")
     commit = repo.git("rev-parse", "HEAD").stdout.strip()
+    if repo.git("symbolic-ref", "-q", "HEAD", check=False).returncode != 0:
+        # a `dvc exp run` killed mid-run leaves the workspace here; commits made now (the
+        # results file included) would belong to no branch
+        log.warning(
+            "%s: HEAD is detached at %s (as a killed `dvc exp run` leaves it); commits "
+            "made now belong to no branch. If that is not intended: `git checkout <branch>`, "
+            "or `git branch -f <branch> HEAD && git checkout <branch>` to keep this commit",
+            repo.root, commit[:12],
+        )  # fmt: skip
     dirty = [line[3:] for line in repo.git("status", "--porcelain", "-uno").stdout.splitlines()]
     return repo, commit, dirty, repo.git("show", "HEAD:params.yaml").stdout
 

@@ -293,6 +293,27 @@ def experiment_repo(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_open_repo_warns_on_a_detached_head(tmp_path, caplog):
+    """A killed `dvc exp run` leaves HEAD detached; the next results run says so."""
+    from experiments.results import open_repo
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q", "-b", "main")
+    (tmp_path / "params.yaml").write_text("seed: 0\n")
+    git("add", "params.yaml")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "base")
+    with caplog.at_level("WARNING", logger="experiments.results"):
+        _, commit, dirty, text = open_repo(tmp_path)
+    assert text == "seed: 0\n" and dirty == [] and "detached" not in caplog.text
+    git("checkout", "-q", "--detach")
+    with caplog.at_level("WARNING", logger="experiments.results"):
+        assert open_repo(tmp_path)[1] == commit
+    assert f"HEAD is detached at {commit[:12]}" in caplog.text
+    assert "git branch -f <branch> HEAD" in caplog.text
+
+
 def test_results_script_runs_two_mechanisms_as_dvc_experiments(experiment_repo):
     repo, before, out = experiment_repo
     text = out.read_text()
