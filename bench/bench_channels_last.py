@@ -98,6 +98,7 @@ def main() -> None:
                 "channels_last_images_per_s": round(nhwc, 1),
                 "speedup": round(nhwc / nchw, 2),
                 "max_abs_diff": float((out - ref).abs().max()),
+                "output_scale": float(ref.abs().max()),  # the scale to judge max_abs_diff by
             }
             if args.train:
                 seq = [torch.nn.Sequential(*[st.module for st in b.stages]) for b in (plain, bb)]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from pipeline.backbones.preprocess import crop_resize, normalize, resize_image
+from tests.helpers.numeric import assert_close_rel
 
 
 def _image() -> np.ndarray:
@@ -61,5 +62,5 @@ def test_normalize_numpy_and_torch_agree() -> None:
     a = normalize(x, mean, std)
     b = normalize(torch.from_numpy(x), mean, std).numpy()
     assert a.dtype == np.float32
-    np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-    np.testing.assert_allclose(a[:, 1], (x[:, 1] - 0.456) / 0.224, rtol=1e-5)
+    assert_close_rel(a, b, rel=1e-6)  # float32 rounding (x / s or x * (1 / s))
+    assert_close_rel(a[:, 1], (x[:, 1] - 0.456) / 0.224, rel=1e-6)

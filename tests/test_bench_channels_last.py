@@ -29,5 +29,5 @@ def test_tiny_run_reports_both_layouts_and_equal_outputs():
                 "train_contiguous_images_per_s", "train_channels_last_images_per_s",
                 "roi_head_contiguous_ms", "roi_head_channels_last_ms"):  # fmt: skip
         assert row[key] > 0, key
-    assert row["max_abs_diff"] < 1e-3  # float rounding only
+    assert row["max_abs_diff"] <= 1e-4 * row["output_scale"]  # float rounding only
     assert row["roi_head_rois"] == "2 x 7x7"

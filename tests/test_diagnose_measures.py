@@ -20,6 +20,7 @@ from pipeline.diagnose.measures import (
     ridge_r2,
 )
 from pipeline.evaluate.svm import train_and_test
+from tests.helpers.numeric import assert_close_rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -188,7 +189,7 @@ def test_trunk_then_head_is_the_classify_feature_of_the_original(tiny_voc):
     shape = tuple(trunk(torch.zeros(1, 3, 64, 64)).shape[1:])
     obj = object_trunks(ds, trunk_extractor(bb, trunk, cpu), shape, batch_size=8)
     ref = compute_features(ds, "obj", original_extractor(bb, cpu), batch_size=8)
-    np.testing.assert_allclose(head_features(head, obj["x"], 8), ref["features"], atol=1e-4)
+    assert_close_rel(head_features(head, obj["x"], 8), ref["features"])
     np.testing.assert_array_equal(obj["labels"], ref["labels"])
 
 
@@ -271,4 +272,4 @@ def test_ridge_predictions_are_sklearns_ridge_on_standardised_inputs():
         for alpha, pred in zip((0.5, 20.0), ours, strict=True):
             sc = StandardScaler().fit(x)
             ref = Ridge(alpha=alpha).fit(sc.transform(x), y).predict(sc.transform(xt))
-            np.testing.assert_allclose(pred, ref, rtol=1e-5, atol=1e-5)
+            assert_close_rel(pred, ref, rel=1e-5)

@@ -22,6 +22,7 @@ from pipeline.evaluate.fast_rcnn import (
     to_network_frame,
     train_fast_rcnn,
 )
+from tests.helpers.numeric import assert_close_rel
 
 
 @pytest.fixture(autouse=True)
@@ -78,10 +79,10 @@ def test_network_frame_roundtrip():
     net = to_network_frame(boxes, (90, 60), new_size, False)
     assert net[0].tolist() == [0, 0, new_size[0], new_size[1]]
     back = from_network_frame(torch.from_numpy(net), (90, 60), new_size).numpy()
-    np.testing.assert_allclose(back, boxes, atol=1e-4)
+    assert_close_rel(back, boxes, rel=1e-6)  # float32 rounding of pixel coordinates
     flipped = to_network_frame(boxes, (90, 60), new_size, True)
-    np.testing.assert_allclose(flipped[0], net[0], atol=1e-4)  # full-image box is symmetric
-    np.testing.assert_allclose(flipped[1, [0, 2]], new_size[0] - net[1, [2, 0]], atol=1e-4)
+    assert_close_rel(flipped[0], net[0], rel=1e-6)  # full-image box is symmetric
+    assert_close_rel(flipped[1, [0, 2]], new_size[0] - net[1, [2, 0]], rel=1e-6)
 
 
 # ----------------------------------------------------------------- sampling

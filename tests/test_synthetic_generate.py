@@ -18,6 +18,7 @@ from pipeline.synthetic.generate import (
     read_pairs,
     write_pairs,
 )
+from tests.helpers.numeric import assert_close_rel
 
 SMALL = SyntheticConfig(
     n_square=40, n_triangle=40, n_black=30, n_test=30, canvas_size=160, min_size=20,
@@ -65,11 +66,10 @@ def test_geometry_per_pair_type(pairs):
 
 
 def test_offsets_are_scaled_corner_differences(pairs):
-    np.testing.assert_allclose(  # offset_scale none: pixels
-        pairs.offset, corner_offsets(pairs.top_box, pairs.bottom_box, 1, 1), atol=1e-5
-    )
+    # offset_scale none: pixels (float32 rounding relative to the offsets' scale)
+    assert_close_rel(pairs.offset, corner_offsets(pairs.top_box, pairs.bottom_box, 1, 1), 1e-6)
     scaled = generate(replace(SMALL, offset_scale="image"))[0]
-    np.testing.assert_allclose(scaled.offset, pairs.offset / 160, atol=1e-6)
+    assert_close_rel(scaled.offset, pairs.offset / 160, rel=1e-6)
     top = np.array([[10, 20, 30, 60]], np.float32)
     bottom = np.array([[0, 0, 10, 10]], np.float32)
     expected = np.array([[10 / 100, 20 / 200, 20 / 100, 20 / 200,

@@ -12,6 +12,7 @@ from pipeline.backbones import build_backbone
 from pipeline.synthetic.config import SyntheticConfig
 from pipeline.synthetic.generate import generate
 from pipeline.synthetic.train import DedupHead, TrainSettings, encode, train_scn, unique_rows
+from tests.helpers.numeric import assert_close_rel
 
 TINY = SyntheticConfig(
     n_square=60, n_triangle=60, n_black=40, n_test=40, canvas_size=160, min_size=20,
@@ -40,9 +41,10 @@ def test_dedup_head_is_exact_in_value_and_gradient():
     head.zero_grad()
     out = DedupHead(head)(x, ids)  # (6, 7)
     (out * w).sum().backward()
-    torch.testing.assert_close(out, head(x))
+    # the same values up to float32 rounding (other batch sizes and summation orders)
+    assert_close_rel(out, head(x), rel=1e-5)
     for p, g in zip(head.parameters(), expected, strict=True):
-        torch.testing.assert_close(p.grad, g)
+        assert_close_rel(p.grad, g, rel=1e-5)
     first, inv = unique_rows(x)
     assert len(first) == 3 and (x[first][inv] == x).all()
 

@@ -15,6 +15,7 @@ from pipeline.models.context import scn_loss
 from pipeline.train.checkpoint import load_checkpoint, resume_key
 from pipeline.train.loop import best_epoch, build_optimizer, stops_early
 from pipeline.train.methods.scn import fit
+from tests.helpers.numeric import assert_close_rel
 from tests.helpers.toy_train import TARGET_DIM, open_toy_sets, toy_config, toy_model, toy_sets
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -117,7 +118,7 @@ def test_loss_scales_take_the_same_sgd_step_at_the_implied_lr(tmp_path):
     assert ref.history[-1]["train_loss"] < 0.8 * ref.history[0]["train_loss"]  # it trained
     for loss in ("sum", "element_mean"):
         for key, value in _state(ref.model).items():
-            assert torch.allclose(value, _state(runs[loss].model)[key], rtol=1e-4, atol=1e-5)
+            assert_close_rel(value, _state(runs[loss].model)[key], what=key)
         for a, b in zip(ref.history, runs[loss].history, strict=True):
             assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
 
@@ -296,7 +297,7 @@ def test_ddp_two_cpu_processes_match_one(tmp_path):
         single = fit(toy_model(), train, test, cfg)
         moved = 0.0
         for key, value in _state(single.model).items():
-            assert torch.allclose(value, ddp[loss]["state"][key], rtol=1e-4, atol=1e-5), key
+            assert_close_rel(value, ddp[loss]["state"][key], what=key)
             moved += float((value - _state(toy_model())[key]).abs().sum())
         assert moved > 1.0  # the weights did train
         for a, b in zip(single.history, ddp[loss]["history"], strict=True):
