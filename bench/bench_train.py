@@ -7,7 +7,10 @@ an image) and their target cache with the project's own code, then trains one ep
 the same SCN (same seed, same initial weights, same batches) twice: from the cached trunk
 (``source=trunk``) and from the images (``source=image``: decode, crop, frozen trunk,
 head). Reports pairs/s of each, the speed-up, and the losses of both runs, which must
-agree (the cached trunk is the trunk the image path computes).
+agree (the cached trunk is the trunk the image path computes). Then one context-only
+epoch (bottom stream frozen, as in the context warm-up and the frozen baseline) twice:
+running the frozen head on the cached trunk, and reading h1 from the target cache
+(``cached_h1_speedup``; the losses agree to float rounding).
 
 It also reports the stability bound of SGD for the summed loss at initialisation:
 the largest Hessian eigenvalue of the loss with respect to V2 is 2 * lambda_max(H2^T H2)
@@ -42,7 +45,8 @@ from pipeline.params import Params
 from pipeline.targets.cache import build_targets, read_patches
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import PairDataset
-from pipeline.train.methods.scn import fit
+from pipeline.train.loop import fit as fit_method
+from pipeline.train.methods.scn import SCNMethod, fit
 from pipeline.train.model import build_scn
 
 log = logging.getLogger("bench_train")
@@ -147,6 +151,28 @@ def compare_sources(args) -> dict:
             "test_loss": result.history[-1]["test_loss"],
             "seconds": round(result.train_seconds, 2),
         }
+    # a context-only epoch (the context warm-up, the frozen baseline; issue 25 goal 2): the
+    # bottom stream is frozen, so h1 is read from the target cache instead of running the
+    # head on the cached trunk; the same epoch both ways, same seed and batches
+    warm = dataclasses.replace(cfg, seed=args.seed, context_warmup_epochs=1)
+    sets = [PairDataset(p, t, "trunk", im, crop) for p, t, im in files.values()]
+    head_path = type("RunsTheHead", (SCNMethod,), {"cached_h1_exact": False})
+    for name, method_cls in (("warmup_head", head_path), ("warmup_cached_h1", SCNMethod)):
+        torch.manual_seed(args.seed)
+        model = build_scn(bb, "fc", sets[0].target_dim, cfg.hidden, cfg.use_offset)
+        result = fit_method(method_cls(model, *sets, warm), warm, quiet_warmup=True)
+        out[name] = {
+            "pairs_per_s": round(result.pairs_per_s, 1),
+            "train_loss": result.history[-1]["train_loss"],
+            "test_loss": result.history[-1]["test_loss"],
+            "seconds": round(result.train_seconds, 2),
+        }
+    out["cached_h1_speedup"] = round(
+        out["warmup_cached_h1"]["pairs_per_s"] / out["warmup_head"]["pairs_per_s"], 1
+    )
+    out["cached_h1_loss_rel_diff"] = abs(
+        out["warmup_cached_h1"]["train_loss"] - out["warmup_head"]["train_loss"]
+    ) / abs(out["warmup_head"]["train_loss"])
     out["speedup"] = round(out["trunk"]["pairs_per_s"] / out["image"]["pairs_per_s"], 1)
     out["max_weight_diff"] = max(
         float((weights["trunk"][k] - weights["image"][k]).abs().max()) for k in weights["trunk"]

@@ -7,11 +7,12 @@
 Each variant is ``dvc exp run --name ablation-<name> -S k=v ...`` in the repository's
 workspace, one after the other (stages whose inputs did not change are skipped or
 restored from DVC's run cache, so a variant that only changes ``detect.*`` reruns only
-``detect``). Every experiment's params and metrics are read back with ``dvc exp show
---json`` and written to ABLATIONS.md: per variant the params it changed, the SCN
-objective on the held-out pairs (share of the target variance explained), how far the
-bottom stream moved from the original network (``h1_drift``, ``h1_norm_ratio`` of
-``metrics/train.json``), the linear-SVM mAP (Obj, Img) and the context accuracy, and
+``detect``). Every experiment's params are read back with ``dvc exp show --json``, its
+metrics from the experiment commit's ``metrics/details/`` files, and written to
+ABLATIONS.md: per variant the params it changed, the SCN objective on the held-out pairs
+(share of the target variance explained), how far the bottom stream moved from the
+original network (``h1_drift``, ``h1_norm_ratio`` of ``metrics/details/train.json``), the
+linear-SVM mAP (Obj, Img) and the context accuracy, and
 Fast R-CNN's mAP and first-iterations loss for the original and the SCN backbone. The
 original network's numbers are in every row: they only change with the evaluation
 params, which a variant may change too. Every variant starts from the workspace's
@@ -153,8 +154,8 @@ def render(variants: list[Variant], context: dict) -> str:
         f" on git commit `{context['commit']}`{tree}. "
         f"Base params: the commit's params.yaml (SHA-256 `{context['base_sha256'][:16]}`); "
         "each variant changes only the params listed. Percent, two decimals; the metrics "
-        "keys are those of `metrics/train.json`, `metrics/classify.json` and "
-        "`metrics/detect.json`.",
+        "keys are those of `metrics/details/train.json`, `metrics/details/classify.json` and "
+        "`metrics/details/detect.json`.",
         "",
         "- SCN held-out explained: `train.test_explained`, 1 - held-out SCN loss / variance "
         "of the held-out targets.",

@@ -17,6 +17,8 @@ deviation over seeds, the difference with a paired bootstrap 95% interval over t
 items and the seeds, read from each run's ``<paths.classify>/bootstrap.npz``, and the share
 of the diagnose stage's headroom (supervised ceiling - original) it is), Table 1 (context
 classification),
+the low-shot mAP per k and its SCN - original difference per k (pooled over the seeds, the
+low-shot draws and the test items, from the same ``bootstrap.npz``),
 Table 4 (detection mAP), the synthetic Figure 3 figures, each beside the paper's VOC
 number (REFERENCE.md section 3), the proposals' recall and pair counts, and the exact
 provenance: the git commit, the files that differed from it, each experiment's commit
@@ -52,7 +54,13 @@ from typing import Any
 import numpy as np
 import yaml
 
-from pipeline.evaluate.bootstrap import DISTRIBUTIONS_FILE, pooled_interval, read_distributions
+from pipeline.artifacts import DETAILS
+from pipeline.evaluate.bootstrap import (
+    DISTRIBUTIONS_FILE,
+    lowshot_key,
+    pooled_interval,
+    read_distributions,
+)
 from pipeline.io import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,7 +68,15 @@ log = logging.getLogger("experiments.results")
 
 MECHANISMS = ("edgebox", "yolo", "bbox", "random")
 # Other training methods, each one experiment with the workspace's proposal: name -> -S
-BASELINES = {"doersch": "method=doersch"}
+# (issue 24) "control": the null-objective control, the SCN trained on shuffled pairs
+# (train.pairs: shuffled) at the SCN's settings; "control-drift" (with --control-lr): the
+# same at the learning rate whose h1 drift matches the SCN's (experiments.regimes
+# --controls finds it), the contrast that tells context from movement.
+BASELINES: dict[str, tuple[str, ...]] = {
+    "doersch": ("method=doersch",),
+    "control": ("train.pairs=shuffled",),
+}
+CONTROL_DRIFT = "control-drift"
 # Column order and labels of the paper's Table 2 (Doersch: not in it, our baseline run).
 PAPER_COLUMNS = (("bbox", "BBox"), ("yolo", "YOLO"), ("edgebox", "EdgeBox"), ("random", "Random"),
                  ("doersch", "Doersch"))  # fmt: skip
@@ -230,6 +246,14 @@ def seed_interval(runs: list[Run], setting: str, seed: int = 0) -> dict | None:
     if len(runs) == 1:
         keys = ("detect",) if setting == "det" else ("classify", setting)
         return get(runs[0].metrics, *keys, "map_diff_ci")
+    return pooled_seed_interval(runs, setting, seed)
+
+
+def pooled_seed_interval(runs: list[Run], setting: str, seed: int = 0) -> dict | None:
+    """The interval of the mean difference over the runs' seeds and the resamples of their
+    bootstrap records ``setting`` (``bootstrap.npz``: obj, img, det, ``lowshot_<s>_k<k>``),
+    as a ``map_diff_ci`` dict; None when a run lacks the record or the runs did not share
+    their resamples."""
     recs = [r.bootstrap.get(setting) for r in runs]
     if any(rec is None for rec in recs):
         return None
@@ -263,6 +287,31 @@ def headroom_share(diff: float | None, ci: dict | None, headroom: float | None) 
     return text
 
 
+def lowshot_interval(runs: list[Run], setting: str, k: int, seed: int = 0) -> dict | None:
+    """The 95% interval of the mean low-shot difference at ``k`` on ``setting`` over the
+    runs' seeds, the draws and the test items (:func:`pooled_seed_interval` of classify's
+    ``lowshot_<setting>_k<k>`` records, already pooled over the draws), as a
+    ``map_diff_ci`` dict; one run: its own (``lowshot_diff``)."""
+    if len(runs) == 1:
+        own = get(runs[0].metrics, "classify", "lowshot_diff", setting, f"k{k}")
+        if not own:
+            return None
+        return {"value": own["diff"], "ci_low": own["lo"], "ci_high": own["hi"],
+                "verdict": own["verdict"]}  # fmt: skip
+    return pooled_seed_interval(runs, lowshot_key(setting, k), seed)
+
+
+def lowshot_mean_diff(runs: list[Run], setting: str, ks: list[int]) -> list[float] | None:
+    """Per k, the mean over the runs of (trained - original) mean low-shot mAP over the
+    draws; None when a run lacks the low-shot results of these k."""
+    per = [get(r.metrics, "classify", "lowshot", "settings", setting) for r in runs]
+    if not per or any(not q or q.get("k") != ks or "scn" not in q for q in per):
+        return None
+    return [float(v) for v in np.mean(
+        [np.subtract(q["scn"]["map_mean"], q["original"]["map_mean"]) for q in per], axis=0
+    )]  # fmt: skip
+
+
 def _lowshot_cells(res: dict | None, net: str, ks: list[int]) -> list[str]:
     """``net``'s mean ± std mAP per k of one low-shot result; n/a when its k differ."""
     if not res or res.get("k") != ks or net not in res:
@@ -274,7 +323,9 @@ def _lowshot_cells(res: dict | None, net: str, ks: list[int]) -> list[str]:
 def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
     """Low-shot mAP per k (VISSL's VOC07 protocol, classify's ``lowshot``): the original
     network, the supervised ceiling (diagnose's, Obj only) and each mechanism's SCN (the
-    mean over its seeds of each seed's mean over the samples)."""
+    mean over its seeds of each seed's mean over the samples); then each mechanism's
+    (and baseline's) difference from the original per k with its interval
+    (:func:`lowshot_interval`) and verdict."""
     first = next(iter(groups.values()), [])
     low = get(first[0].metrics, "classify", "lowshot") if first else None
     if not low or not low.get("settings"):
@@ -308,6 +359,19 @@ def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
             rows.append([label + (f" ({len(g)} seeds)" if len(g) > 1 else ""),
                          *[f"{100 * m:.2f}" for m in means]])  # fmt: skip
         out += [f"{setting.capitalize()}:", ""]
+        out += table(["network", *[f"k={k}" for k in ks]], rows)
+        out.append("")
+        rows = []
+        for mech, g in groups.items():
+            diffs = lowshot_mean_diff(g, setting, ks)
+            label = mech if mech in BASELINES else f"{mech} SCN"
+            cells = (["n/a"] * len(ks) if diffs is None else
+                     [diff_text(d, lowshot_interval(g, setting, k))
+                      for d, k in zip(diffs, ks, strict=True)])  # fmt: skip
+            rows.append([label + (f" ({len(g)} seeds)" if len(g) > 1 else ""), *cells])
+        out += [f"{setting.capitalize()}, trained - original (points) with the paired "
+                "bootstrap 95% interval over the test items and the draws (and the seeds):",
+                ""]  # fmt: skip
         out += table(["network", *[f"k={k}" for k in ks]], rows)
         out.append("")
     return out
@@ -555,7 +619,8 @@ def render_results(runs: list[Run], context: dict) -> str:
         "Area: the area under the interpolated precision-recall curve; 11-point: the "
         "VOC2007 protocol. SCN: mean ± standard deviation over the seeds; the area mAP "
         "difference with its paired bootstrap 95% interval over the test images (and the "
-        "seeds).",
+        "seeds; with `detect.seeds` > 1 also over the detector seeds, the figures then "
+        "being means over the detectors).",
         "",
     ]
     rows = [[
@@ -646,10 +711,10 @@ def render_results(runs: list[Run], context: dict) -> str:
     out += [
         "",
         "h1 drift: ||h1 - h1_0|| / ||h1_0|| over the held-out bottom patches, h1_0 being the "
-        "original network's representation (`metrics/train.json`); h1 norm ratio: "
+        "original network's representation (`metrics/details/train.json`); h1 norm ratio: "
         "||h1|| / ||h1_0||. The ridge column: the share of the same kind of held-out target "
         "variance that a ridge map from the frozen original [h1_j, o_ij] explains without any "
-        "training (`metrics/diagnose.json`, `targets.ridge_h1_offset`): the baseline SCN's "
+        "training (`metrics/details/diagnose.json`, `targets.ridge_h1_offset`): the baseline SCN's "
         "training has to beat.",
     ]
 
@@ -835,19 +900,20 @@ def collect(repo: Repo, runs: list[Run]) -> None:
             continue
         run.rev = shown[run.name]["rev"]
         run.params = shown[run.name]["params"]
-        run.metrics = {  # the files themselves: `dvc exp show` leaves out lists (low-shot k)
-            stage: committed_metrics(repo, run.rev, run.params, stage) or m
-            for stage, m in shown[run.name]["metrics"].items()
+        run.metrics = {  # the details: `dvc exp show` has only the headline figures
+            stage: committed_metrics(repo, run.rev, run.params, stage) or {}
+            for stage in shown[run.name]["metrics"]
         }
         run.bootstrap = experiment_distributions(repo, run.rev, run.params)
 
 
 def committed_metrics(repo: Repo, rev: str | None, params: dict, stage: str) -> dict | None:
-    """``<paths.metrics>/<stage>.json`` as the experiment commit ``rev`` holds it (metrics
-    are git-tracked, ``cache: false``); None when it is not there."""
+    """The stage's details (``<paths.metrics>/details/<stage>.json``, everything the stage
+    returned; ``metrics/<stage>.json`` holds only its headline figures) as the experiment
+    commit ``rev`` holds them (git-tracked, ``cache: false``); None when not there."""
     if not rev:
         return None
-    path = f"{get(params, 'paths', 'metrics') or 'metrics'}/{stage}.json"
+    path = f"{get(params, 'paths', 'metrics') or 'metrics'}/{DETAILS}/{stage}.json"
     shown = repo.git("show", f"{rev}:{path}", check=False)
     if shown.returncode != 0:
         return None
@@ -907,6 +973,25 @@ def matches(params: dict, overrides: list[str]) -> bool:
     return True
 
 
+def baseline_resets(params_text: str, overrides: list[str]) -> list[str]:
+    """``key=value`` with the value of ``params_text`` (the workspace's params.yaml) for each
+    key some baseline overrides (method, train.pairs, train.lr, ...) that ``overrides``
+    does not set."""
+    params = yaml.safe_load(params_text) or {}
+    own = {o.split("=", 1)[0] for o in overrides}
+    keys = dict.fromkeys(o.split("=", 1)[0] for b in BASELINES.values() for o in b)
+    out = []
+    for key in keys:
+        if key in own:
+            continue
+        node: Any = params
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if node is not None:
+            out.append(f"{key}={json.dumps(node) if isinstance(node, bool) else node}")
+    return out
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--proposals", default=",".join(MECHANISMS),
@@ -914,6 +999,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--baselines", default=",".join(BASELINES),
                     help=f"comma-separated subset of {', '.join(BASELINES)}, or '' for none "
                     "(each one experiment with the workspace's proposal)")  # fmt: skip
+    ap.add_argument("--control-lr", type=float, default=None,
+                    help="also run the shuffled-pairs control at this train.lr (the one whose "
+                    "h1 drift matches the SCN's: python -m experiments.regimes --controls) "
+                    f"as baseline {CONTROL_DRIFT!r}")  # fmt: skip
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra params override passed to every `dvc exp run` as -S")  # fmt: skip
     ap.add_argument("--seeds", type=int, default=3,
@@ -936,6 +1025,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if [b for b in baselines if b not in BASELINES] or len(set(baselines)) != len(baselines):
         ap.error(f"--baselines: {args.baselines!r}; allowed: distinct values of "
                  f"{', '.join(BASELINES)}, or ''")  # fmt: skip
+    if args.control_lr is not None:
+        if not args.control_lr > 0:
+            ap.error(f"--control-lr: {args.control_lr}; allowed: > 0")
+        BASELINES[CONTROL_DRIFT] = ("train.pairs=shuffled", f"train.lr={args.control_lr:g}")
+        baselines.append(CONTROL_DRIFT)
     args.baseline_names = baselines
     if args.seeds < 1:
         ap.error(f"--seeds: {args.seeds}; allowed: an integer >= 1")
@@ -975,9 +1069,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for run in order:
             if run.mechanism in BASELINES:
-                overrides = [f"proposal={own}", BASELINES[run.mechanism], *args.sets]
+                overrides = [f"proposal={own}", *BASELINES[run.mechanism], *args.sets]
             else:
                 overrides = [f"proposal={run.mechanism}", "method=scn", *args.sets]
+            # `dvc exp run -S` leaves its edits in the workspace: every key a baseline sets
+            # is set back to the workspace's own value by the runs that do not set it
+            overrides = [*baseline_resets(base_text, overrides), *overrides]
             # every run states its seed: `dvc exp run -S` leaves its edits in the workspace,
             # so a run without it would inherit the previous run's seed
             overrides.append(f"train.seed={run.seed}")

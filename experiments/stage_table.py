@@ -1,9 +1,9 @@
-"""Per-stage wall time and peak memory of the last run, from ``metrics/<stage>.json``.
+"""Per-stage wall time and peak memory of the last run, from ``metrics/details/<stage>.json``.
 
     make repro && .venv/bin/python -m experiments.stage_table      # markdown table
     .venv/bin/python -m experiments.stage_table --metrics /tmp/copy/metrics
 
-Every stage's metrics carry ``seconds`` (wall time of the stage function),
+Every stage's details carry ``seconds`` (wall time of the stage function),
 ``peak_rss_mb`` (peak resident memory of the stage process) and
 ``children_peak_uss_mb`` (its child processes' own memory; ``pipeline.runner.ChildMemory``),
 written by ``pipeline.runner.run_stage``. Stages restored from DVC's cache keep the
@@ -19,6 +19,8 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.artifacts import DETAILS
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,7 +31,7 @@ def stage_order(dvc_yaml: Path) -> list[str]:
 def rows(metrics_dir: Path, stages: list[str]) -> list[dict]:
     out = []
     for name in stages:
-        path = metrics_dir / f"{name}.json"
+        path = metrics_dir / DETAILS / f"{name}.json"
         if not path.is_file():
             out.append({"stage": name, "missing": True})
             continue

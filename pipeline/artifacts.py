@@ -19,6 +19,8 @@ CHECKPOINT = "checkpoint.pt"
 #: Inside ``<paths.original>/classify``: the original network's SVM results (stage
 #: ``classify_original``), next to its feature caches.
 ORIGINAL_CLASSIFY = "results.h5"
+#: Inside ``<paths.metrics>``: the folder of the stages' full metrics (details).
+DETAILS = "details"
 
 
 @dataclass(frozen=True)
@@ -41,6 +43,12 @@ class PathsConfig:
     def proposals_file(self, split: str) -> Path:
         """SCN patches of ``split`` (stage ``proposals``)."""
         return Path(self.proposals) / f"{split}.h5"
+
+    @property
+    def scn_images_manifest(self) -> Path:
+        """Stage ``proposals``: ``data.scn_images`` and the SHA-256 of each of its images
+        (``{"scn_images": null}`` when unset), a dependency of ``targets`` and ``train``."""
+        return Path(self.proposals) / "scn_images.json"
 
     @property
     def detect_proposals_dir(self) -> Path:
@@ -89,7 +97,14 @@ class PathsConfig:
         return Path(self.original) / "detect"
 
     def metrics_file(self, stage: str) -> Path:
+        """Every stage: its headline figures, the DVC metric (``pipeline/headline.py``
+        chooses them from the details)."""
         return Path(self.metrics) / f"{stage}.json"
+
+    def details_file(self, stage: str) -> Path:
+        """Every stage: everything its function returned, with timing and memory (a
+        git-tracked DVC output, not a metric)."""
+        return Path(self.metrics) / DETAILS / f"{stage}.json"
 
     def plot_file(self, name: str) -> Path:
         return Path(self.plots) / name

@@ -89,10 +89,12 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def write_json(path: str | Path, data: Any) -> None:
-    """Write ``data`` as indented, key-sorted JSON, atomically."""
+def write_json(path: str | Path, data: Any, sort_keys: bool = True) -> None:
+    """Write ``data`` as indented JSON (keys sorted unless ``sort_keys`` is false),
+    atomically."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True, default=_json_default) + "\n")
+        text = json.dumps(data, indent=2, sort_keys=sort_keys, default=_json_default)
+        tmp.write_text(text + "\n")
 
 
 def canonical(obj: Any) -> Any:

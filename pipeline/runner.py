@@ -4,7 +4,9 @@ function with typed sections; this module does what every stage shares around th
 Each ``stages/<name>.py`` defines ``run(params: Params) -> dict`` (the plain import of
 the library function it calls is the stage-to-function link) and ends with
 ``stage_main("<name>", run)``. :func:`execute` validates the params, times the call,
-measures memory, and writes the returned dict to ``metrics/<stage>.json`` (atomically).
+measures memory, and writes the returned dict to ``metrics/details/<stage>.json`` and its
+headline figures (:mod:`pipeline.headline`) to ``metrics/<stage>.json``, the DVC metric
+(atomically).
 The ``scn <stage>`` CLI commands and the tests run the same scripts through
 :func:`run_stage`.
 """
@@ -25,6 +27,7 @@ from typing import Any
 
 from pipeline.config import ConfigError, to_dict
 from pipeline.errors import DataError, TooManySkipped
+from pipeline.headline import headline
 from pipeline.io import write_json
 from pipeline.params import Params, load_params
 from pipeline.provenance import code_version
@@ -177,7 +180,10 @@ class ChildMemory:
 
 
 def execute(name: str, run: StageRun, params: str | Path | Params = "params.yaml") -> dict:
-    """Validate params, call ``run``, write ``metrics/<name>.json``; return the metrics.
+    """Validate params, call ``run``, write its metrics; return them (the details).
+
+    The details (everything ``run`` returned, with ``stage``, ``seconds`` and memory) go to
+    ``paths.details_file(name)``, their headline figures to ``paths.metrics_file(name)``.
 
     ``params`` is a params.yaml path, or an already validated :class:`Params`.
     """
@@ -193,7 +199,8 @@ def execute(name: str, run: StageRun, params: str | Path | Params = "params.yaml
         memory = {"peak_rss_mb": peak_rss_mb(), "children_peak_uss_mb": round(children.peak_mb, 1)}
         metrics = {"stage": name, "seconds": round(time.perf_counter() - start, 3), **memory,
                    **metrics}  # fmt: skip
-        write_json(params.paths.metrics_file(name), metrics)
+        write_json(params.paths.details_file(name), metrics)
+        write_json(params.paths.metrics_file(name), headline(name, metrics), sort_keys=False)
     log.info("stage %s done in %.1fs", name, time.perf_counter() - start)
     return metrics or {}
 

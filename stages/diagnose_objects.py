@@ -21,6 +21,7 @@ def run(p: Params) -> dict:
         p.classify.solver,
         p.classify.lowshot_k,
         p.classify.lowshot_samples,
+        p.classify.bootstrap,
     )
 
 

@@ -16,6 +16,7 @@ def run(p: Params) -> dict:
         p.paths.proposals,
         p.paths.yolo_dir,
         stage_provenance(p, "proposals"),
+        p.paths.scn_images_manifest,
     )
 
 

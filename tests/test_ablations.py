@@ -65,9 +65,11 @@ def test_stage_table_reads_every_stage_in_dvc_order(tmp_path):
 
     order = stage_order(ROOT / "dvc.yaml")
     assert order[0] == "scenes" and "detect" in order and len(order) == len(set(order))
-    (tmp_path / "scenes.json").write_text(json.dumps(
+    details = tmp_path / "details"  # the stages' details, where the memory figures are
+    details.mkdir()
+    (details / "scenes.json").write_text(json.dumps(
         {"seconds": 5.84, "peak_rss_mb": 612.3, "children_peak_uss_mb": 0.0}))  # fmt: skip
-    (tmp_path / "train.json").write_text(json.dumps({"seconds": 13.0, "peak_rss_mb": 1041.4}))
+    (details / "train.json").write_text(json.dumps({"seconds": 13.0, "peak_rss_mb": 1041.4}))
     table = rows(tmp_path, ["scenes", "pairs", "train"])
     text = render(table)
     assert "| scenes | 5.8 | 612 | 0 |" in text and "| pairs | not run | | |" in text

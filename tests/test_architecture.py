@@ -156,6 +156,22 @@ def test_every_stage_lists_exactly_the_code_it_runs():
     assert problems == [], "\n".join(problems)
 
 
+def test_no_stage_dep_in_the_repository_is_empty():
+    """DVC warns "'<path>' is empty." for an empty file or folder among a stage's deps (an
+    empty ``__init__.py``, issue 26), on every run: a user reads it as something wrong."""
+    empty = []
+    for name, stage in dvc_stages().items():
+        for d in [d if isinstance(d, str) else next(iter(d)) for d in stage.get("deps", [])]:
+            path = ROOT / d
+            if "${" in d or not path.exists():  # an artifact, made by another stage
+                continue
+            if (path.is_file() and path.stat().st_size == 0) or (
+                path.is_dir() and not any(f.is_file() for f in path.rglob("*"))
+            ):
+                empty.append(f"{name}: {d}")
+    assert empty == []
+
+
 def test_code_closure_follows_function_level_imports(tmp_path):
     closure = code_closure(ROOT / "stages" / "scenes.py")
     assert Path("pipeline/runner.py") in closure  # the runner writes every metrics file
@@ -180,5 +196,5 @@ def test_mechanism_independent_stages_read_nothing_of_the_mechanism():
         assert not [d for d in read if d.startswith(mechanism_outputs)], name
         assert not [p for p in params if p == "proposal" or p.startswith(mechanism_params)], name
     # ...while the mechanism-dependent part of the diagnosis reads them, and the rest
-    assert "${paths.metrics}/diagnose_objects.json" in stages["diagnose"]["deps"]
+    assert "${paths.metrics}/details/diagnose_objects.json" in stages["diagnose"]["deps"]
     assert "${paths.pairs}" in stages["diagnose"]["deps"]

@@ -81,8 +81,11 @@ def test_bad_items_are_skipped_and_counted_in_the_stage_metrics(tmp_path, voc16)
     assert train["skipped"] == 3 and train["images"] == 5
     assert train["skipped_reasons"] == {"corrupt_image": 1, "malformed_xml": 1, "bad_box": 1}
     assert metrics["splits"]["test"]["skipped"] == 0
-    saved = json.loads((tmp_path / "out" / "metrics" / "proposals.json").read_text())
+    saved = json.loads((tmp_path / "out" / "metrics" / "details" / "proposals.json").read_text())
     assert saved["splits"]["train"]["skipped_reasons"] == train["skipped_reasons"]
+    # the DVC metric: the headline figures, the skipped items of both splits among them
+    headline = json.loads((tmp_path / "out" / "metrics" / "proposals.json").read_text())
+    assert headline["proposals_skip"] == train["skipped"] == 3 and "splits" not in headline
     props = read_proposals(tmp_path / "out" / "proposals" / "train.h5")
     assert "000003" in props.image_ids and "000000" not in props.image_ids
     # the image with no objects has no ground-truth boxes, hence no bbox proposals; the

@@ -284,16 +284,39 @@ def test_version_2_discs_always_show_a_faint_cue(monkeypatch):
         assert 0.9 * 255 * 0.4 <= layers[1][0].max() <= round(255 * 0.4), cls
 
 
-def test_version_2_never_writes_a_sliver_box():
-    """Version 1 could annotate a one-pixel-wide sliver at the border (xmin == xmax), which
-    the reader rejects as zero-area, skipping the whole image; version 2 leaves it out."""
-    cfg = dataclasses.replace(TINY, **V2, image_size=64, out_of_context=1.0)
+@pytest.mark.parametrize("version", [{"version": 1, "cue_probability": 0.6}, V2])
+def test_no_version_writes_a_sliver_box(version):
+    """A one-pixel-wide sliver at the border (xmin == xmax), which the reader rejects as
+    zero-area, is left out of the annotation (version 1 wrote it until issue 26)."""
+    cfg = dataclasses.replace(TINY, **version, image_size=64, out_of_context=1.0)
     n = 0
     for k in range(150):
         for o in render_scene(cfg, k)[1]:
             assert o.box[2] > o.box[0] and o.box[3] > o.box[1], (k, o)
             n += 1
     assert n > 300
+
+
+@pytest.mark.slow
+def test_every_split_of_the_default_with_2000_unlabelled_has_only_valid_boxes():
+    """The totality check at the size a user runs for SCN's unlabelled pool: the default
+    scenes section with ``n_unlabelled: 2000`` (2,450 images, ~30 s of rendering, no
+    files). Version 1 wrote xmin == xmax == 256 for images 001126, 001750 and 002159 (an
+    object clipped away at the right edge); every box must pass the VOC reader's rule
+    1 <= xmin < xmax <= width (and the same for y)."""
+    cfg = ScenesConfig(seed=0, n_train=200, n_val=50, n_test=200, n_unlabelled=2000)
+    assert (cfg.image_size, cfg.version, cfg.out_of_context) == (256, 1, 0.1)  # params.yaml
+    ids = split_ids(cfg)
+    assert len(ids["unlabelled"]) == 2000 and ids["unlabelled"][-1] == "002449"
+    s = cfg.image_size
+    n_objects = 0
+    for split in ("trainval", "test", "unlabelled"):
+        for image_id in ids[split]:
+            for o in render_scene(cfg, int(image_id))[1]:
+                xmin, ymin, xmax, ymax = o.box
+                assert 1 <= xmin < xmax <= s and 1 <= ymin < ymax <= s, (split, image_id, o)
+                n_objects += 1
+    assert n_objects > 20_000
 
 
 def test_unlabelled_pool_follows_the_test_split_and_changes_no_other_image(tmp_path):
@@ -423,7 +446,7 @@ def test_stage_writes_dataset_and_metrics(tmp_path, monkeypatch):
     }
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     metrics = run_stage("scenes", "params.yaml")
-    saved = json.loads((tmp_path / "out" / "metrics" / "scenes.json").read_text())
+    saved = json.loads((tmp_path / "out" / "metrics" / "details" / "scenes.json").read_text())
     assert saved["images"] == {"train": 3, "val": 1, "trainval": 4, "test": 2}
     assert saved["objects"] == sum(saved["objects_per_class"].values()) > 0
     assert saved["seconds"] >= 0 and metrics["stage"] == "scenes"

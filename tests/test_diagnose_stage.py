@@ -65,7 +65,7 @@ def test_stage_end_to_end(workspace):
     assert (workspace / "plots" / "diagnose_lowshot.png").stat().st_size > 1000
     assert not (workspace / "plots" / "diagnose.png").exists()  # the proposal part's plot
     metrics = run_stage("diagnose", params)
-    on_disk = json.loads((workspace / "metrics" / "diagnose.json").read_text())
+    on_disk = json.loads((workspace / "metrics" / "details" / "diagnose.json").read_text())
     assert on_disk["stage"] == "diagnose" and on_disk["seconds"] > 0
     # the whole diagnosis in diagnose.json: the ground-truth part exactly as computed once
     for key in ("original", "ceiling", "headroom", "lowshot", "context", "n_objects"):
@@ -84,6 +84,12 @@ def test_stage_end_to_end(workspace):
         assert head["map"] == pytest.approx(
             metrics["ceiling"]["map"] - metrics["original"]["map"], abs=1e-5
         )
+        # its paired bootstrap interval over the test objects (classify.bootstrap resamples)
+        ci = head["map_ci"]
+        assert ci["value"] == pytest.approx(head["map"], abs=1e-5) and ci["n_boot"] == 1000
+        assert ci["ci_low"] <= ci["bootstrap_mean"] <= ci["ci_high"]
+        assert ci["half_width"] == pytest.approx((ci["ci_high"] - ci["ci_low"]) / 2, abs=1e-6)
+        assert (ci["verdict"] == "no measurable difference") == (ci["ci_low"] <= 0 <= ci["ci_high"])
     ctx = metrics["context"]
     assert 0 <= ctx["accuracy"] <= 1 and 0 < ctx["majority_rate"] <= 1
     assert ctx["ratio"] == pytest.approx(ctx["accuracy"] / ctx["majority_rate"], rel=1e-4)
@@ -92,10 +98,19 @@ def test_stage_end_to_end(workspace):
         assert t[key] is not None and t[key] <= 1, key
     assert set(t["n_proposal_pairs"]) == {"fit", "test"} and t["n_proposal_pairs"]["test"] > 0
     assert set(t["ridge_alpha"]) == {"ridge_h1_offset", "ridge_h1", "ridge_offset"}
+    # every share also on the overlapping and the non-overlapping test pairs (issue 23)
+    assert 0 <= t["test_share_overlapping"] <= 1
+    assert t["context_frozen"] is not None and t["context_frozen"] <= 1
+    assert 1 <= t["context_frozen_epoch"] <= 15
+    for key in ("ridge_h1_offset", "oracle_proposals", "context_frozen"):
+        for sub in ("overlap", "nonoverlap"):
+            assert t[f"{key}_{sub}"] is None or t[f"{key}_{sub}"] <= 1, (key, sub)
+    assert t["ridge_h1_offset_nonoverlap"] is not None
     for split in ("train", "test"):
         q = metrics["proposals"][split]
         assert q["patches"] > 0 and q["pairs"] > 0
         assert 0 <= q["share_patches_matching"] <= 1 and 0 <= q["share_pairs_low_iou"] <= 1
+        assert 0 <= q["share_pairs_overlapping"] <= 1
     assert metrics["n_objects"]["train"] == metrics["n_objects_total"]["train"]
     # low-shot Obj for the original and the ceiling on the same draws (k 500 is skipped)
     low = metrics["lowshot"]

@@ -12,9 +12,13 @@ from pipeline.evaluate.ap import average_precision, mean_ap
 from pipeline.evaluate.bootstrap import (
     Interval,
     bootstrap_differences,
+    draws_differences,
     map_differences,
     paired_bootstrap,
+    percentile_interval,
+    pooled_differences,
     pooled_interval,
+    ranked_envelope_sum,
     read_distributions,
     resample_counts,
     weighted_ap,
@@ -46,6 +50,26 @@ def test_weighted_ap_equals_the_reference_on_expanded_resamples():
     # all weights 1: the plain AP
     assert weighted_ap(s, y, np.ones((1, 40)))[0] == pytest.approx(average_precision(s, y))
     assert np.isnan(weighted_ap(s, -np.ones(40), np.ones((1, 40)))[0])  # no positive
+
+
+def test_weighted_ap_equals_the_dense_envelope_sum_with_ties_and_difficult_items():
+    """weighted_ap sums at the positives only; ranked_envelope_sum (detection's) over every
+    ranked item: the same AP on every resample, with tied scores, difficult items, items
+    never drawn and a class whose positives all are difficult (nan)."""
+    rng = np.random.default_rng(3)
+    m = 120
+    scores = np.round(rng.normal(size=m), 1)  # many ties
+    labels = rng.choice([1, -1, -1, -1, 0], size=m).astype(np.int8)
+    w = resample_counts(m, 300, rng)
+    order = np.argsort(-scores, kind="mergesort")
+    pos = (labels[order] == 1).astype(np.float64)
+    neg = (labels[order] == -1).astype(np.float64)
+    total, n_pos = ranked_envelope_sum(w[:, order], pos, neg)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dense = np.where(n_pos > 0, total / n_pos, np.nan)
+    np.testing.assert_allclose(weighted_ap(scores, labels, w), dense, rtol=1e-12, atol=0)
+    only_difficult = np.where(labels == 1, 0, labels)
+    assert np.all(np.isnan(weighted_ap(scores, only_difficult, w)))
 
 
 def test_identical_models_give_exactly_zero():
@@ -188,3 +212,88 @@ def test_distributions_round_trip(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["bootstrap.npz"]  # no temporary left
     write_distributions(path, {})  # bootstrap off: no stale file outlives its results
     assert not path.exists()
+
+
+# --------------------------------------------------------------------------- low-shot
+
+
+def test_draws_differences_identical_draws_give_exactly_zero():
+    """Both networks with the same scores on every draw: every resample's difference is
+    0, so the interval is [0, 0] (issue 24: identical scores)."""
+    draws = [scored(50, 3, seed=s, noise=1.0) for s in range(4)]
+    labels = draws[0][1]
+    a = np.stack([d[0] for d in draws])  # (S, M, C), one draw's SVM scores each
+    value, diffs = draws_differences(a, a.copy(), labels, n_boot=200, seed=0)
+    assert value == 0.0 and diffs.shape == (200,) and np.all(diffs == 0.0)
+    ci = percentile_interval(value, diffs, 200)
+    assert ci.to_short_dict() == {"diff": 0.0, "lo": 0.0, "hi": 0.0,
+                                  "verdict": "no measurable difference"}  # fmt: skip
+
+
+def test_draws_differences_one_draw_is_the_paired_bootstrap_and_value_the_mean():
+    """One draw: exactly the full protocol's paired bootstrap. Several: the value is the
+    mean over the draws of each draw's mAP difference (what the low-shot metrics' map_mean
+    give), and differences add across three networks as in the full protocol."""
+    a, labels = scored(60, 3, seed=7, noise=1.0)
+    rng = np.random.default_rng(8)
+    b = a + 0.5 * rng.normal(size=a.shape)
+    value, diffs = draws_differences(a[None], b[None], labels, n_boot=300, seed=4)
+    assert percentile_interval(value, diffs, 300) == paired_bootstrap(a, b, labels, 300, seed=4)
+    sa = np.stack([a + 0.3 * rng.normal(size=a.shape) for _ in range(3)])  # (3, M, C)
+    sb = np.stack([b + 0.3 * rng.normal(size=a.shape) for _ in range(3)])
+    value, _ = draws_differences(sa, sb, labels, n_boot=50, seed=0)
+    per_draw = [mean_ap(average_precision(sb[s][:, c], labels[:, c]) for c in range(3))
+                - mean_ap(average_precision(sa[s][:, c], labels[:, c]) for c in range(3))
+                for s in range(3)]  # fmt: skip
+    assert value == pytest.approx(np.mean(per_draw), abs=1e-12)
+    sc = sb + 0.2 * rng.normal(size=a.shape)
+    _, ab = draws_differences(sa, sb, labels, n_boot=100, seed=2)
+    _, bc = draws_differences(sb, sc, labels, n_boot=100, seed=2)
+    _, ac = draws_differences(sa, sc, labels, n_boot=100, seed=2)
+    np.testing.assert_allclose(ab + bc, ac, atol=1e-12)  # the same test and draw resamples
+    with pytest.raises(ValueError, match=r"\(S, M, C\)"):
+        draws_differences(sa, sb[:2], labels, n_boot=10, seed=0)
+
+
+def test_draws_differences_match_a_computable_resampling_distribution():
+    """One class, M items, P positives, no ties. Draw 0: b ranks every positive first (AP 1
+    on any resample), a every positive last, so a's AP on a resample holding X positive
+    copies is X / M (every positive's envelope is the last one's precision) and the
+    difference is 1 - X / M, X ~ Binomial(M, P / M). Draw 1: both rank every positive last
+    (difference 0). Resample b averages J draw-0 picks of 2, J ~ Binomial(2, 1/2)
+    independent of X: the difference is (J / 2)(1 - X / M). So the value is
+    (1 - P / M) / 2; P(J = 0) = 1/4 > 2.5% puts the lower bound at 0; the values with J = 2
+    lie above those with J <= 1, so the upper bound is the 90th percentile of 1 - X / M
+    (0.025 of the whole in the top quarter); and the bootstrap mean is (1 - P/M) / 2."""
+    from scipy.stats import binom
+
+    m, p = 40, 12
+    labels = -np.ones((m, 1), np.int8)
+    labels[:p] = 1
+    order = np.arange(m, dtype=np.float64)
+    good = np.where(labels[:, 0] == 1, 100.0 + order, order)[:, None]  # positives on top
+    bad = np.where(labels[:, 0] == 1, -100.0 - order, order)[:, None]  # positives at the bottom
+    a, b = np.stack([bad, bad]), np.stack([good, bad])  # (2, M, 1)
+    n_boot = 8000
+    value, diffs = draws_differences(a, b, labels, n_boot=n_boot, seed=11)
+    assert value == pytest.approx((1 - p / m) / 2, abs=1e-12)
+    ci = percentile_interval(value, diffs, n_boot)
+    assert ci.ci_low == 0.0
+    x_10 = binom.ppf(0.10, m, p / m)  # 10th percentile of X: the 90th of 1 - X / M
+    assert ci.ci_high == pytest.approx(1 - x_10 / m, abs=1.01 / m)  # within one positive
+    assert ci.mean == pytest.approx((1 - p / m) / 2, abs=0.01)
+    # J: the share of resamples with no draw-0 pick is 1/4, with two of them 1/4
+    assert np.mean(diffs == 0) == pytest.approx(0.25, abs=0.02)
+    assert np.mean(diffs > 0.5) == pytest.approx(0.25, abs=0.02)
+    assert ci.verdict == "no measurable difference"
+
+
+def test_pooled_differences_rows_and_checks():
+    d = np.stack([np.full(3000, 0.01), np.full(3000, 0.03)])
+    pooled = pooled_differences(d, seed=[5, 1])
+    # two rows drawn with replacement: 0.01, 0.02, 0.03 with 1/4, 1/2, 1/4
+    for v, share in ((0.01, 0.25), (0.02, 0.5), (0.03, 0.25)):
+        assert np.mean(np.isclose(pooled, v)) == pytest.approx(share, abs=0.03)
+    np.testing.assert_array_equal(pooled_differences(d[:1], seed=0), d[0])
+    with pytest.raises(ValueError, match=r"\(S, B\)"):
+        pooled_differences(np.zeros(3), seed=0)

@@ -23,6 +23,7 @@ from pipeline.evaluate.features import ObjectTable, cached_features, original_ex
 from pipeline.params import Params
 from pipeline.runner import stage_script
 from pipeline.train.model import build_scn, save_trained
+from tests.helpers.numeric import assert_close_rel
 from tests.helpers.voc import write_tiny_voc
 
 SIZE = 64  # tiny input size: fast on the CPU
@@ -71,7 +72,8 @@ def write_model(path: Path, perturb: float, seed: int = 0) -> None:
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("classify")
-    write_tiny_voc(root / "scenes", n_images=12, size=96, seed=3)
+    # seed 6: every class has a train image, so low-shot k=1 is feasible
+    write_tiny_voc(root / "scenes", n_images=12, size=96, seed=6)
     write_model(root / "train" / "model.pt", perturb=0.05)
     return root
 
@@ -94,7 +96,7 @@ def test_original_features_equal_backbone_on_crops(workspace):
     im = ds.images[0]
     crops = crop_resize(ds.load_image(im), im.boxes(), SIZE)  # (K, 3, S, S)
     ref = bb.features(torch.from_numpy(normalize(crops, bb.mean, bb.std))).numpy()  # (K, D)
-    np.testing.assert_allclose(out["features"][: len(ref)], ref, rtol=1e-4, atol=1e-5)
+    assert_close_rel(out["features"][: len(ref)], ref)
     # labels: own class 1 (0 when difficult), -1 elsewhere
     assert (out["labels"] == 1).sum() + (out["labels"] == 0).sum() == len(table)
 
@@ -123,7 +125,7 @@ def test_original_features_equal_the_top_stream_cache(workspace, tmp_path):
     out = tmp_path / "targets.h5"
     build_targets(patches, files, out, bb, scope="fc", trunk_cache=False, workers=0, device="cpu")
     with h5py.File(out) as fh:
-        np.testing.assert_allclose(fh["features"][()], ours["features"], rtol=1e-4, atol=1e-5)
+        assert_close_rel(fh["features"][()], ours["features"])
 
 
 def test_object_pairs_same_image_distinct_and_capped():
@@ -179,10 +181,19 @@ def _check_metrics(metrics: dict, max_pairs: int) -> None:
     assert low["k"] == [1, 2, 50] and low["n_samples"] == 2
     for setting in ("obj", "img"):
         res = low["settings"][setting]
-        assert "50" in res["skipped_k"] and 50 not in res["k"]
+        assert "50" in res["skipped_k"] and 50 not in res["k"] and 1 in res["k"]
         for net in ("original", "scn"):
             assert len(res[net]["map_mean"]) == len(res["k"]) == len(res[net]["maps"])
             assert all(len(m) == 2 for m in res[net]["maps"])
+        # the difference per k, on the same draws, with its interval over items x draws
+        diffs = metrics["lowshot_diff"][setting]
+        assert list(diffs) == [f"k{k}" for k in res["k"]]
+        for i, k in enumerate(res["k"]):
+            d = diffs[f"k{k}"]
+            want = np.mean(res["scn"]["maps"][i]) - np.mean(res["original"]["maps"][i])
+            assert d["diff"] == pytest.approx(want, abs=1e-5)
+            assert d["lo"] <= d["hi"]
+            assert (d["verdict"] == "no measurable difference") == (d["lo"] <= 0 <= d["hi"])
     ctx = metrics["context"]
     for name in ("own", "context", "both"):
         assert 0.0 <= ctx[name]["accuracy"] <= 1.0
@@ -216,6 +227,11 @@ def test_stage_end_to_end(workspace):
         assert (rec["seed"], rec["n_boot"], len(rec["diffs"])) == (params.classify.seed, 200, 200)
         assert rec["n_test"] == first[setting]["n_test"]
         assert percentile_interval(rec["value"], rec["diffs"], 200).to_dict() == ci
+        for k in first["lowshot"]["settings"][setting]["k"]:  # and each low-shot k's
+            rec, short = dist[f"lowshot_{setting}_k{k}"], first["lowshot_diff"][setting][f"k{k}"]
+            assert (rec["n_boot"], rec["n_test"]) == (200, first[setting]["n_test"])
+            assert percentile_interval(rec["value"], rec["diffs"], 200).to_short_dict() == short
+            assert abs(short["lo"]) <= 0.02 and abs(short["hi"]) <= 0.02  # the same features
     names = [f"{s}_{r}.h5" for s in ("img", "obj") for r in ("test", "train")]
     assert sorted(p.name for p in cache.glob("*.h5")) == [f"scn_{n}" for n in names]
     assert sorted(p.name for p in orig_cache.glob("*.h5")) == sorted(
@@ -225,10 +241,10 @@ def test_stage_end_to_end(workspace):
         h5py.File(orig_cache / "original_obj_test.h5") as a,
         h5py.File(cache / "scn_obj_test.h5") as b,
     ):
-        np.testing.assert_allclose(a["features"][()], b["features"][()], rtol=1e-4, atol=1e-5)
+        assert_close_rel(a["features"][()], b["features"][()])
         assert b.attrs["created_by"] == "classify" and len(b.attrs["model_sha256"]) == 64
         old_sha = b.attrs["model_sha256"]
-    for name in ("classify_ap.png", "classify_lowshot.png"):
+    for name in ("classify_ap.png", "classify_lowshot.png", "classify_lowshot_diff.png"):
         assert (workspace / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     write_model(workspace / "train" / "model.pt", perturb=0.05)
@@ -261,7 +277,7 @@ def test_split_stages_equal_both_networks_in_process(tmp_path):
     from pipeline.evaluate.lowshot import evaluate_lowshot
     from pipeline.runner import stage_provenance
 
-    write_tiny_voc(tmp_path / "scenes", n_images=12, size=96, seed=3)
+    write_tiny_voc(tmp_path / "scenes", n_images=12, size=96, seed=6)  # low-shot k=1 runs
     write_model(tmp_path / "train" / "model.pt", perturb=0.05)
     params = make_params(tmp_path, lowshot_k=[1, 2])
     stage_script("classify_original")(params)
@@ -318,6 +334,23 @@ def test_split_stages_equal_both_networks_in_process(tmp_path):
     img_train[0, 0] = -1 if img_train[0, 0] == 1 else 1
     with pytest.raises(DataError, match=r"img: its low-shot draws"):
         read_original_classify(results, prov, list(classes), flipped, cfg)
+    # the original's per-draw low-shot test scores are stored (the low-shot bootstrap
+    # resamples them); a file without them is refused
+    ks = {s: metrics["lowshot"]["settings"][s]["k"] for s in ("obj", "img")}
+    assert any(ks.values())  # some k is feasible on the tiny split
+    with h5py.File(results) as fh:
+        for setting, feasible in ks.items():
+            low = fh[setting]["lowshot_scores"]
+            assert sorted(low) == [f"k{k}" for k in feasible]
+            for k in feasible:
+                assert low[f"k{k}"].shape == (cfg.lowshot_samples, *fh[setting]["scores"].shape)
+    setting = next(s for s, feasible in ks.items() if feasible)
+    stale = tmp_path / "stale.h5"
+    stale.write_bytes(results.read_bytes())
+    with h5py.File(stale, "a") as fh:
+        del fh[setting]["lowshot_scores"][f"k{ks[setting][-1]}"]
+    with pytest.raises(DataError, match=rf"stale\.h5: {setting}: lacks the low-shot test scores"):
+        read_original_classify(stale, prov, list(classes), labels, cfg)
     # the stage itself, with classify_original not rerun after an evaluation param change
     changed = make_params(tmp_path, lowshot_k=[1, 2], costs=[0.1, 1.0])
     with pytest.raises(DataError, match=r"results\.h5: made with other params"):

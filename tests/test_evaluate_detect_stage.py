@@ -98,7 +98,10 @@ def test_detect_stage_end_to_end(tmp_path):
         stage_script("detect")(params)  # detect_original has not run
     original = stage_script("detect_original")(params)
     metrics = stage_script("detect")(params)
-    assert metrics["original"] == original["original"]
+    from pipeline.evaluate.detect_original import without_wall_clock
+
+    # read from result.json, which has no wall-clock figures (those are in the metrics)
+    assert metrics["original"] == without_wall_clock(original["original"])
     for net in ("original", "scn"):
         m = metrics[net]
         assert set(m["per_class"]) == set(TINY_CLASSES)
@@ -166,6 +169,34 @@ def test_same_backbone_twice_gives_identical_results(tmp_path):
         np.testing.assert_array_equal(fh["original"]["scores"][:], fh["scn"]["scores"][:])
 
 
+def test_detect_original_writes_the_same_bytes_twice_and_times_only_into_metrics(tmp_path):
+    """Two runs of detect_original give byte-identical files (result.json is a dependency
+    of stage detect: its wall-clock figures would make DVC see a change, issue 26); the
+    seconds are in the returned metrics, which the runner writes to metrics/."""
+    from pipeline.backbones import build_backbone
+    from pipeline.evaluate.detect_original import WALL_CLOCK_KEYS, run_detect_original
+
+    year = write_tiny_voc(tmp_path / "scenes", n_images=6, size=64)
+    for split in ("train", "test"):
+        _write_proposals(year, tmp_path / "proposals", split)
+    p = _params(tmp_path, iterations=3, n_examples=0)
+    splits = (p.data.eval_train_split, p.data.eval_test_split)
+    out = p.paths.original_detect_dir
+    runs = []
+    for _ in range(2):
+        bb = build_backbone("efficientnet_lite0", input_size=64)
+        metrics = run_detect_original(
+            p.dataset_ref, p.backbone, p.network, p.detect, splits, p.paths, {"k": 1}, model=bb
+        )
+        assert all(metrics["original"][key] > 0 for key in WALL_CLOCK_KEYS)
+        runs.append({f.name: f.read_bytes() for f in sorted(out.iterdir())})
+    assert sorted(runs[0]) == ["detections.h5", "history.csv", "result.json"]
+    assert runs[0] == runs[1]
+    record = json.loads(runs[0]["result.json"])
+    for result in (record["result"], *record["per_seed"]):
+        assert not set(WALL_CLOCK_KEYS) & set(result) and "map" in result
+
+
 def test_proposals_for_another_image_size_are_refused(tmp_path):
     from pipeline.evaluate.detect_net import detection_images
 
@@ -185,3 +216,79 @@ def test_bad_detect_config_is_refused(tmp_path):
         _params(tmp_path, bg_iou_low=0.6)
     with pytest.raises(ConfigError, match=r"detect\.min_size"):
         _params(tmp_path, min_size=900, max_size=600)
+
+
+def test_detector_seed_pairs_are_pooled_with_a_known_answer():
+    """Two classes, one object of each per image. Pair 0: b finds both classes perfectly,
+    a nothing (difference 1 on every resample); pair 1: b finds class 0 only (0.5). A
+    resample of the two pairs averages {1, 1}, {1, 0.5} or {0.5, 0.5}: 1, 0.75, 0.5 with
+    chances 1/4, 1/2, 1/4, so the 95% interval is [0.5, 1] around 0.75; one pair: [1, 1]."""
+    from pipeline.evaluate.detect import paired_seed_bootstrap
+    from pipeline.evaluate.detection_ap import GroundTruth
+
+    m = 12
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
+    gt = [GroundTruth.make(boxes, [0, 1]) for _ in range(m)]
+    nothing = [(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros(0, np.int64))] * m
+    both = [(boxes, np.ones(2, np.float32), np.array([0, 1]))] * m
+    first = [(boxes[:1], np.ones(1, np.float32), np.array([0]))] * m
+    value, diffs = paired_seed_bootstrap([nothing], [both], gt, 2, 200, seed=0)
+    assert value == 1.0 and (diffs == 1.0).all()
+    value, diffs = paired_seed_bootstrap([nothing, nothing], [both, first], gt, 2, 2000, seed=0)
+    assert value == pytest.approx(0.75, abs=1e-12)
+    assert set(np.round(diffs, 9)) == {0.5, 0.75, 1.0}
+    assert np.mean(diffs == 0.75) == pytest.approx(0.5, abs=0.05)  # sd 0.011
+    ci = percentile_interval(value, diffs, 2000)
+    assert (ci.ci_low, ci.ci_high) == (pytest.approx(0.5), pytest.approx(1.0))
+    with pytest.raises(ValueError, match="detectors to pair"):
+        paired_seed_bootstrap([nothing], [both, first], gt, 2, 10, seed=0)
+
+
+@pytest.mark.slow
+def test_detect_stages_with_two_detector_seeds(tmp_path):
+    """detect.seeds 2: two detectors per network (seeds 0 and 1), the first the same as
+    with one seed; the metrics are their means, the interval pools the seed pairs."""
+    from pipeline.evaluate.detect_net import combine_results
+    from pipeline.runner import stage_script
+
+    year = write_tiny_voc(tmp_path / "scenes", n_images=8, size=96)
+    for split in ("train", "test"):
+        _write_proposals(year, tmp_path / "proposals", split)
+    _scn_model(tmp_path / "train" / "model.pt")
+    one = stage_script("detect_original")(_params(tmp_path, n_examples=0))
+    with h5py.File(tmp_path / "original" / "detect" / "detections.h5") as fh:
+        first = {k: fh["original"][k][:] for k in ("boxes", "scores", "labels")}
+    params = _params(tmp_path, seeds=2, n_examples=0)
+    with pytest.raises(DataError, match=r"other params \(detect\.seeds: 1 there, 2 now"):
+        stage_script("detect")(params)  # the original's results have one detector
+    stage_script("detect_original")(params)
+    metrics = stage_script("detect")(params)
+    for net in ("original", "scn"):
+        m = metrics[net]
+        assert m["detector_seeds"] == [0, 1] and len(m["map_per_seed"]) == 2
+        per = [v for v in m["map_per_seed"] if v is not None]
+        assert m["map"] == pytest.approx(np.mean(per), rel=1e-9)
+    assert metrics["original"]["map_per_seed"][0] == one["original"]["map"]
+    diffs = metrics["map_diff_per_seed"]
+    assert metrics["map_diff"] == pytest.approx(np.mean(diffs), abs=1e-9)
+    ci = metrics["map_diff_ci"]
+    assert ci["value"] == pytest.approx(metrics["map_diff"], abs=1e-6)
+    assert ci["ci_low"] <= ci["bootstrap_mean"] <= ci["ci_high"]
+    rec = read_distributions(tmp_path / "detect" / "bootstrap.npz")["det"]
+    assert percentile_interval(rec["value"], rec["diffs"], 1000).to_dict() == ci
+    with h5py.File(tmp_path / "detect" / "detections.h5") as fh:
+        assert {"original", "original_seed1", "scn", "scn_seed1"} <= set(fh)
+        for k in first:  # detector 0 is the one-seed run's detector
+            np.testing.assert_array_equal(fh["original"][k][:], first[k])
+    history = (tmp_path / "detect" / "history.csv").read_text()
+    assert history.count("\n") == 1 + 4 * 6 and "scn_seed1," in history
+    with pytest.raises(ValueError, match="results for seeds"):
+        combine_results([metrics["original"]], [0, 1])
+    from pipeline.evaluate.detect_original import read_original_detect
+    from pipeline.runner import stage_provenance
+
+    ids = json.loads((tmp_path / "original" / "detect" / "result.json").read_text())["image_ids"]
+    prov = stage_provenance(params, "detect_original")
+    assert len(read_original_detect(tmp_path / "original" / "detect", prov, ids, 2).detections) == 2
+    with pytest.raises(DataError, match=r"made with 2 detector seeds, detect\.seeds is 1"):
+        read_original_detect(tmp_path / "original" / "detect", prov, ids, 1)

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 
 from pipeline.config import ConfigError, build
+from pipeline.evaluate.ap import average_precision, mean_ap
 from pipeline.evaluate.config import ClassifyConfig
 from pipeline.evaluate.lowshot import (
     evaluate_lowshot,
     lowshot_sample,
     plot_lowshot,
+    plot_lowshot_diff,
     sample_rng,
     short_classes,
 )
@@ -72,11 +74,21 @@ def test_lowshot_end_to_end_small():
     # "scn": the same items, other features (a noisier copy)
     xtr2 = xtr + np.random.default_rng(5).normal(size=xtr.shape)
     xte2 = xte + np.random.default_rng(6).normal(size=xte.shape)
+    scores: dict = {}
     out = evaluate_lowshot(
         {"original": (xtr, ytr), "scn": (xtr2, ytr)},
         {"original": (xte, yte), "scn": (xte2, yte)},
-        ("a", "b", "c"), [1, 4, 16, 40], 3, COSTS, 3, 0,
+        ("a", "b", "c"), [1, 4, 16, 40], 3, COSTS, 3, 0, scores_out=scores,
     )  # fmt: skip
+    # each draw's test scores, kept out of the record: their mAP is the draw's mAP
+    assert set(scores) == {"original", "scn"} and "scores" not in out["scn"]
+    for net, per_k in scores.items():
+        assert sorted(per_k) == [1, 4, 16]
+        for i, k in enumerate(out["k"]):
+            assert per_k[k].shape == (3, len(yte), 3)
+            got = [mean_ap(average_precision(s[:, c], yte[:, c]) for c in range(3))
+                   for s in per_k[k]]  # fmt: skip
+            np.testing.assert_allclose(got, out[net]["maps"][i], atol=1e-6)
     assert out["k"] == [1, 4, 16] and out["n_samples"] == 3
     assert out["skipped_k"] == {"40": ["a", "b", "c"]}  # fewer than 40 positives
     assert set(out["negatives_capped"]) == {"1", "4", "16"}
@@ -123,6 +135,13 @@ def test_lowshot_plot(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     plot_lowshot(tmp_path / "off.png", {}, ("original", "scn"))  # disabled: still a PNG
     assert (tmp_path / "off.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    diffs = {s: {f"k{k}": {"diff": 0.02 * i, "lo": 0.02 * i - 0.01, "hi": 0.02 * i + 0.01,
+                           "verdict": "gain" if i else "no measurable difference"}
+                 for i, k in enumerate((1, 2, 4))} for s in ("obj", "img")}  # fmt: skip
+    plot_lowshot_diff(tmp_path / "diff.png", diffs, "SCN - original")
+    plot_lowshot_diff(tmp_path / "diff_off.png", {}, "SCN - original", "bootstrap disabled")
+    for name in ("diff.png", "diff_off.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_config_lowshot_keys():

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import shutil
 import subprocess
 from pathlib import Path
@@ -35,14 +37,16 @@ def test_make_repro_in_a_fresh_clone_without_the_venv_on_path(tmp_path):
     assert "pip install" not in run.stdout  # used the venv as it is
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
     for name in stages:
-        metrics = repo / "metrics" / f"{name}.json"
-        assert metrics.is_file(), f"stage {name} wrote no metrics"
-        assert json.loads(metrics.read_text())["stage"] == name
+        details = repo / "metrics" / "details" / f"{name}.json"
+        assert details.is_file(), f"stage {name} wrote no details"
+        assert json.loads(details.read_text())["stage"] == name
+        headline = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert headline[f"{name}_s"] > 0, name  # the DVC metric: the headline figures
     # the stages imported the clone's own pipeline package, not the venv's editable copy
     head = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=repo, check=True, capture_output=True, text=True
     ).stdout.strip()
-    code = json.loads((repo / "metrics" / "scenes.json").read_text())["code_version"]
+    code = json.loads((repo / "metrics" / "details" / "scenes.json").read_text())["code_version"]
     assert code.endswith("+" + head[:12]), (code, head)
     again = make(repo, "repro", venv)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -78,7 +82,7 @@ def test_dvc_repro_diagnose_on_a_folder_of_real_photos(tmp_path):
     write_real_photos(repo / "data" / "real")
     run = dvc(repo, "repro", "diagnose", timeout=1200)
     assert run.returncode == 0, run.stderr[-3000:]
-    m = json.loads((repo / "metrics" / "diagnose.json").read_text())
+    m = json.loads((repo / "metrics" / "details" / "diagnose.json").read_text())
     assert m["splits"] == {"eval_train": "train", "eval_test": "val", "scn": "train"}
     assert m["n_objects_total"] == {"train": 12, "test": 13}
     # only person (and bus) are present: every other VOC class has no AP, and is said so
@@ -90,19 +94,20 @@ def test_dvc_repro_diagnose_on_a_folder_of_real_photos(tmp_path):
 
 
 @pytest.mark.slow
-def test_method_doersch_reruns_training_and_evaluation_only(tmp_path):
+def test_method_doersch_reruns_training_and_evaluation_only(tmp_path, monkeypatch):
     """`dvc exp run -S method=doersch` after a repro: the switch is a param of train and
     of nothing upstream, so only train and the stages reading model.pt (classify, detect)
     run again; the evaluation stages read the Doersch bottom stream like the SCN's. The
     original network's evaluation (classify_original, detect_original) is not rerun: its
-    results are read back, and both networks are still reported side by side."""
+    results are read back, and both networks are still reported side by side. README's
+    `dvc exp show` views then print every headline figure readably."""
     repo = make_repo(tmp_path, tiny_params())
     first = dvc(repo, "repro")
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     assert "Running stage 'classify_original'" in first.stdout
     assert "Running stage 'detect_original'" in first.stdout
     originals = ("classify_original", "detect_original")
-    before = {n: (repo / "metrics" / f"{n}.json").read_text() for n in originals}
+    before = {n: (repo / "metrics" / "details" / f"{n}.json").read_text() for n in originals}
     orig_classify = json.loads(before["classify_original"])
     orig_detect = json.loads(before["detect_original"])
     params = yaml.safe_load((repo / "params.yaml").read_text())
@@ -118,10 +123,10 @@ def test_method_doersch_reruns_training_and_evaluation_only(tmp_path):
     assert ran == {"train", "classify", "detect"}, again.stdout[-3000:]
     for name in originals:
         assert f"Stage '{name}' didn't change" in again.stdout, again.stdout[-3000:]
-        assert (repo / "metrics" / f"{name}.json").read_text() == before[name]
-    train = json.loads((repo / "metrics" / "train.json").read_text())
+        assert (repo / "metrics" / "details" / f"{name}.json").read_text() == before[name]
+    train = json.loads((repo / "metrics" / "details" / "train.json").read_text())
     assert train["chance_accuracy"] == 0.125 and 0 <= train["test_accuracy"] <= 1
-    classify = json.loads((repo / "metrics" / "classify.json").read_text())
+    classify = json.loads((repo / "metrics" / "details" / "classify.json").read_text())
     assert "map" in classify["obj"]["scn"] and "skipped" in classify["context"]
     for setting in ("obj", "img"):  # the original's results, read from classify_original
         assert classify[setting]["original"] == orig_classify[setting]["original"]
@@ -130,8 +135,48 @@ def test_method_doersch_reruns_training_and_evaluation_only(tmp_path):
         classify["lowshot"]["settings"]["obj"]["original"]
         == (orig_classify["lowshot"]["settings"]["obj"]["original"])
     )
-    detect = json.loads((repo / "metrics" / "detect.json").read_text())
-    assert "map" in detect["scn"] and detect["original"] == orig_detect["original"]
+    detect = json.loads((repo / "metrics" / "details" / "detect.json").read_text())
+    from pipeline.evaluate.detect_original import without_wall_clock
+
+    # read from result.json, which has no wall-clock figures (those are in the metrics)
+    assert "map" in detect["scn"] and detect["original"] == without_wall_clock(
+        orig_detect["original"]
+    )
     status = dvc(repo, "status", "--json")
     assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     assert (repo / "data" / "train" / "doersch_train.h5").is_file()
+    assert_exp_show_views_readable(repo, monkeypatch)
+
+
+def readme_exp_show_views() -> list[list[str]]:
+    """The `dvc exp show` commands README recommends (its "Configuration" block), as args."""
+    lines = (ROOT / "README.md").read_text().splitlines()
+    views = [shlex.split(line.split("#")[0]) for line in lines if line.startswith("dvc exp show ")]
+    assert len(views) >= 3, "README lists no `dvc exp show` views"
+    return views
+
+
+def assert_exp_show_views_readable(repo: Path, monkeypatch) -> None:
+    """Each README view of `dvc exp show` at 200 columns prints every headline figure it
+    selects (its --keep pattern) as a column with its value: no `…` anywhere."""
+    monkeypatch.setenv("COLUMNS", "200")
+    headline = {}
+    for path in (repo / "metrics").glob("*.json"):
+        headline.update(json.loads(path.read_text()))
+    assert {"obj_scn", "obj_diff", "obj_lo", "obj_hi", "det_diff", "headroom"} <= set(headline)
+    shown = set()
+    for args in readme_exp_show_views():
+        run = dvc(repo, *args[1:], "--no-pager")
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert "…" not in run.stdout, f"{' '.join(args)}:\n{run.stdout}"
+        keep = re.compile("|".join(a for i, a in enumerate(args) if args[i - 1] == "--keep"))
+        want = [name for name in headline if keep.match(name)]
+        assert want, args
+        rows = [line.split() for line in run.stdout.splitlines() if line.strip()]
+        header = next(r for r in rows if r and r[0] == "Experiment")
+        workspace = next(r for r in rows if r and r[0] == "workspace")
+        assert set(want) <= set(header), (args, header)
+        assert len(workspace) == len(header), (header, workspace)  # a value in every column
+        shown.update(want)
+    # every headline figure is in one view (the others are the seconds and skipped counts)
+    assert shown == set(headline), set(headline) - shown

@@ -193,3 +193,68 @@ def test_result_of_an_image_does_not_depend_on_the_previous_one():
     again = proposer(b)
     np.testing.assert_array_equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_sobel_maps_lie_on_the_quantisation_grid_and_follow_opencv():
+    import cv2
+
+    from pipeline.proposals.edges import EDGE_LEVELS, deterministic_sobel
+
+    img = _china()
+    edges, orient = SobelEdges(nms=False)(img)
+    np.testing.assert_array_equal(np.rint(edges.astype(np.float64) * EDGE_LEVELS) / EDGE_LEVELS,
+                                  edges)  # fmt: skip
+    k = orient.astype(np.float64) * EDGE_LEVELS / np.pi
+    assert np.abs(k - np.rint(k)).max() < 1e-3 and orient.max() < np.pi
+    # the float64 blur + Sobel is OpenCV's, to float32 precision of the gradient's scale
+    grey = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0
+    blurred = cv2.GaussianBlur(grey, (0, 0), 1.0)
+    gx, gy = deterministic_sobel(grey.astype(np.float64), 1.0)
+    for ours, theirs in ((gx, cv2.Sobel(blurred, cv2.CV_32F, 1, 0, ksize=3)),
+                         (gy, cv2.Sobel(blurred, cv2.CV_32F, 0, 1, ksize=3))):  # fmt: skip
+        assert np.abs(ours - theirs).max() <= 1e-5 * np.abs(theirs).max()
+
+
+_SIMD_SCRIPT = """
+import hashlib, sys
+import numpy as np
+sys.path.insert(0, {root!r})
+from tests.test_proposals_edgebox import _china
+from pipeline.proposals.config import EdgeBoxConfig
+from pipeline.proposals.edgebox import EdgeBoxProposer
+from pipeline.proposals.edges import SobelEdges
+img = _china()
+h = hashlib.sha256()
+for a in (*SobelEdges()(img), *EdgeBoxProposer(EdgeBoxConfig(min_size=8))(img)):
+    h.update(np.ascontiguousarray(a).tobytes())
+print(h.hexdigest())
+"""
+
+
+def test_sobel_edgeboxes_do_not_depend_on_the_cpus_simd_kernels():
+    """The maps and boxes are the same bits with numpy's and OpenCV's dispatched SIMD
+    kernels (AVX2, AVX-512 where the CPU has them) switched off, as on an older CPU."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    simd = [f for f in __cpu_dispatch__ if __cpu_features__.get(f) and f.startswith(("AVX", "FMA"))]
+    if not simd:
+        pytest.skip("this CPU has no AVX/FMA kernels to switch off")
+    root = str(Path(__file__).resolve().parent.parent)
+    script = _SIMD_SCRIPT.format(root=root)
+
+    def digest(env: dict[str, str]) -> str:
+        import os
+
+        out = subprocess.run([sys.executable, "-c", script], env={**os.environ, **env},
+                             capture_output=True, text=True, check=True, cwd=root)  # fmt: skip
+        return out.stdout.strip().splitlines()[-1]
+
+    plain = digest({})
+    reduced = digest(
+        {"NPY_DISABLE_CPU_FEATURES": " ".join(simd), "OPENCV_CPU_DISABLE": "AVX_512F,AVX2,FMA3,AVX"}
+    )
+    assert len(plain) == 64 and plain == reduced

@@ -64,7 +64,7 @@ def test_proposals_stage_writes_h5_and_metrics(tmp_path, tiny_voc):
         assert m["boxes_per_image"] == pytest.approx(props.n_boxes / n)
         assert 0 < m["recall_iou0.5"] <= 1 and m["recall_iou0.7"] <= m["recall_iou0.5"]
         assert m["images_per_s"] > 0
-    saved = json.loads((out / "metrics" / "proposals.json").read_text())
+    saved = json.loads((out / "metrics" / "details" / "proposals.json").read_text())
     assert saved["method"] == "edgebox" and set(saved["splits"]) == {"train", "test"}
 
 

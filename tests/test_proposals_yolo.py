@@ -100,13 +100,23 @@ def test_missing_or_broken_weights_name_the_file(tmp_path, tiny_voc):
 
 
 @pytest.mark.slow
-def test_train_one_epoch_offline_then_mine_boxes(tmp_path, tiny_voc, no_network):
+def test_train_one_epoch_offline_then_mine_boxes(tmp_path, tiny_voc, no_network, caplog):
     params = make_params(tmp_path, tiny_voc, conf=0.0, max_det=7)
-    metrics = stage_script("yolo")(params)
+    with caplog.at_level("INFO", logger="pipeline.proposals.yolo"):
+        metrics = stage_script("yolo")(params)
     weights = params.paths.yolo_dir / YOLO_WEIGHTS
     assert metrics["trained"] is True and weights.is_file()
     assert metrics["images"] == 4 and metrics["boxes"] > 0 and len(metrics["weights_sha256"]) == 64
-    assert json.loads((params.paths.yolo_dir / YOLO_MARKER).read_text())["trained"] is True
+    # progress: one log line per epoch with its losses (ultralytics' own output is captured)
+    assert [m for m in caplog.messages if m.startswith("yolo epoch 1/1: box_loss ")]
+    marker = json.loads((params.paths.yolo_dir / YOLO_MARKER).read_text())
+    assert marker["trained"] is True and metrics["train_seconds"] > 0
+    assert "train_seconds" not in marker  # a dependency of the proposal stages: no timings
+    import torch
+
+    ckpt = torch.load(weights, map_location="cpu", weights_only=False)
+    assert ckpt["date"] is None and "time" not in ckpt["train_results"]
+    assert "scn-yolo-" not in json.dumps(ckpt["train_args"])  # no temporary folder
     assert not list(params.paths.yolo_dir.parent.glob("*.tmp-*"))
 
     ds = open_split(params.dataset_ref, "test")

@@ -225,6 +225,45 @@ def test_render_results_lowshot_table_has_original_ceiling_and_scn_per_seed_mean
     assert "## Low-shot" not in render_results(runs, context())
 
 
+def test_render_results_lowshot_differences_pooled_over_seeds_with_verdicts():
+    """Per k, the mean over the seeds of SCN - original low-shot mAP, with the interval of
+    pooled_interval over the seeds' records (classify's, already pooled over the draws);
+    one seed: the run's own ``lowshot_diff``; a run without its record: no interval."""
+    noise = np.linspace(-0.01, 0.01, 400)
+    runs = [seed_run(s, 0.45, np.zeros(10)) for s in (0, 1)]
+    for r, shift in zip(runs, (0.04, 0.08), strict=True):
+        r.metrics["classify"]["lowshot"] = {"k": [1, 2], "n_samples": 5, "settings": {"obj": {
+            "k": [1, 2],
+            "original": {"map_mean": [0.25, 0.45], "map_std": [0.01, 0.01]},
+            "scn": {"map_mean": [0.25 + shift, 0.45], "map_std": [0.01, 0.01]}}}}  # fmt: skip
+        for k, d in ((1, shift), (2, 0.0)):
+            r.bootstrap[f"lowshot_obj_k{k}"] = {"value": d, "diffs": d + noise, "seed": 0,
+                                                "n_boot": 400, "n_test": 83}  # fmt: skip
+    text = render_results(runs, context())
+    section = text[text.index("## Low-shot") : text.index("## Table 1")]
+    assert "trained - original (points) with the paired bootstrap 95% interval" in section
+    k1 = pooled_interval(np.array([0.04, 0.08]), np.stack([0.04 + noise, 0.08 + noise]), seed=0)
+    k2 = pooled_interval(np.zeros(2), np.stack([noise, noise]), seed=0)
+    assert k1.verdict == "gain" and k2.verdict == "no measurable difference"
+    cells = [f"+6.00 [{100 * k1.ci_low:+.2f}, {100 * k1.ci_high:+.2f}]: gain",
+             f"+0.00 [{100 * k2.ci_low:+.2f}, {100 * k2.ci_high:+.2f}]: no measurable "
+             "difference"]  # fmt: skip
+    assert f"| edgebox SCN (2 seeds) | {cells[0]} | {cells[1]} |" in section
+    del runs[1].bootstrap["lowshot_obj_k1"]  # no record: the mean, no interval, no verdict
+    section = render_results(runs, context())
+    assert f"| edgebox SCN (2 seeds) | +6.00 | {cells[1]} |" in section
+    one = runs[:1]  # one seed: its own interval from the metrics
+    one[0].metrics["classify"]["lowshot_diff"] = {
+        "obj": {
+            "k1": {"diff": 0.04, "lo": 0.01, "hi": 0.07, "verdict": "gain"},
+            "k2": {"diff": 0.0, "lo": -0.02, "hi": 0.02, "verdict": "no measurable difference"},
+        }
+    }
+    section = render_results(one, context())
+    assert ("| edgebox SCN | +4.00 [+1.00, +7.00]: gain | +0.00 [-2.00, +2.00]: no measurable "
+            "difference |") in section  # fmt: skip
+
+
 def test_render_results_flags_originals_that_differ():
     a = Run("bbox", "results-bbox", "ok", 1.0, "b" * 40, BASE,
             fake_metrics((0.40, 0.45), (0.6, 0.6), (0.3, 0.3)))  # fmt: skip
@@ -246,7 +285,7 @@ def test_helpers_and_argument_checks():
     }
     args = parse_args(["--proposals", "bbox,random", "--set", "train.epochs=1"])
     assert args.mechanisms == ["bbox", "random"] and args.sets == ["train.epochs=1"]
-    assert args.baseline_names == ["doersch"]  # run by default
+    assert args.baseline_names == ["doersch", "control"]  # run by default
     assert parse_args(["--baselines", ""]).baseline_names == []
     assert args.seeds == 3 and parse_args(["--seeds", "1"]).seeds == 1
     assert not args.reuse and parse_args(["--reuse"]).reuse
@@ -321,10 +360,10 @@ def test_results_script_runs_two_mechanisms_as_dvc_experiments(experiment_repo):
 
     for mech in ("bbox", "random"):
         names = (f"results-{mech}", f"results-{mech}-seed1")  # train.seed 0 and 1
-        classify = [exp_file(repo, n, "metrics/classify.json") for n in names]
-        detect = [exp_file(repo, n, "metrics/detect.json") for n in names]
-        train = [exp_file(repo, n, "metrics/train.json") for n in names]
-        pairs = exp_file(repo, names[0], "metrics/pairs.json")
+        classify = [exp_file(repo, n, "metrics/details/classify.json") for n in names]
+        detect = [exp_file(repo, n, "metrics/details/detect.json") for n in names]
+        train = [exp_file(repo, n, "metrics/details/train.json") for n in names]
+        pairs = exp_file(repo, names[0], "metrics/details/pairs.json")
         assert train[0]["test_loss"] != train[1]["test_loss"]  # another seed, another model
         obj = [c["obj"] for c in classify]
         assert obj[0]["original"] == obj[1]["original"]  # the same original network
@@ -361,7 +400,7 @@ def test_results_script_runs_two_mechanisms_as_dvc_experiments(experiment_repo):
         assert all("| ok |" in line for line in experiments[:2])
         assert f'`proposal="{mech}"`' in experiments[0] and "train.seed" not in experiments[0]
         assert "`train.seed=1`" in experiments[1] and "`train.epochs=1`" in experiments[1]
-    synthetic = exp_file(repo, "results-bbox", "metrics/synthetic.json")
+    synthetic = exp_file(repo, "results-bbox", "metrics/details/synthetic.json")
     assert f"| {synthetic['test_mse_no_offset']:.4g} |" in row(text, "ours", "## Figure 3")
 
 
@@ -397,7 +436,24 @@ def test_ablation_variants_each_start_from_the_base_params(experiment_repo, tmp_
     assert seen["second"]["train"]["epochs"] == 1
     text = out.read_text()
     for name in ("first", "second"):
-        detect = exp_file(repo, f"ablation-{name}", "metrics/detect.json")
+        detect = exp_file(repo, f"ablation-{name}", "metrics/details/detect.json")
         line = next(s for s in text.splitlines() if s.startswith(f"| `{name}` |"))
         assert "| ok |" in line
         assert f"{100 * detect['scn']['map']:.2f}" in line
+
+
+def test_every_run_sets_back_what_a_baseline_changed():
+    """`dvc exp run -S` leaves its edits in the workspace: the runs after the shuffled-pairs
+    control (and its drift-matched twin) must not inherit train.pairs or train.lr."""
+    from experiments import results
+
+    text = "method: scn\ntrain:\n  lr: 1.6e-06\n  pairs: real\n"
+    assert results.baseline_resets(text, ["proposal=bbox", "method=scn"]) == ["train.pairs=real"]
+    assert results.baseline_resets(text, ["train.pairs=shuffled"]) == ["method=scn"]
+    args = results.parse_args(["--control-lr", "3e-05"])
+    try:
+        assert args.baseline_names == ["doersch", "control", "control-drift"]
+        assert results.BASELINES["control-drift"] == ("train.pairs=shuffled", "train.lr=3e-05")
+        assert "train.lr=1.6e-06" in results.baseline_resets(text, ["method=scn"])
+    finally:
+        results.BASELINES.pop("control-drift", None)

@@ -19,6 +19,7 @@ from pipeline.errors import DataError
 from pipeline.params import Params
 from pipeline.runner import stage_script
 from pipeline.targets import cache
+from tests.helpers.numeric import assert_close_rel
 from tests.helpers.voc import TINY_CLASSES, write_tiny_voc
 
 SIZE = 64
@@ -120,8 +121,8 @@ def test_cache_rows_equal_direct_forward(built, backbone) -> None:
         with cache.open_targets(root / "targets" / f"{split}.h5", exp) as fh:
             feats = fh["features"][:]
             assert feats.dtype == np.float32 and feats.shape == feats_ref.shape
-            np.testing.assert_allclose(feats, feats_ref, rtol=1e-4, atol=1e-4)
-            np.testing.assert_allclose(fh["trunk"][:], trunk_ref, rtol=1e-4, atol=1e-4)
+            assert_close_rel(feats, feats_ref)  # other batches: other kernels' rounding
+            assert_close_rel(fh["trunk"][:], trunk_ref)
             assert fh["trunk"].shape[1:] == (192, 2, 2)
             assert fh["features"].compression == "gzip" and fh["features"].chunks
             assert fh.attrs["trunk_layer"] == "block14" and fh.attrs["split"] == split
@@ -174,9 +175,8 @@ def test_float16_without_trunk(tmp_path: Path, backbone) -> None:
     feats_ref, _ = direct(root, "train", backbone)
     with cache.open_targets(out, {"dtype": "float16", "trunk_layer": ""}) as fh:
         assert "trunk" not in fh and fh["features"].dtype == np.float16
-        np.testing.assert_allclose(
-            fh["features"][:].astype(np.float32), feats_ref, rtol=1e-2, atol=1e-2
-        )
+        # float16 rounds each value to 2^-11 of itself, at most 4.9e-4 of the scale
+        assert_close_rel(fh["features"][:].astype(np.float32), feats_ref, rel=2e-3)
 
 
 def test_interrupted_run_leaves_no_final_file_and_rerun_succeeds(tmp_path, monkeypatch) -> None:

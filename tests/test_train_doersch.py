@@ -27,6 +27,7 @@ from pipeline.train.patch_grid import (
     project_colors,
     sample_grids,
 )
+from tests.helpers.numeric import assert_close_rel
 from tests.helpers.voc import write_tiny_voc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -211,7 +212,7 @@ def test_relative_position_is_learned_on_a_recoverable_toy_and_loads_like_the_sc
     assert h.shape == (3, original.feature_dim)
     assert not torch.allclose(h, original.features(x))  # the head trained
     trunk, _ = original.split("fc")
-    torch.testing.assert_close(trained.trunk(x), trunk(x))  # the trunk stayed frozen
+    assert_close_rel(trained.trunk(x), trunk(x))  # the trunk stayed frozen
     with pytest.raises(ValueError, match="method 'doersch', which has no context module"):
         trained.context(h, torch.zeros(3, 8))
     assert trained.backbone.detection_parts()[0] is not None  # what detect uses
@@ -248,8 +249,8 @@ def test_image_and_trunk_paths_feed_the_same_patches(tmp_path):
     a, b = from_trunk[rows], from_image[rows]
     assert torch.equal(a["label"], b["label"])
     with torch.no_grad():
-        torch.testing.assert_close(trunk(b["a"]), a["a"], atol=1e-5, rtol=1e-4)
-        torch.testing.assert_close(trunk(b["b"]), a["b"], atol=1e-5, rtol=1e-4)
+        assert_close_rel(trunk(b["a"]), a["a"])  # other batches: other kernels' rounding
+        assert_close_rel(trunk(b["b"]), a["b"])
     assert b["a"].shape == (4, 3, SIZE, SIZE)
     # colour dropping: two channels of each crop are (normalised) near-constant noise
     per_channel = b["a"].flatten(2).std(2)  # (4, 3)

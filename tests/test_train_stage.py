@@ -105,6 +105,8 @@ def test_stage_writes_model_plots_and_metrics(tmp_path, scope, trunk_cache, sour
     rows = list(csv.DictReader(open(tmp_path / "plots" / "train_loss.csv")))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert float(rows[1]["lr"]) == pytest.approx(1e-5)  # stepped after epoch 1
+    # wall-clock per epoch: in the metrics only, so the plot's bytes are the same run to run
+    assert "seconds" not in rows[0] and all(s > 0 for s in metrics["epoch_seconds"])
     assert (tmp_path / "plots" / "train_loss.png").read_bytes()[:4] == b"\x89PNG"
     trained = load_trained(out / "model.pt")
     assert trained.config["provenance"]["source"] == source

@@ -39,6 +39,12 @@ class DataConfig:
         None, help="VOCdevkit holding VOC2007 test when it is unpacked separately (VOCtest)"
     )
     scn_split: str = param("train", help="images whose proposals make the SCN training pairs")
+    scn_images: Path | None = param(
+        None,
+        help="null, or a folder of JPEG/PNG images (recursive) or a text file listing image "
+        "paths: the SCN pairs come from these unlabelled images instead of scn_split "
+        "(pipeline/data/images.py); evaluation stays on the dataset",
+    )
     eval_train_split: str = param("train", help="split that trains the SVMs / detector")
     eval_test_split: str = param("test", help="split that tests the SVMs / detector")
     on_error: Literal["skip", "fail"] = param(
@@ -47,6 +53,14 @@ class DataConfig:
     max_skip_fraction: float = param(
         0.05, ge=0.0, le=1.0, help="a stage fails when it skips more than this share"
     )
+
+    def validate(self) -> None:
+        if self.scn_images is not None and self.scn_split == self.eval_test_split:
+            raise ConfigError(
+                f"data.scn_split: {self.scn_split!r} is also data.eval_test_split, and with "
+                f"data.scn_images ({self.scn_images}) the SCN split's files hold those "
+                "images; allowed: a name other than data.eval_test_split"
+            )
 
 
 @dataclass(frozen=True)

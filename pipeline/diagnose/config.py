@@ -57,6 +57,14 @@ class DiagnoseConfig:
         help="ridge penalties of the no-training map [h1_j, o_ij] -> top target (inputs "
         "standardised); with several, chosen by 3-fold CV over images on the fit pairs",
     )
+    context_epochs: int = param(
+        15,
+        ge=1,
+        help="context module on the frozen features (Adam, per-pair mean loss, "
+        "b2 at the mean target, the best held-out epoch, patience 3): at most these epochs",
+    )
+    context_lr: float = param(1e-3, gt=0, help="that context module's Adam learning rate")
+    context_hidden: int = param(1024, ge=1, help="that context module's hidden units")
     match_iou: float = param(
         0.5, gt=0, le=1, help="a patch matches a ground-truth object at IoU >= this"
     )

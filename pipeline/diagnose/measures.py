@@ -16,21 +16,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.pairs.manifest import iou_matrix
+from pipeline.pairs.overlap import explained_share, pair_ious  # noqa: F401 (re-exported)
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- R^2
-
-
-def explained_share(y: np.ndarray, y_hat: np.ndarray) -> float:
-    """``1 - SSE / SST`` over all rows and dims of ``y`` (N, D); nan when ``y`` is constant."""
-    y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-    y_hat = np.asarray(y_hat, dtype=np.float64).reshape(len(y), -1)
-    sst = float(((y - y.mean(axis=0)) ** 2).sum())
-    if len(y) < 2 or sst <= 0:
-        return float("nan")
-    return 1.0 - float(((y - y_hat) ** 2).sum()) / sst
 
 
 def class_means(x: np.ndarray, labels: np.ndarray, n_labels: int) -> tuple[np.ndarray, np.ndarray]:
@@ -213,15 +204,3 @@ def match_labels(
     best_iou = iou[np.arange(len(iou)), best]
     labels = np.where(best_iou >= thr, np.asarray(gt_labels, dtype=np.int64)[best], background)
     return labels.astype(np.int64), best_iou
-
-
-def pair_ious(top_boxes: np.ndarray, bottom_boxes: np.ndarray) -> np.ndarray:
-    """(M,) IoU of each pair's two boxes (M, 4) and (M, 4)."""
-    a = np.asarray(top_boxes, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(bottom_boxes, dtype=np.float64).reshape(-1, 4)
-    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = w * h
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = union - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)

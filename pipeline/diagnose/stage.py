@@ -10,7 +10,12 @@ Cheap measures, each next to the baseline it must beat:
   images, seeded);
 - **ceiling**: the same protocol on h1 of the SCN-trainable head fine-tuned with the
   train objects' labels (:mod:`pipeline.diagnose.ceiling`); **headroom** = ceiling -
-  original, overall and per class;
+  original, overall and per class, and (``classify.bootstrap`` resamples, seeded by
+  ``diagnose.seed``) ``headroom.map_ci``: the paired bootstrap 95% interval of the
+  ceiling - original Obj difference over the test objects (classify's bootstrap,
+  :func:`pipeline.evaluate.bootstrap.paired_bootstrap`) and its ``half_width``: how fine
+  an Obj difference the test split can measure (issue 24's acceptance bar,
+  ``experiments/acceptance.py``);
 - **context**: on ordered pairs of ground-truth objects of one image (the classify
   stage's :func:`~pipeline.evaluate.classify.object_pairs` and offsets), the accuracy of
   predicting the top object's class from [one-hot bottom class, o_ij] (fit on train
@@ -24,7 +29,7 @@ Cheap measures, each next to the baseline it must beat:
   ``data.scn_split`` to fit, ``data.eval_test_split`` to test); (c) ``ridge_*``: a ridge
   map from the frozen original [h1_j, o_ij] (and h1_j or o_ij alone) to the top target:
   the no-training baseline a trained SCN must beat (compare with
-  ``metrics/train.json``'s ``test_explained``);
+  ``metrics/train.json``'s ``expl``, its ``test_explained``);
 - **proposals**: per split, the share of the pairs' patches matching a ground-truth
   object at IoU >= ``match_iou`` and the share of pairs whose two patches overlap less
   than ``diagnose.low_iou``.
@@ -35,11 +40,12 @@ context, ``class_gt``): they do not depend on the proposal mechanism, so they ar
 computed once per dataset, backbone and evaluation setting. ``diagnose``
 (:func:`run_diagnose`) takes the proposal pairs' measures (``oracle_proposals``,
 ``ridge_*``, proposals) and writes the whole diagnosis with the ground-truth part read
-from ``metrics/diagnose_objects.json``, checked to come from the same dataset, backbone,
+from ``metrics/details/diagnose_objects.json``, checked to come from the same dataset, backbone,
 weights, scope, input size and splits.
 
-Outputs: the returned metrics (``metrics/diagnose_objects.json`` and
-``metrics/diagnose.json`` via the runner), ``<paths.plots>/diagnose.png`` (diagnose) and
+Outputs: the returned metrics (``metrics/details/diagnose_objects.json`` and
+``metrics/details/diagnose.json`` via the runner, headline in ``metrics/<stage>.json``),
+``<paths.plots>/diagnose.png`` (diagnose) and
 ``<paths.plots>/diagnose_lowshot.png`` (diagnose_objects: the low-shot Obj protocol of
 classify, ``classify.lowshot_k`` and ``lowshot_samples``, for the original network and the
 ceiling on the same draws; classify's plot has SCN's).
@@ -55,21 +61,27 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pipeline.data.images import open_scn_split
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.diagnose.ceiling import head_features, train_ceiling
 from pipeline.diagnose.measures import (
     class_mean_r2,
+    class_means,
     context_predictability,
     match_labels,
     pair_ious,
+    ridge_predictions,
     ridge_r2,
 )
 from pipeline.errors import DataError
+from pipeline.evaluate.bootstrap import paired_bootstrap
 from pipeline.evaluate.classify import context_offsets, object_pairs
 from pipeline.evaluate.features import Extractor, ObjectTable, compute_features
 from pipeline.evaluate.lowshot import evaluate_lowshot, plot_lowshot
 from pipeline.evaluate.svm import train_and_test
+from pipeline.models.context import fit_on_features
+from pipeline.pairs.overlap import SUBSETS, overlapping, split_explained
 from pipeline.seed import seed_everything
 
 if TYPE_CHECKING:
@@ -166,7 +178,8 @@ def proposal_pairs(
     rng: np.random.Generator,
 ) -> dict:
     """Quality of the pairs of ``pairs_file`` against the ground truth of ``ds``, and a
-    seeded sample of at most ``cfg.max_pairs`` of them with their top-stream features."""
+    seeded sample of at most ``cfg.max_pairs`` of them with their top-stream features.
+    Unannotated images (``data.scn_images``) have no quality and no ``top_label`` (None)."""
     from pipeline.pairs.manifest import read_manifest
     from pipeline.targets.cache import expected_attrs, open_targets
 
@@ -174,6 +187,7 @@ def proposal_pairs(
         raise DataError(pairs_file, "pairs file not found (run the pairs stage)", "missing_pairs")
     m = read_manifest(pairs_file)
     n_classes = len(ds.classes)
+    annotated = getattr(ds, "annotated", True)
     in_split = set(ds.ids)
     known = np.array([image_id in in_split for image_id in m.image_ids], dtype=bool)
     if not known.any():
@@ -188,6 +202,9 @@ def proposal_pairs(
         rows = np.flatnonzero(m.patch_image == k)
         if not known[k] or len(rows) == 0:
             continue
+        if not annotated:
+            label[rows] = n_classes  # kept; no class is known
+            continue
         im = ds.by_id(image_id)
         gt = np.array([o.box for o in im.objects], dtype=np.float64).reshape(-1, 4)
         cls = np.array([ds.classes.index(o.name) for o in im.objects], dtype=np.int64)
@@ -201,10 +218,13 @@ def proposal_pairs(
         "share_patches_matching": _num(np.mean(label[ok_patch] < n_classes)),
         "pairs": len(top),
         "share_pairs_low_iou": _num(np.mean(iou < cfg.low_iou)) if len(top) else None,
+        "share_pairs_overlapping": _num(np.mean(overlapping(iou))) if len(top) else None,
     }
+    if not annotated:
+        quality = None
     if len(top) > cfg.max_pairs:
         pick = np.sort(rng.choice(len(top), size=cfg.max_pairs, replace=False))
-        top, bottom, offset = top[pick], bottom[pick], offset[pick]
+        top, bottom, offset, iou = top[pick], bottom[pick], offset[pick], iou[pick]
     need = np.unique(np.concatenate([top, bottom]))
     fh = open_targets(targets_file, expected_attrs(bb, pairs_path=pairs_file))
     with fh:
@@ -217,8 +237,9 @@ def proposal_pairs(
         "target": feats[ti],  # (M, D)
         "h1": feats[bi],  # (M, D): the frozen original = the top stream
         "offset": np.asarray(offset, dtype=np.float64),  # (M, 8)
-        "top_label": label[top],  # (M,) class or n_classes (background)
+        "top_label": label[top] if annotated else None,  # (M,) class or n_classes (background)
         "image": m.patch_image[top].astype(np.int64),  # (M,) image of each pair
+        "iou": iou,  # (M,) IoU of each pair's two patches
     }
 
 
@@ -282,9 +303,11 @@ def object_diagnostics(
     solver: str = "newton",
     lowshot_k: tuple[int, ...] = (),
     lowshot_samples: int = 1,
+    bootstrap: int = 0,
 ) -> dict:
     """The measures that need only the ground truth of ``datasets`` (roles ``train`` and
-    ``test``): original and ceiling Obj mAP, headroom, context predictability and the
+    ``test``): original and ceiling Obj mAP, headroom (with ``bootstrap`` > 0, its paired
+    bootstrap interval over the test objects), context predictability and the
     share of target variance explained by the top object's class on ground-truth pairs;
     with ``lowshot_k``, the low-shot Obj protocol (classify's, :mod:`pipeline.evaluate.lowshot`)
     for the original network and the ceiling on the same draws (``lowshot``).
@@ -301,18 +324,19 @@ def object_diagnostics(
     obj = {r: object_trunks(ds, ext, trunk_shape, cfg.batch_size) for r, ds in datasets.items()}
     seconds["trunk"] = time.perf_counter() - t0
 
-    def svm(feats: dict[str, np.ndarray], name: str) -> dict:
+    def svm(feats: dict[str, np.ndarray], name: str):
         res = train_and_test(
             feats["train"], obj["train"]["labels"], feats["test"], obj["test"]["labels"],
             classes, costs, cv_folds, cfg.seed, desc=f"obj {name}", workers=cfg.workers,
             solver=solver, device=device,
         )  # fmt: skip
         log.info("obj %s: mAP %.4f (11-point %.4f)", name, res.map, res.map_11point)
-        return res.to_dict()
+        return res
 
     t = time.perf_counter()
     h1 = {r: head_features(head, obj[r]["x"], cfg.batch_size, device) for r in obj}
-    original = svm(h1, "original")
+    original_fit = svm(h1, "original")
+    original = original_fit.to_dict()
     seconds["original"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -324,7 +348,8 @@ def object_diagnostics(
         device=device,
     )  # fmt: skip
     tuned = {r: head_features(ceiling_fit.head, obj[r]["x"], cfg.batch_size, device) for r in obj}
-    ceiling = svm(tuned, "ceiling")
+    ceiling_svm = svm(tuned, "ceiling")
+    ceiling = ceiling_svm.to_dict()
     ceiling["training"] = ceiling_fit.to_dict()
     seconds["ceiling"] = time.perf_counter() - t
 
@@ -339,6 +364,14 @@ def object_diagnostics(
             for c in classes
         },
     }  # fmt: skip
+    if bootstrap:
+        t = time.perf_counter()
+        ci = paired_bootstrap(original_fit.scores, ceiling_svm.scores, obj["test"]["labels"],
+                              bootstrap, cfg.seed)  # fmt: skip
+        headroom["map_ci"] = {**ci.to_dict(), "half_width": _num((ci.ci_high - ci.ci_low) / 2)}
+        log.info("headroom %.4f, 95%% interval [%.4f, %.4f] over %d test objects",
+                 ci.value, ci.ci_low, ci.ci_high, len(obj["test"]["labels"]))  # fmt: skip
+        seconds["headroom_bootstrap"] = time.perf_counter() - t
 
     lowshot: dict = {"k": list(lowshot_k), "n_samples": lowshot_samples, "settings": {}}
     if lowshot_k:
@@ -393,13 +426,15 @@ def run_diagnose_objects(
     solver: str = "newton",
     lowshot_k: tuple[int, ...] = (),
     lowshot_samples: int = 1,
+    bootstrap: int = 0,
 ) -> dict:
     """DVC stage ``diagnose_objects``: the ground-truth part of the diagnosis
     (:func:`object_diagnostics`) on the (train, test) ``eval_splits``, and the low-shot
     plot. It reads no proposal, pair or target cache, so it runs once per dataset,
     backbone and evaluation setting: an experiment that changes the proposal mechanism
     reruns only stage ``diagnose``, which reads these metrics. SVMs: ``costs``,
-    ``cv_folds``, ``solver``, low-shot ``lowshot_k`` and ``lowshot_samples`` (classify's)."""
+    ``cv_folds``, ``solver``, low-shot ``lowshot_k`` and ``lowshot_samples``, and the
+    headroom's ``bootstrap`` resamples (classify's)."""
     from pipeline.backbones import build_backbone
 
     rng = seed_everything(cfg.seed)
@@ -414,7 +449,7 @@ def run_diagnose_objects(
     bb = build_backbone(backbone, net.weights, input_size=net.input_size)
     part = object_diagnostics(
         datasets, bb, net.scope, cfg, costs, cv_folds, offset_scale, device, rng, seconds, solver,
-        lowshot_k, lowshot_samples,
+        lowshot_k, lowshot_samples, bootstrap,
     )  # fmt: skip
     nets = ("original", "ceiling")
     plot_lowshot(paths.plot_file(LOWSHOT_PLOT), part["lowshot"]["settings"], nets)
@@ -487,7 +522,8 @@ def run_diagnose(
     """DVC stage ``diagnose`` (module docstring): the proposal pairs of ``scn_split`` (fit)
     and of the test split of ``eval_splits`` (test) with their target caches, next to the
     ground-truth part read from stage ``diagnose_objects``'s metrics; writes the whole
-    diagnosis (``metrics/diagnose.json``, the same keys either part computes) and its plot."""
+    diagnosis (``metrics/details/diagnose.json``, the same keys either part computes) and
+    its plot."""
     from pipeline.backbones import build_backbone
 
     rng = seed_everything(cfg.seed)
@@ -503,11 +539,11 @@ def run_diagnose(
                                 f"missing_{what}")  # fmt: skip
     bb = build_backbone(backbone, net.weights, input_size=net.input_size)
     obj_part = read_object_diagnostics(
-        paths.metrics_file(OBJECTS_STAGE), provenance_keys(dataset_ref, bb, net.scope, eval_splits)
+        paths.details_file(OBJECTS_STAGE), provenance_keys(dataset_ref, bb, net.scope, eval_splits)
     )
     full = {
-        split: open_split(dataset_ref, split, check_images=False, stage="diagnose")
-        for split in pair_splits
+        split: open_scn_split(dataset_ref, split, check_images=False, stage="diagnose")
+        for split in pair_splits  # the SCN split: data.scn_images when set
     }
     classes = dataset_ref.classes
     n_classes = len(classes)
@@ -522,8 +558,12 @@ def run_diagnose(
         for split in pair_splits
     }
     fit, test = prop[scn_split], prop[eval_splits[1]]
-    oracle = class_mean_r2(
-        fit["target"], fit["top_label"], test["target"], test["top_label"], n_classes + 1
+    oracle = (  # unknown on unannotated data.scn_images
+        None
+        if fit["top_label"] is None
+        else class_mean_r2(
+            fit["target"], fit["top_label"], test["target"], test["top_label"], n_classes + 1
+        )
     )
     both_fit = np.concatenate([fit["h1"], fit["offset"]], axis=1)
     both_test = np.concatenate([test["h1"], test["offset"]], axis=1)
@@ -532,7 +572,7 @@ def run_diagnose(
         "ridge_h1": (fit["h1"], test["h1"]),
         "ridge_offset": (fit["offset"], test["offset"]),
     }
-    ridge, ridge_alpha = {}, {}
+    ridge, ridge_alpha, ridge_split = {}, {}, {}
     for key, (xf, xt) in inputs.items():
         # h1 alone reuses the penalty chosen for [h1, o] (same 1280 inputs but 8): one
         # costly cross-validation instead of two
@@ -540,11 +580,36 @@ def run_diagnose(
         ridge[key], ridge_alpha[key] = ridge_r2(
             xf, fit["target"], xt, test["target"], alphas, groups=fit["image"]
         )
+        if key == "ridge_h1_offset":  # the no-training baseline, split by overlap
+            pred = ridge_predictions(xf, fit["target"], xt, (ridge_alpha[key],))[0]
+            ridge_split[key] = split_explained(test["target"], pred, test["iou"])
+    split: dict[str, dict[str, float]] = {"ridge_h1_offset": ridge_split["ridge_h1_offset"]}
+    if fit["top_label"] is not None:
+        means, _ = class_means(fit["target"], fit["top_label"], n_classes + 1)
+        split["oracle_proposals"] = split_explained(
+            test["target"], means[test["top_label"]], test["iou"]
+        )
+    # the context module on the frozen features: the most context teaches them today
+    pred, context_epoch = fit_on_features(
+        (fit["h1"], fit["offset"], fit["target"]),
+        (test["h1"], test["offset"], test["target"]),
+        hidden=cfg.context_hidden,
+        epochs=cfg.context_epochs,
+        lr=cfg.context_lr,
+        seed=cfg.seed,
+    )
+    split["context_frozen"] = split_explained(test["target"], pred, test["iou"])
     seconds["proposal_pairs"] = time.perf_counter() - t
     targets = {
         "class_gt": obj_part["class_gt"],
         "oracle_proposals": _num(oracle),
         **{k: _num(v) for k, v in ridge.items()},
+        "context_frozen": _num(split["context_frozen"]["all"]),
+        "context_frozen_epoch": context_epoch,
+        # each share on the test pairs whose patches overlap (IoU >= 0.05: a copy shortcut)
+        # and on the others, where context is the only signal
+        **{f"{k}_{sub}": _num(v[sub]) for k, v in split.items() for sub in SUBSETS},
+        "test_share_overlapping": _num(split["ridge_h1_offset"]["share_overlap"]),
         "n_gt_pairs": obj_part["n_gt_pairs"],
         "n_proposal_pairs": {"fit": len(fit["target"]), "test": len(test["target"])},
         "ridge_alpha": ridge_alpha,
@@ -558,6 +623,8 @@ def run_diagnose(
         "R2 class (GT)": targets["class_gt"],
         "R2 oracle (proposals)": targets["oracle_proposals"],
         "R2 ridge [h1, o]": targets["ridge_h1_offset"],
+        "R2 ridge [h1, o], no overlap": targets["ridge_h1_offset_nonoverlap"],
+        "R2 context (frozen), no overlap": targets["context_frozen_nonoverlap"],
         "patches matching GT": test["quality"]["share_patches_matching"],
     }
     plot_diagnose(paths.plot_file(PLOT_NAME), classes, original, ceiling, shares)
@@ -576,7 +643,7 @@ def run_diagnose(
         "lowshot": obj_part["lowshot"],
         "context": context,
         "targets": targets,
-        "proposals": {split: prop[split]["quality"] for split in pair_splits},
+        "proposals": {s: prop[s]["quality"] for s in pair_splits if prop[s]["quality"]},
         "match_iou": cfg.match_iou,
         "low_iou": cfg.low_iou,
         "phase_seconds": {k: round(v, 3) for k, v in seconds.items()},

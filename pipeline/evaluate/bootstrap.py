@@ -12,7 +12,12 @@ each, and the difference mAP_b - mAP_a recorded. The 95% interval is the 2.5th a
 The resamples depend only on the test set's size, the number of resamples and the seed,
 so runs of several SCN training seeds evaluated on one test set share them;
 :func:`pooled_interval` then bootstraps the mean difference over seeds and test items
-together (``experiments/results.py`` with ``--seeds``).
+together (``experiments/results.py`` with ``--seeds``). The low-shot protocol's difference
+(:func:`draws_differences`) is pooled the same way over its draws: each draw's SVMs are
+resampled on the same test resamples, and resample b averages the draws of a resample of
+the draws (a two-way bootstrap over test items x draws; pooled over training seeds too,
+a three-way one, since every seed's run shares the draws, the draw resamples and the
+test resamples).
 
 A resample is held as per-item counts (B, M), so one class's AP over many resamples is a
 few cumulative sums over the items sorted once by score (:func:`weighted_ap`): a copy of
@@ -25,6 +30,7 @@ expanded array, which differs only when two different items share a score).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,6 +72,16 @@ class Interval:
             "verdict": self.verdict,
         }
 
+    def to_short_dict(self) -> dict:
+        """The difference, its interval and verdict only (``diff``, ``lo``, ``hi``,
+        ``verdict``): the low-shot metrics' entry per k."""
+        return {
+            "diff": round(self.value, 6),
+            "lo": round(self.ci_low, 6),
+            "hi": round(self.ci_high, 6),
+            "verdict": self.verdict,
+        }
+
 
 def resample_counts(m: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """(n_boot, m) counts: how often each of m items is drawn in each resample of size m."""
@@ -84,11 +100,27 @@ def weighted_ap(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> 
     """
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels)
+    w = np.asarray(weights, dtype=np.float64)
     order = np.argsort(-s, kind="mergesort")  # stable: ties keep item order
-    pos = (y[order] == 1).astype(np.float64)  # (M,)
-    neg = (y[order] == -1).astype(np.float64)
-    w = np.asarray(weights, dtype=np.float64)[:, order]  # (B, M)
-    total, n_pos = ranked_envelope_sum(w, pos, neg)  # n_pos: positive copies
+    ranked = order[y[order] != 0]  # difficult items take no rank
+    at = np.flatnonzero(y[ranked] == 1)  # (P,) the positives' places among them
+    if not len(at):
+        return np.full(len(w), np.nan)
+    # the sums of ranked_envelope_sum at the positives only (the envelope's maximum is
+    # taken over them): each positive's copies, and the negative copies ranked before it as
+    # segment sums between consecutive positives (a segment ends at its positive, so its
+    # sum holds that positive's copies too). Counts are integers: the sums are exact.
+    wp = w[:, ranked[at]]  # (B, P)
+    starts = np.concatenate([[0], at[:-1] + 1])
+    seg = np.add.reduceat(w[:, ranked[: at[-1] + 1]], starts, axis=1)  # (B, P)
+    tp = np.cumsum(wp, axis=1)  # positive copies ranked so far
+    fp = np.cumsum(seg - wp, axis=1)  # negative copies ranked before each positive
+    counted = wp > 0  # positives drawn at least once
+    with np.errstate(invalid="ignore", divide="ignore"):
+        prec = np.where(counted, tp / (tp + fp), -np.inf)  # at each one's last copy
+    env = np.maximum.accumulate(prec[:, ::-1], axis=1)[:, ::-1]  # max precision at rank >= r
+    total = (wp * np.where(counted, env, 0.0)).sum(axis=1)
+    n_pos = tp[:, -1]
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(n_pos > 0, total / n_pos, np.nan)
 
@@ -151,19 +183,27 @@ def bootstrap_differences(
     nan where a resample has no positive at all). The resamples depend only on the number
     of test items, ``n_boot`` and ``seed``: two model pairs scored on the same test set
     with the same seed share every resample (what :func:`pooled_interval` needs)."""
+    values, diffs = _shared_resamples([(scores_a, scores_b)], labels, n_boot, seed)
+    return float(values[0]), diffs[0]
+
+
+def _shared_resamples(
+    pairs: list[tuple[np.ndarray, np.ndarray]], labels: np.ndarray, n_boot: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`bootstrap_differences` of several (scores_a, scores_b) pairs on the same
+    test items, every pair on the same resamples (drawn once): (S,) values, (S, n_boot)."""
     if n_boot < 1:
         raise ValueError(f"n_boot: {n_boot} is not allowed; allowed: >= 1")
-    a, b, y = _paired_columns(scores_a, scores_b, labels)
-    m = len(y)
-    value = float(map_differences(a, b, y, np.ones((1, m)))[0])
+    cols = [_paired_columns(a, b, labels) for a, b in pairs]
+    m = len(np.asarray(labels))
+    values = np.array([map_differences(a, b, y, np.ones((1, m)))[0] for a, b, y in cols])
     rng = np.random.default_rng(seed)
-    diffs = np.concatenate(
-        [
-            map_differences(a, b, y, resample_counts(m, min(CHUNK, n_boot - s), rng))
-            for s in range(0, n_boot, CHUNK)
-        ]
-    )  # (n_boot,)
-    return value, diffs
+    diffs = np.empty((len(cols), n_boot))
+    for start in range(0, n_boot, CHUNK):
+        w = resample_counts(m, min(CHUNK, n_boot - start), rng)
+        for i, (a, b, y) in enumerate(cols):
+            diffs[i, start : start + len(w)] = map_differences(a, b, y, w)
+    return values, diffs
 
 
 def percentile_interval(
@@ -216,20 +256,59 @@ def pooled_interval(
         raise ValueError(
             f"values {v.shape} and diffs {d.shape}: expected (S,) and (S, B) with S >= 1"
         )
+    return percentile_interval(float(v.mean()), pooled_differences(d, seed), d.shape[1], level)
+
+
+def pooled_differences(diffs: np.ndarray, seed: int | Sequence[int]) -> np.ndarray:
+    """(B,) the mean over a resample of the S rows of ``diffs`` (S, B) on each column b:
+    column b draws S rows with replacement (seeded by ``seed``, anything
+    ``np.random.default_rng`` takes) and averages them (nan ones left out). One row: itself."""
+    d = np.asarray(diffs, dtype=np.float64)
+    if d.ndim != 2 or not len(d):
+        raise ValueError(f"diffs {d.shape}: expected (S, B) with S >= 1")
     s, b = d.shape
     if s == 1:
-        pooled = d[0]
-    else:
-        pick = np.random.default_rng(seed).integers(0, s, size=(b, s))  # (B, S) seeds drawn
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a column that is all nan
-            pooled = np.nanmean(d[pick, np.arange(b)[:, None]], axis=1)  # (B,)
-    return percentile_interval(float(v.mean()), pooled, b, level)
+        return d[0]
+    pick = np.random.default_rng(seed).integers(0, s, size=(b, s))  # (B, S) rows drawn
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a column that is all nan
+        return np.nanmean(d[pick, np.arange(b)[:, None]], axis=1)  # (B,)
+
+
+# the stream of the draw resamples, apart from the test resamples' (both from one seed)
+DRAWS_STREAM = 1
+
+
+def draws_differences(
+    scores_a: np.ndarray, scores_b: np.ndarray, labels: np.ndarray, n_boot: int, seed: int
+) -> tuple[float, np.ndarray]:
+    """The low-shot difference mAP_b - mAP_a over S draws and its bootstrap distribution.
+
+    ``scores_a``, ``scores_b`` (S, M, C): the two models' test decision values of each
+    draw's SVMs (draw s of both fitted on the same training items); ``labels`` (M, C).
+    Returns the mean over the draws of each draw's difference on the full test set, and
+    (n_boot,) its resampled values: every draw is resampled on the same test resamples
+    (:func:`bootstrap_differences` with ``seed``), and resample b averages a resample of
+    the draws (:func:`pooled_differences`, seeded by ``[seed, DRAWS_STREAM]``), so the
+    interval holds both the test-set and the draw-to-draw variation. Everything depends
+    only on S, M, ``n_boot`` and ``seed``: runs on the same draws and test set share it.
+    """
+    a, b = np.asarray(scores_a), np.asarray(scores_b)
+    if a.ndim != 3 or a.shape != b.shape or not len(a):
+        raise ValueError(f"scores {a.shape} / {b.shape}: expected the same (S, M, C), S >= 1")
+    # (S,), (S, B): every draw on the same test resamples
+    values, diffs = _shared_resamples(list(zip(a, b, strict=True)), labels, n_boot, seed)
+    return float(values.mean()), pooled_differences(diffs, [seed, DRAWS_STREAM])
 
 
 DISTRIBUTION_KEYS = ("value", "seed", "n_boot", "n_test")
 # the file classify and detect write into their output folders (experiments/results.py)
 DISTRIBUTIONS_FILE = "bootstrap.npz"
+
+
+def lowshot_key(setting: str, k: int) -> str:
+    """The name of a low-shot difference's record in :data:`DISTRIBUTIONS_FILE`."""
+    return f"lowshot_{setting}_k{k}"
 
 
 def write_distributions(path: Path, records: dict[str, dict]) -> None:

@@ -31,11 +31,17 @@ paired bootstrap 95% interval (``classify.bootstrap`` resamples, seeded by
 low-shot protocol on Obj and Img, both networks on the same draws
 (:mod:`pipeline.evaluate.lowshot`; the draws depend only on the training labels, k,
 samples and seed, checked equal); mean and std mAP per k in ``lowshot`` and
-``<paths.plots>/classify_lowshot.png``.
+``<paths.plots>/classify_lowshot.png``. Per setting and k, the SCN - original difference
+of the mean over the draws with a paired bootstrap 95% interval over the test items and
+the draws (:func:`pipeline.evaluate.bootstrap.draws_differences`: the original's
+per-draw test scores stored by ``classify_original``, ``classify.bootstrap`` resamples),
+with the full protocol's verdict: ``lowshot_diff[setting]["k<k>"]`` = ``diff``, ``lo``,
+``hi``, ``verdict``, and ``<paths.plots>/classify_lowshot_diff.png``.
 
 Outputs: the SCN's feature caches ``<paths.classify>/scn_*.h5`` (provenance-checked,
 reused across runs), ``<paths.classify>/bootstrap.npz`` (each setting's resampled
-differences, which every training seed's run shares, for intervals pooled over seeds:
+differences, and each low-shot k's (``lowshot_<setting>_k<k>``), which every training
+seed's run shares, for intervals pooled over seeds:
 :func:`pipeline.evaluate.bootstrap.pooled_interval`), ``<paths.plots>/classify_ap.png``
 (per-class AP, original vs SCN: Figure 6), ``<paths.plots>/classify_lowshot.png`` and the
 returned metrics (``metrics/classify.json``).
@@ -57,6 +63,8 @@ from pipeline.errors import DataError
 from pipeline.evaluate.bootstrap import (
     DISTRIBUTIONS_FILE,
     bootstrap_differences,
+    draws_differences,
+    lowshot_key,
     percentile_interval,
     write_distributions,
 )
@@ -70,7 +78,7 @@ from pipeline.evaluate.classify_net import (
 )
 from pipeline.evaluate.classify_original import read_original_classify
 from pipeline.evaluate.features import Extractor, ObjectTable, read_features
-from pipeline.evaluate.lowshot import plot_lowshot
+from pipeline.evaluate.lowshot import plot_lowshot, plot_lowshot_diff
 from pipeline.evaluate.svm import l2_normalize, train_multiclass
 from pipeline.io import write_figure
 from pipeline.provenance import sha256_file
@@ -86,6 +94,7 @@ log = logging.getLogger(__name__)
 NETWORKS = ("original", "scn")
 PLOT_NAME = "classify_ap.png"
 LOWSHOT_PLOT = "classify_lowshot.png"
+LOWSHOT_DIFF_PLOT = "classify_lowshot_diff.png"  # SCN - original against k, with intervals
 
 
 # --------------------------------------------------------------------------- extractors
@@ -297,6 +306,36 @@ def _diff(a: float | None, b: float | None) -> float | None:
     return None if a is None or b is None else round(b - a, 6)
 
 
+def lowshot_differences(
+    scores_a: dict[str, dict[int, np.ndarray]],
+    scores_b: dict[str, dict[int, np.ndarray]],
+    labels: dict[str, np.ndarray],
+    n_boot: int,
+    seed: int,
+    records: dict[str, dict],
+) -> dict[str, dict[str, dict]]:
+    """Network b - network a low-shot mAP per setting and k: ``{setting: {"k<k>": {diff,
+    lo, hi, verdict}}}``, the mean over the draws with its paired bootstrap 95% interval
+    over the test items and the draws (``scores_*[setting][k]``: (samples, M, C) on the
+    same draws; ``labels[setting]`` (M, C)). Each k's resampled differences are added to
+    ``records`` under :func:`~pipeline.evaluate.bootstrap.lowshot_key` (for pooling over
+    training seeds)."""
+    out: dict[str, dict[str, dict]] = {}
+    for setting, per_k in scores_b.items():
+        out[setting] = {}
+        for k, b in per_k.items():
+            y = labels[setting]
+            value, diffs = draws_differences(scores_a[setting][k], b, y, n_boot, seed)
+            ci = percentile_interval(value, diffs, n_boot)
+            out[setting][f"k{k}"] = ci.to_short_dict()
+            records[lowshot_key(setting, k)] = {"value": value, "diffs": diffs, "seed": seed,
+                                                "n_boot": n_boot, "n_test": len(y)}  # fmt: skip
+            log.info("low-shot %s k=%d: difference %.4f, 95%% interval [%.4f, %.4f] over %d "
+                     "draws: %s", setting, k, ci.value, ci.ci_low, ci.ci_high, len(b),
+                     ci.verdict)  # fmt: skip
+    return out
+
+
 def run_classify(
     dataset_ref: DatasetRef,
     backbone: str,
@@ -365,8 +404,6 @@ def run_classify(
         res["n_test"] = original.n_test[setting]
         results[setting] = res
     metrics.update(results)
-    # for intervals pooled over training seeds (experiments/results.py); none: removed
-    write_distributions(Path(paths.classify) / DISTRIBUTIONS_FILE, distributions)
     if trained.context_module is not None:
         obj = {
             "original": {
@@ -383,13 +420,27 @@ def run_classify(
     else:  # a bottom stream trained without a context module (method doersch): no h3
         log.info("context classification skipped: %s has no context module", paths.model_file)
         metrics["context"] = {"skipped": f"no context module (method {trained.method})"}
+    scn_lowshot: dict = {}  # setting -> k -> (samples, M, C) test scores of each draw
     try:
         metrics["lowshot"] = merge_lowshot(
-            original.lowshot, lowshot_network(cfg, classes, feats, "scn", device)
+            original.lowshot, lowshot_network(cfg, classes, feats, "scn", device, scn_lowshot)
         )
     except ValueError as err:
         raise DataError(original.path, f"low-shot: {err}", kind="provenance_mismatch") from err
+    metrics["lowshot_diff"] = {}
+    if cfg.bootstrap:
+        test_labels = {s: feats[s]["test"]["labels"] for s in scn_lowshot}
+        metrics["lowshot_diff"] = lowshot_differences(
+            original.lowshot_scores, scn_lowshot, test_labels, cfg.bootstrap, cfg.seed,
+            distributions,
+        )  # fmt: skip
+    # for intervals pooled over training seeds (experiments/results.py); none: removed
+    write_distributions(Path(paths.classify) / DISTRIBUTIONS_FILE, distributions)
     metrics["skipped"] = {role: ds.policy.metrics() for role, ds in datasets.items()}
     plot_per_class_ap(paths.plot_file(PLOT_NAME), classes, results)
     plot_lowshot(paths.plot_file(LOWSHOT_PLOT), metrics["lowshot"]["settings"], NETWORKS)
+    label = "SCN - original" if trained.method == "scn" else f"{trained.method} - original"
+    why = ("low-shot evaluation disabled (classify.lowshot_k: [])" if not cfg.lowshot_k
+           else "paired bootstrap disabled (classify.bootstrap: 0)")  # fmt: skip
+    plot_lowshot_diff(paths.plot_file(LOWSHOT_DIFF_PLOT), metrics["lowshot_diff"], label, why)
     return metrics

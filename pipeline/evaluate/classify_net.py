@@ -116,24 +116,29 @@ def lowshot_network(
     feats: Features,
     network: str,
     device: torch.device | None = None,
+    scores_out: dict | None = None,
 ) -> dict:
     """The low-shot protocol on Obj and Img for one network: ``settings[setting]`` as
     :func:`pipeline.evaluate.lowshot.evaluate_lowshot` returns it (keys ``k``,
     ``n_samples``, ``skipped_k``, ``negatives_capped`` and ``network``); empty when
-    disabled."""
+    disabled. ``scores_out``, when given, is filled with ``scores_out[setting][k]``: the
+    (samples, M, C) test decision values of each draw's SVMs (for the paired bootstrap)."""
     out: dict = {"k": list(cfg.lowshot_k), "n_samples": cfg.lowshot_samples, "settings": {}}
     if not cfg.lowshot_k:
         log.info("low-shot evaluation disabled (classify.lowshot_k is empty)")
         return out
     for setting in SETTINGS:
         f = feats[setting]
+        scores: dict = {}
         out["settings"][setting] = evaluate_lowshot(
             {network: (f["train"]["features"], f["train"]["labels"])},
             {network: (f["test"]["features"], f["test"]["labels"])},
             classes, cfg.lowshot_k, cfg.lowshot_samples, cfg.costs, cfg.cv_folds, cfg.seed,
             desc=f"lowshot {setting}", solver=cfg.solver, device=device, threads=cfg.threads,
-            workers=cfg.workers,
+            workers=cfg.workers, scores_out=scores,
         )  # fmt: skip
+        if scores_out is not None:
+            scores_out[setting] = scores.get(network, {})
     return out
 
 

@@ -14,7 +14,10 @@ compare the SCN with it in ``<paths.original>/classify/results.h5``:
   ``test_labels`` (M, C) int8; attrs ``result`` (JSON: the SVM result as in
   ``metrics/classify.json``), ``n_train``, ``n_test``, ``lowshot`` (JSON: the low-shot
   record of the setting) and ``lowshot_signature`` (JSON: k, samples, seed and the
-  SHA-256 of the training labels: what the draws depend on);
+  SHA-256 of the training labels: what the draws depend on); subgroup ``lowshot_scores``
+  with one dataset ``k<k>`` (samples, M, C) float64 per low-shot k: the test decision
+  values of each draw's SVMs, which the paired bootstrap of the low-shot difference
+  resamples (:func:`pipeline.evaluate.bootstrap.draws_differences`);
 - root attrs: ``created_by``, ``code_version``, ``params`` (JSON: the stage's declared
   params, :func:`pipeline.runner.stage_provenance`), ``classes`` (JSON).
 
@@ -95,7 +98,8 @@ def run_classify_original(
         json.dumps(provenance),
     )  # fmt: skip
     fitted = fit_network(feats, classes, cfg, NETWORK, device)
-    lowshot = lowshot_network(cfg, classes, feats, NETWORK, device)
+    lowshot_scores: dict = {}  # setting -> k -> (samples, M, C)
+    lowshot = lowshot_network(cfg, classes, feats, NETWORK, device, lowshot_scores)
 
     metrics: dict = {"device": str(device), "classes": list(classes)}
     with atomic_path(paths.original_classify_file) as tmp, h5py.File(tmp, "w") as fh:
@@ -113,6 +117,9 @@ def run_classify_original(
             g.attrs["n_test"] = len(f["test"]["features"])
             g.attrs["lowshot"] = json.dumps(lowshot["settings"].get(setting))
             g.attrs["lowshot_signature"] = json.dumps(lowshot_signature(cfg, f["train"]["labels"]))
+            low = g.create_group("lowshot_scores")
+            for k, scores in lowshot_scores.get(setting, {}).items():
+                low.create_dataset(f"k{k}", data=scores, compression="gzip", shuffle=True)
             metrics[setting] = {
                 NETWORK: res.to_dict(),
                 "n_train": len(f["train"]["features"]),
@@ -134,6 +141,14 @@ class OriginalClassify:
     n_train: dict[str, int]
     n_test: dict[str, int]
     lowshot: dict  # lowshot_network's layout
+    # setting -> k -> (samples, M, C) test decision values of each low-shot draw's SVMs
+    lowshot_scores: dict[str, dict[int, np.ndarray]]
+
+
+def _lowshot_scores(group: h5py.Group) -> dict[int, np.ndarray] | None:
+    """k -> (samples, M, C) of a setting's ``lowshot_scores``; None when absent."""
+    low = group.get("lowshot_scores")
+    return None if low is None else {int(name[1:]): low[name][()] for name in low}
 
 
 def read_original_classify(
@@ -163,6 +178,7 @@ def read_original_classify(
                     fh[s]["scores"][()],
                     fh[s]["test_labels"][()],
                     {k: fh[s].attrs[k] for k in fh[s].attrs},
+                    _lowshot_scores(fh[s]),
                 )
                 for s in SETTINGS
             }
@@ -181,8 +197,8 @@ def read_original_classify(
         raise DataError(path, f"classes {attrs['classes']} differ from {list(classes)}; {rerun}",
                         kind="provenance_mismatch")  # fmt: skip
     out = OriginalClassify(path, {}, {}, {}, {}, {"k": list(cfg.lowshot_k),
-                           "n_samples": cfg.lowshot_samples, "settings": {}})  # fmt: skip
-    for setting, (scores, test_labels, gattrs) in groups.items():
+                           "n_samples": cfg.lowshot_samples, "settings": {}}, {})  # fmt: skip
+    for setting, (scores, test_labels, gattrs, low_scores) in groups.items():
         if not np.array_equal(test_labels, labels[setting]["test"]):
             raise DataError(
                 path, f"{setting}: its test items (labels) are not those of the SCN side; {rerun}",
@@ -202,5 +218,11 @@ def read_original_classify(
         out.n_test[setting] = int(gattrs["n_test"])
         lowshot = json.loads(gattrs["lowshot"])
         if lowshot is not None:
+            if low_scores is None or set(low_scores) != set(lowshot["k"]):
+                raise DataError(
+                    path, f"{setting}: lacks the low-shot test scores of k {lowshot['k']} "
+                    f"(has {sorted(low_scores or [])}); {rerun}", kind="provenance_mismatch",
+                )  # fmt: skip
             out.lowshot["settings"][setting] = lowshot
+            out.lowshot_scores[setting] = low_scores
     return out

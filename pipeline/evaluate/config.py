@@ -43,7 +43,8 @@ class ClassifyConfig:
         1000,
         ge=0,
         help="paired bootstrap resamples of the test items for the 95% interval of each "
-        "SCN - original mAP difference (0: no intervals)",
+        "SCN - original mAP difference, full and low-shot per k, and of diagnose_objects' "
+        "ceiling - original headroom (0: no intervals)",
     )
     lowshot_k: tuple[int, ...] = param(
         (1, 2, 4, 8, 16, 32, 64, 96),
@@ -82,6 +83,13 @@ class DetectConfig:
     """
 
     seed: int = param(0, ge=0)
+    seeds: int = param(
+        1,
+        ge=1,
+        le=100,
+        help="detectors trained per network, with seeds seed, seed + 1, ...: the SCN - "
+        "original interval pools test images and detector seeds (metrics: their mean)",
+    )
     iterations: int = param(40000, ge=1, help="SGD iterations (minibatches)")
     lr: float = param(1e-3, gt=0)
     lr_step: int = param(30000, ge=1, help="multiply lr by lr_gamma after this many iterations")

@@ -12,7 +12,12 @@ the mAP difference with a paired bootstrap 95% interval over the test images
 (``detect.bootstrap`` resamples seeded by ``detect.seed``;
 :func:`~pipeline.evaluate.detection_ap.detection_bootstrap`) and its verdict in
 ``map_diff_ci`` (the resampled differences in ``<paths.detect>/bootstrap.npz``, for
-intervals pooled over training seeds).
+intervals pooled over training seeds). With ``detect.seeds`` = N > 1, detector k of the
+SCN is paired with detector k of the original (both seeded ``detect.seed + k``); every
+pair is resampled on the same test resamples, and resample b averages a resample of the
+N pairs (:func:`~pipeline.evaluate.bootstrap.pooled_differences`), so the interval holds
+what retraining the detector changes as well as the test images; the figures are the
+means over the N pairs (``map_diff_per_seed``: each pair's difference).
 
 Outputs: ``<paths.detect>/detections.h5`` (both networks' groups,
 :func:`~pipeline.evaluate.detect_net.write_detections`), ``<paths.detect>/history.csv``
@@ -27,11 +32,14 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from pipeline.data.voc import DatasetRef
 from pipeline.errors import DataError
 from pipeline.evaluate.bootstrap import (
     DISTRIBUTIONS_FILE,
     percentile_interval,
+    pooled_differences,
     write_distributions,
 )
 from pipeline.evaluate.config import DetectConfig
@@ -41,9 +49,10 @@ from pipeline.evaluate.detect_net import (
     PLOT_NAME,
     detect_inputs,
     differences,
-    evaluate_network,
+    evaluate_seeds,
     nan_to_none,
     plot_examples,
+    run_name,
     setup,
     test_ground_truth,
     write_detections,
@@ -56,6 +65,9 @@ if TYPE_CHECKING:
     from pipeline.artifacts import PathsConfig
 
 log = logging.getLogger(__name__)
+
+# the stream of the detector-seed resamples, apart from the test resamples' (one seed)
+DETECTOR_STREAM = 2
 
 
 def run_detect(
@@ -77,21 +89,26 @@ def run_detect(
     device = setup(cfg)
     inputs = detect_inputs(dataset_ref, cfg, splits, paths, "detect")
     image_ids = [im.id for im in inputs.test_images]
-    original = read_original_detect(paths.original_detect_dir, original_provenance, image_ids)
+    original = read_original_detect(
+        paths.original_detect_dir, original_provenance, image_ids, cfg.seeds
+    )
     if model is None:
         model = load_scn_backbone(paths.model_file, backbone)
-    result, dets, hist = evaluate_network("scn", model, inputs, cfg, device)
+    runs = evaluate_seeds("scn", model, inputs, cfg, device)
     metrics = {
         **inputs.metrics(device),
         "original": original.result,
-        "scn": result,
-        **differences(original.result, result, inputs.classes),
+        "scn": runs.result,
+        **differences(original.result, runs.result, inputs.classes),
+        "map_diff_per_seed": [
+            s["map"] - o["map"] for o, s in zip(original.results, runs.results, strict=True)
+        ],
     }
     records: dict[str, dict] = {}
-    if cfg.bootstrap:  # paired over the test images, as classify's over objects / images
-        value, diffs = detection_bootstrap(
-            original.detections, dets, test_ground_truth(inputs), len(inputs.classes),
-            cfg.bootstrap, cfg.seed,
+    if cfg.bootstrap:  # paired over the test images (and detector seeds), as classify's
+        value, diffs = paired_seed_bootstrap(
+            original.detections, runs.detections, test_ground_truth(inputs),
+            len(inputs.classes), cfg.bootstrap, cfg.seed,
         )  # fmt: skip
         ci = percentile_interval(value, diffs, cfg.bootstrap)
         metrics["map_diff_ci"] = ci.to_dict()
@@ -101,12 +118,16 @@ def run_detect(
                  ci.value, ci.ci_low, ci.ci_high, ci.n_boot, ci.verdict)  # fmt: skip
     # for intervals pooled over training seeds (experiments/results.py); none: removed
     write_distributions(Path(paths.detect) / DISTRIBUTIONS_FILE, records)
-    detections = {"original": original.detections, "scn": dets}
+    detections = {"original": original.detections[0], "scn": runs.detections[0]}
     out_dir = Path(paths.detect)
     params_json = json.dumps(provenance, sort_keys=True)
-    write_detections(out_dir / DETECTIONS, image_ids, detections, inputs.classes, params_json)
-    write_history(out_dir / HISTORY, {"original": original.history, "scn": hist})
-    plot_examples(
+    write_detections(
+        out_dir / DETECTIONS, image_ids,
+        {**original_named(original.detections), **runs.named_detections("scn")},
+        inputs.classes, params_json,
+    )  # fmt: skip
+    write_history(out_dir / HISTORY, {**original.history, **runs.named_histories("scn")})
+    plot_examples(  # the first detector of each network
         paths.plot_file(PLOT_NAME),
         inputs.test_ds,
         inputs.test_images,
@@ -115,6 +136,38 @@ def run_detect(
         cfg.n_examples,
     )
     return nan_to_none(metrics)
+
+
+def original_named(detections: list) -> dict:
+    """The original's detections per detector under their :func:`run_name`."""
+    return {run_name("original", k): d for k, d in enumerate(detections)}
+
+
+def paired_seed_bootstrap(
+    detections_a: list,
+    detections_b: list,
+    ground_truth: list,
+    n_classes: int,
+    n_boot: int,
+    seed: int,
+) -> tuple[float, np.ndarray]:
+    """The detection mAP difference b - a over N detector pairs (``detections_a[k]`` and
+    ``detections_b[k]``: detector k of each network) and its (n_boot,) bootstrap values.
+
+    Every pair is resampled on the same test-image resamples
+    (:func:`~pipeline.evaluate.detection_ap.detection_bootstrap` with ``seed``); resample b
+    averages a resample of the N pairs (:func:`~pipeline.evaluate.bootstrap.
+    pooled_differences`, seeded by ``[seed, DETECTOR_STREAM]``): a two-way bootstrap over
+    test images x detector seeds. The value is the mean of the pairs' differences. One pair:
+    :func:`detection_bootstrap` itself.
+    """
+    if len(detections_a) != len(detections_b) or not detections_a:
+        raise ValueError(f"{len(detections_a)} and {len(detections_b)} detectors to pair")
+    per = [detection_bootstrap(a, b, ground_truth, n_classes, n_boot, seed)
+           for a, b in zip(detections_a, detections_b, strict=True)]  # fmt: skip
+    values = np.array([v for v, _ in per])  # (N,)
+    diffs = np.stack([d for _, d in per])  # (N, B) on the same test resamples
+    return float(values.mean()), pooled_differences(diffs, [seed, DETECTOR_STREAM])
 
 
 def load_scn_backbone(model_path: Path, backbone: str):

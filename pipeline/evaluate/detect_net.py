@@ -8,7 +8,13 @@ is seeded from ``detect.seed`` when the detector is built, whichever stage build
 proposals of the ``detect_proposals`` stage (``<paths.proposals>/detect/<split>.h5``).
 VOC detection AP (IoU > 0.5, difficult ignored), area and 11-point, per class and mean.
 
-Files (both stages): ``detections.h5`` (per network, CSR over the test images:
+With ``detect.seeds`` = N > 1 each network gets N detectors, trained with the seeds
+``detect.seed + k`` (k = 0 .. N-1; the frozen body's feature maps computed once for all),
+so what retraining the detector changes enters the comparison
+(:func:`evaluate_seeds`); detector k's outputs are named :func:`run_name` (``original``,
+``original_seed1``, ...), and a network's result holds the mean over its detectors.
+
+Files (both stages): ``detections.h5`` (per network and detector, CSR over the test images:
 ``<net>/boxes`` (N, 4) in the original frame, ``<net>/scores`` (N,), ``<net>/labels`` (N,)
 class indices, ``<net>/offsets`` (n_images + 1,); ``image_ids``; attrs ``classes``,
 ``created_by``, ``code_version``, ``params``), ``history.csv`` (per-iteration losses, a
@@ -122,8 +128,11 @@ def detection_images(
     return out, missing
 
 
-def build_detector(backbone, num_classes: int, cfg: DetectConfig) -> FastRCNN:
-    """Fast R-CNN on ``backbone.detection_parts()``; new layers initialised from cfg.seed.
+def build_detector(
+    backbone, num_classes: int, cfg: DetectConfig, seed: int | None = None
+) -> FastRCNN:
+    """Fast R-CNN on ``backbone.detection_parts()``; new layers initialised from ``seed``
+    (default ``cfg.seed``).
 
     ``cfg.roi_size`` (when > 0) overrides the backbone's RoI size; ``cfg.frozen_head_layers``
     freezes that many leading children of the RoI head (an ``nn.Sequential``).
@@ -141,7 +150,7 @@ def build_detector(backbone, num_classes: int, cfg: DetectConfig) -> FastRCNN:
             )
         for layer in layers[: cfg.frozen_head_layers]:
             layer.requires_grad_(False)
-    torch.manual_seed(cfg.seed)  # identical classifier/regressor init for both networks
+    torch.manual_seed(cfg.seed if seed is None else seed)  # same init for both networks
     return FastRCNN(
         body, stride, cfg.roi_size or roi_size, roi_head, backbone.feature_dim, num_classes,
         roi_op=cfg.roi_op, train_body=cfg.train_body,
@@ -343,14 +352,20 @@ def setup(cfg: DetectConfig) -> torch.device:
     return device
 
 
-def evaluate_network(
-    network: str, bb, inputs: DetectInputs, cfg: DetectConfig, device: torch.device
-) -> tuple[dict, Detections, list[dict]]:
-    """Train Fast R-CNN on backbone ``bb`` and test it: (result, detections, history).
+def detector_seeds(cfg: DetectConfig) -> list[int]:
+    """The seeds of the ``detect.seeds`` detectors of a network: seed, seed + 1, ..."""
+    return [cfg.seed + k for k in range(cfg.seeds)]
 
-    The detector's new layers, image order, flips and RoI samples are seeded from
-    ``cfg.seed`` here, so the result does not depend on what ran before in the process.
-    """
+
+def run_name(network: str, k: int) -> str:
+    """The name of detector k's outputs (HDF5 group, history rows): ``network`` for the
+    first, ``<network>_seed<k>`` for the others."""
+    return network if k == 0 else f"{network}_seed{k}"
+
+
+def feature_sources(bb, inputs: DetectInputs, cfg: DetectConfig) -> tuple[FeatureSource, ...]:
+    """(train, test) feature sources of backbone ``bb``: with a frozen body its feature
+    maps are cached there, so detectors trained one after the other compute them once."""
 
     def source(ds, images):
         return FeatureSource(
@@ -358,17 +373,34 @@ def evaluate_network(
             cfg.min_size, cfg.max_size, cfg.feature_cache_mb,
         )  # fmt: skip
 
-    model = build_detector(bb, len(inputs.classes), cfg)
+    return source(inputs.train_ds, inputs.train_images), source(inputs.test_ds, inputs.test_images)
+
+
+def evaluate_network(
+    network: str,
+    bb,
+    inputs: DetectInputs,
+    cfg: DetectConfig,
+    device: torch.device,
+    seed: int | None = None,
+    sources: tuple[FeatureSource, FeatureSource] | None = None,
+) -> tuple[dict, Detections, list[dict]]:
+    """Train Fast R-CNN on backbone ``bb`` and test it: (result, detections, history).
+
+    The detector's new layers, image order, flips and RoI samples are seeded from
+    ``seed`` (default ``cfg.seed``) here, so the result does not depend on what ran before
+    in the process. ``sources``: :func:`feature_sources` shared between calls.
+    """
+    seed = cfg.seed if seed is None else seed
+    train_src, test_src = sources or feature_sources(bb, inputs, cfg)
+    model = build_detector(bb, len(inputs.classes), cfg, seed)
     start = time.perf_counter()
-    hist = train_fast_rcnn(
-        model, source(inputs.train_ds, inputs.train_images), cfg, cfg.seed, device,
-        desc=f"train {network}",
-    )  # fmt: skip
+    hist = train_fast_rcnn(model, train_src, cfg, seed, device, desc=f"train {network}")
     train_s = time.perf_counter() - start
     start = time.perf_counter()
     dets = detect(
         model,
-        source(inputs.test_ds, inputs.test_images),
+        test_src,
         cfg.score_thresh,
         cfg.nms,
         cfg.max_detections,
@@ -393,6 +425,69 @@ def evaluate_network(
         network, result["map"], result["map_11point"], train_s, test_s,
     )  # fmt: skip
     return result, dets, hist
+
+
+@dataclass
+class SeedRuns:
+    """One network's ``detect.seeds`` detectors: the combined result (:func:`combine_results`)
+    and, per detector k (seed ``detect.seed + k``), its result, detections and history."""
+
+    result: dict
+    results: list[dict]
+    detections: list[Detections]
+    histories: list[list[dict]]
+
+    def named_histories(self, network: str) -> dict[str, list[dict]]:
+        return {run_name(network, k): h for k, h in enumerate(self.histories)}
+
+    def named_detections(self, network: str) -> dict[str, Detections]:
+        return {run_name(network, k): d for k, d in enumerate(self.detections)}
+
+
+def evaluate_seeds(
+    network: str, bb, inputs: DetectInputs, cfg: DetectConfig, device: torch.device
+) -> SeedRuns:
+    """:func:`evaluate_network` once per seed of :func:`detector_seeds`, the feature
+    sources (and a frozen body's cached feature maps) shared."""
+    sources = feature_sources(bb, inputs, cfg)
+    results, dets, hists = [], [], []
+    for k, seed in enumerate(detector_seeds(cfg)):
+        r, d, h = evaluate_network(run_name(network, k), bb, inputs, cfg, device, seed, sources)
+        results.append(r)
+        dets.append(d)
+        hists.append(h)
+    return SeedRuns(combine_results(results, detector_seeds(cfg)), results, dets, hists)
+
+
+def combine_results(results: list[dict], seeds: list[int]) -> dict:
+    """One network's result over its detectors: every AP, loss and RoI figure the mean
+    over the detectors (a class's AP over those where it has one), seconds summed; plus
+    ``detector_seeds``, ``map_per_seed`` and ``map_11point_per_seed``."""
+    if len(results) != len(seeds) or not results:
+        raise ValueError(f"{len(results)} results for seeds {seeds}")
+
+    def mean(values: list) -> float:
+        vals = [v for v in values if v is not None and not math.isnan(v)]
+        return float(np.mean(vals)) if vals else float("nan")
+
+    out = dict(results[0])
+    if len(results) > 1:
+        for key in ("map", "map_11point", "loss_first", "loss_last", "mean_fg_rois", "mean_rois"):
+            out[key] = mean([r[key] for r in results])
+        for key in ("train_seconds", "test_seconds"):
+            out[key] = round(sum(r[key] for r in results), 2)
+        out["per_class"] = {
+            c: {
+                **v,
+                **{f: mean([r["per_class"][c][f] for r in results])
+                   for f in ("ap", "ap_11point", "n_det", "recall")},
+            }
+            for c, v in results[0]["per_class"].items()
+        }  # fmt: skip
+    out["detector_seeds"] = list(seeds)
+    out["map_per_seed"] = [r["map"] for r in results]
+    out["map_11point_per_seed"] = [r["map_11point"] for r in results]
+    return out
 
 
 def test_ground_truth(inputs: DetectInputs) -> list[GroundTruth]:

@@ -6,11 +6,14 @@ training, so its detector is trained and tested in a stage of its own that an ex
 on the SCN side does not rerun (:func:`pipeline.evaluate.detect_net.evaluate_network`,
 the same function as for the SCN in stage ``detect``, under the same schedule and seed).
 
-Outputs in ``<paths.original>/detect``: ``detections.h5`` (group ``original``, format of
-:func:`~pipeline.evaluate.detect_net.write_detections`), ``history.csv`` (its losses per
+Outputs in ``<paths.original>/detect``: ``detections.h5`` (group ``original``, and
+``original_seed<k>`` for the further ``detect.seeds`` detectors, format of
+:func:`~pipeline.evaluate.detect_net.write_detections`), ``history.csv`` (their losses per
 iteration) and ``result.json`` (``created_by``, ``code_version``, ``params``: the stage's
-declared params, ``image_ids`` of the test images, and ``result``: the AP and loss
-figures as in ``metrics/detect.json``'s ``original``, NaN kept for classes without AP).
+declared params, ``image_ids`` of the test images, ``result``: the AP and loss figures
+as in ``metrics/detect.json``'s ``original`` (the mean over the detectors), and
+``per_seed``: each detector's, NaN kept for classes without AP; no wall-clock figures,
+which go to the stage's metrics only, so the file's bytes are the same run to run).
 :func:`read_original_detect` reads them back for stage ``detect`` and refuses, naming the
 file, results made with other params or on other test images.
 """
@@ -31,10 +34,11 @@ from pipeline.evaluate.detect_net import (
     HISTORY,
     Detections,
     detect_inputs,
-    evaluate_network,
+    evaluate_seeds,
     nan_to_none,
     read_detections,
     read_history,
+    run_name,
     setup,
     write_detections,
     write_history,
@@ -51,6 +55,14 @@ log = logging.getLogger(__name__)
 NETWORK = "original"
 STAGE = "detect_original"
 RESULT = "result.json"
+# wall-clock figures: in the stage's metrics only, so that result.json (a dependency of
+# stage `detect`) is byte-identical from run to run
+WALL_CLOCK_KEYS = ("train_seconds", "test_seconds")
+
+
+def without_wall_clock(result: dict) -> dict:
+    """``result`` without :data:`WALL_CLOCK_KEYS`."""
+    return {k: v for k, v in result.items() if k not in WALL_CLOCK_KEYS}
 
 
 def run_detect_original(
@@ -74,20 +86,23 @@ def run_detect_original(
         from pipeline.backbones import build_backbone
 
         model = build_backbone(backbone, net.weights, input_size=net.input_size)
-    result, dets, hist = evaluate_network(NETWORK, model, inputs, cfg, device)
+    runs = evaluate_seeds(NETWORK, model, inputs, cfg, device)
+    result = runs.result
     out_dir = paths.original_detect_dir
     params_json = json.dumps(provenance, sort_keys=True)
     image_ids = [im.id for im in inputs.test_images]
     write_detections(
-        out_dir / DETECTIONS, image_ids, {NETWORK: dets}, inputs.classes, params_json, STAGE
-    )
-    write_history(out_dir / HISTORY, {NETWORK: hist})
+        out_dir / DETECTIONS, image_ids, runs.named_detections(NETWORK), inputs.classes,
+        params_json, STAGE,
+    )  # fmt: skip
+    write_history(out_dir / HISTORY, runs.named_histories(NETWORK))
     record = {
         "created_by": STAGE,
         "code_version": code_version(),
         "params": provenance,
         "image_ids": image_ids,
-        "result": result,
+        "result": without_wall_clock(result),
+        "per_seed": [without_wall_clock(r) for r in runs.results],
     }
     with atomic_path(out_dir / RESULT) as tmp:
         tmp.write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
@@ -98,24 +113,31 @@ def run_detect_original(
 class OriginalDetect:
     """The original backbone's detection results, as stage ``detect`` reads them."""
 
-    result: dict  # NaN where a class has no AP
-    detections: Detections
-    history: list[dict]
+    result: dict  # NaN where a class has no AP; the mean over the detectors
+    detections: list[Detections]  # per detector (seed detect.seed + k)
+    history: dict[str, list[dict]]  # run_name(original, k) -> its rows
+    results: list[dict]  # per detector
 
 
 def read_original_detect(
-    out_dir: Path, provenance: dict[str, Any], image_ids: list[str]
+    out_dir: Path, provenance: dict[str, Any], image_ids: list[str], n_seeds: int = 1
 ) -> OriginalDetect:
     """Read stage ``detect_original``'s outputs in ``out_dir``, checked to have been made
-    with ``provenance`` (that stage's params now) on the test images ``image_ids``."""
+    with ``provenance`` (that stage's params now) on the test images ``image_ids`` with
+    ``n_seeds`` detectors (``detect.seeds``)."""
     path = Path(out_dir) / RESULT
     rerun = "run `dvc repro detect_original` (or `scn detect_original`) first"
     if not path.is_file():
         raise DataError(path, f"missing: the original backbone's results; {rerun}", "missing")
     try:
         record = json.loads(path.read_text())
-        ids, dets = read_detections(Path(out_dir) / DETECTIONS, NETWORK)
-        history = read_history(Path(out_dir) / HISTORY)[NETWORK]
+        per_seed = record.get("per_seed") or [record["result"]]
+        names = [run_name(NETWORK, k) for k in range(min(len(per_seed), n_seeds))]
+        read = [read_detections(Path(out_dir) / DETECTIONS, name) for name in names]
+        history = read_history(Path(out_dir) / HISTORY)
+        missing = [name for name in names if name not in history]
+        if missing:
+            raise KeyError(f"no history rows of {', '.join(missing)}")
     except (OSError, KeyError, ValueError) as err:
         raise DataError(path, f"unreadable or incomplete ({err}); {rerun}", "corrupt") from err
     if record.get("created_by") != STAGE:
@@ -127,6 +149,12 @@ def read_original_detect(
         raise DataError(
             path, f"made with other params ({detail}); {rerun}", kind="provenance_mismatch"
         )
-    if record["image_ids"] != list(image_ids) or ids != list(image_ids):
+    if len(per_seed) != n_seeds:
+        raise DataError(
+            path,
+            f"made with {len(per_seed)} detector seeds, detect.seeds is {n_seeds}; {rerun}",
+            kind="provenance_mismatch",
+        )
+    if record["image_ids"] != list(image_ids) or any(ids != list(image_ids) for ids, _ in read):
         raise DataError(path, f"made on other test images; {rerun}", kind="provenance_mismatch")
-    return OriginalDetect(record["result"], dets, history)
+    return OriginalDetect(record["result"], [d for _, d in read], history, per_seed)

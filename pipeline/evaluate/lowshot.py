@@ -95,13 +95,19 @@ def evaluate_lowshot(
     device: torch.device | str | None = None,
     threads: int = 0,
     workers: int = 1,
+    scores_out: dict | None = None,
 ) -> dict:
     """The low-shot protocol for several networks on the same items.
 
     ``train`` / ``test`` map a network name to (features (N, D), labels (N, C) in
     {1, -1, 0}); the labels must be the same for every network (the same items). Returns
     per network the mAP of every (k, sample), its mean and std per k, the skipped k with
-    their short classes, and the capped-negative counts.
+    their short classes, and the capped-negative counts. ``scores_out``, when given, is
+    filled with ``scores_out[network][k]``: (samples, M, C) float64, the test decision
+    values of each sample's SVMs (nan for a class without one), what the paired bootstrap
+    of two networks' low-shot difference resamples
+    (:func:`pipeline.evaluate.bootstrap.draws_differences`); they stay out of the
+    returned record.
     """
     nets = list(train)
     labels = train[nets[0]][1]
@@ -131,7 +137,7 @@ def evaluate_lowshot(
         x, xte, yte = l2_normalize(train[net][0]), test[net][0], test[net][1]
         data = NewtonData(x, device) if solver == "newton" else None
         for k, samples in draws.items():
-            maps = []
+            maps, scores = [], []
             for d in samples:
                 rows = np.flatnonzero(d.mask.any(axis=1))  # items drawn for some class
                 res = train_and_test(
@@ -141,6 +147,9 @@ def evaluate_lowshot(
                     newton=None if data is None else data.subset(rows),
                 )  # fmt: skip
                 maps.append(res.map)
+                scores.append(res.scores)  # (M, C)
+            if scores_out is not None:
+                scores_out.setdefault(net, {})[k] = np.stack(scores).astype(np.float64)
             out[net]["maps"].append([round(float(m), 6) for m in maps])
             out[net]["map_mean"].append(round(float(np.mean(maps)), 6))
             out[net]["map_std"].append(round(float(np.std(maps)), 6))
@@ -185,5 +194,51 @@ def plot_lowshot(path, results: dict[str, dict], networks: Sequence[str]) -> Non
                      fontsize=9)  # fmt: skip
         ax.grid(alpha=0.3)
         ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    write_figure(fig, path, dpi=110)
+
+
+def plot_lowshot_diff(path, diffs: dict[str, dict[str, dict]], label: str, note: str = "") -> None:
+    """The low-shot difference against k with its 95% interval, one panel per setting.
+
+    ``diffs[setting]["k<k>"]``: ``diff``, ``lo``, ``hi``, ``verdict`` (fractions, as
+    :meth:`pipeline.evaluate.bootstrap.Interval.to_short_dict` gives them); ``label``
+    names the difference (e.g. "SCN - original"). Empty: the figure says why (``note``).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.io import write_figure
+
+    settings = [s for s, per in diffs.items() if per]
+    if not settings:
+        fig, ax = plt.subplots(figsize=(5.2, 1.5))
+        ax.text(0.5, 0.5, note or "no low-shot difference", ha="center", va="center")
+        ax.set_axis_off()
+        write_figure(fig, path, dpi=110)
+        return
+    fig, axes = plt.subplots(1, len(settings), figsize=(5.2 * len(settings), 3.8), squeeze=False)
+    for ax, setting in zip(axes[0], settings, strict=True):
+        per = diffs[setting]
+        ks = [int(key[1:]) for key in per]
+        d = 100 * np.array([per[key]["diff"] for key in per], dtype=float)
+        lo = 100 * np.array([per[key]["lo"] for key in per], dtype=float)
+        hi = 100 * np.array([per[key]["hi"] for key in per], dtype=float)
+        ax.axhline(0.0, color="black", lw=0.8)
+        ax.errorbar(ks, d, yerr=[d - lo, hi - d], marker="o", capsize=3, color="tab:blue",
+                    label=f"{label}, 95% interval")  # fmt: skip
+        for k, h, key in zip(ks, hi, per, strict=True):
+            ax.annotate(per[key]["verdict"].replace("no measurable difference", "n.m.d."),
+                        (k, h), textcoords="offset points", xytext=(0, 4), ha="center",
+                        fontsize=7)  # fmt: skip
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("positives per class (k)")
+        ax.set_ylabel("mAP difference (points)")
+        ax.set_title(f"{setting}: low-shot {label} (test items x draws)", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=8)
     fig.tight_layout()
     write_figure(fig, path, dpi=110)

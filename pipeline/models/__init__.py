@@ -1,0 +1,1 @@
+"""The spatial context module and the SCN loss (:mod:`pipeline.models.context`)."""

@@ -9,6 +9,7 @@ o_ij = b_i - b_j, and the target is the frozen top stream's representation of pa
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -62,3 +63,57 @@ def assert_frozen(module: nn.Module, name: str = "top stream") -> None:
         raise AssertionError(f"{name} must be frozen, but {trainable[:3]} require grad")
     if module.training:
         raise AssertionError(f"{name} must be in eval mode")
+
+
+def fit_on_features(
+    fit: tuple[np.ndarray, np.ndarray, np.ndarray],
+    test: tuple[np.ndarray, np.ndarray, np.ndarray],
+    hidden: int = 1024,
+    epochs: int = 15,
+    lr: float = 1e-3,
+    batch_size: int = 64,
+    patience: int = 3,
+    seed: int = 0,
+) -> tuple[np.ndarray, int]:
+    """A context module trained on fixed features: ``fit`` and ``test`` are (h1 (N, D),
+    offset (N, 8), target (N, D_T)) arrays. Adam at ``lr`` on the per-pair mean squared
+    error, b2 starting at the mean fit target, ``epochs`` epochs; the epoch of the lowest
+    held-out loss is kept (stopping ``patience`` epochs after it). Returns the held-out
+    predictions of that epoch (N_test, D_T) and the epoch.
+
+    With h1 the frozen network's features this is what a context module can learn with
+    no fine-tuning: the diagnose stage's ceiling of what context teaches today's features
+    (the train stage's frozen baseline trains the same module with train.*'s regime).
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    h1, off, y = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in fit)
+    th1, toff, ty = (torch.as_tensor(np.asarray(a), dtype=torch.float32) for a in test)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = ContextModule(h1.shape[1], y.shape[1], hidden=hidden)
+    with torch.no_grad():
+        model.v2.bias.copy_(y.mean(0))
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+
+    def predict() -> torch.Tensor:
+        model.eval()
+        with torch.no_grad():
+            out = torch.cat([model(th1[i : i + 1024], toff[i : i + 1024])
+                             for i in range(0, len(th1), 1024)])  # fmt: skip
+        model.train()
+        return out
+
+    best_pred, best_loss, best_epoch = predict(), float("inf"), 0
+    for epoch in range(1, epochs + 1):
+        for rows in torch.randperm(len(h1), generator=gen).split(batch_size):
+            loss = scn_loss(model(h1[rows], off[rows]), y[rows], "mean")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        pred = predict()
+        test_loss = float(scn_loss(pred, ty, "mean"))
+        if test_loss < best_loss:
+            best_pred, best_loss, best_epoch = pred, test_loss, epoch
+        elif epoch - best_epoch >= patience:
+            break
+    return best_pred.numpy(), best_epoch

@@ -43,6 +43,7 @@ from tqdm import tqdm
 
 from pipeline.errors import DataError
 from pipeline.io import atomic_path
+from pipeline.pairs.overlap import overlapping
 from pipeline.provenance import code_version, sha256_file
 
 if TYPE_CHECKING:
@@ -166,6 +167,8 @@ class PairManifest:
             "images": n,
             "pairs_per_image": round(m / n, 3) if n else 0.0,
             "share_iou_below_0.2": round(float(np.mean(self.iou < LOW_IOU)), 4) if m else 0.0,
+            # pairs whose patches share pixels (pipeline.pairs.overlap): a copy shortcut
+            "share_overlapping": round(float(np.mean(overlapping(self.iou))), 4) if m else 0.0,
             **self.counts,
         }
 

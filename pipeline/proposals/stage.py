@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.config import ConfigError
+from pipeline.data.images import manifest, open_scn_split, refuse_unannotated
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
+from pipeline.io import write_json
 from pipeline.proposals import bbox, edgebox, random_crops, yolo
 from pipeline.proposals.base import ProposalSet, ProposeFn
 from pipeline.proposals.store import write_proposals
@@ -80,12 +82,19 @@ def recall_at(
 
 
 def split_metrics(dataset: VOCDataset, props: ProposalSet) -> dict[str, Any]:
-    """The metrics of one split (``metrics/proposals.json``)."""
-    gt = [dataset.by_id(i).boxes(include_difficult=False) for i in props.image_ids]
-    recall = recall_at(gt, props.boxes)
+    """The metrics of one split (``metrics/proposals.json``); an unannotated split
+    (``data.scn_images``) has no ``gt_boxes`` and no recall keys."""
     n = len(props)
     counts = [len(b) for b in props.boxes]
     policy = props.policy or dataset.policy
+    truth: dict[str, Any] = {}
+    if getattr(dataset, "annotated", True):
+        gt = [dataset.by_id(i).boxes(include_difficult=False) for i in props.image_ids]
+        recall = recall_at(gt, props.boxes)
+        truth = {
+            "gt_boxes": int(sum(len(g) for g in gt)),
+            **{f"recall_iou{t}": round(r, 4) for t, r in recall.items()},
+        }
     return {
         "method": props.provenance.get("method", ""),
         "images": n,
@@ -93,8 +102,7 @@ def split_metrics(dataset: VOCDataset, props: ProposalSet) -> dict[str, Any]:
         "boxes": int(sum(counts)),
         "boxes_per_image": round(float(np.mean(counts)), 3) if n else 0.0,
         "images_without_boxes": int(sum(c == 0 for c in counts)),
-        "gt_boxes": int(sum(len(g) for g in gt)),
-        **{f"recall_iou{t}": round(r, 4) for t, r in recall.items()},
+        **truth,
         **policy.metrics(),
         "images_per_s": round(n / props.seconds, 2) if props.seconds > 0 else None,
     }
@@ -117,12 +125,16 @@ def mine(
     stage_name: str,
     method_key: str,
     provenance: dict[str, Any],
+    scn_images: bool = False,
+    manifest_file: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``method`` on each split, write ``<out_dir>/<split>.h5``; return the metrics.
 
     ``yolo_dir``: the ``yolo`` stage's output, whose weights YOLO runs when
     ``proposals.yolo.weights`` is unset. ``provenance``: the params the stage depends on,
-    recorded in each file (``pipeline.runner.stage_provenance``).
+    recorded in each file (``pipeline.runner.stage_provenance``). ``scn_images``: the SCN
+    split comes from ``data.scn_images`` when that is set (stage ``proposals``), described
+    in ``manifest_file`` (when given) with its images' hashes.
     """
     propose = get_method(method, key=method_key)  # refuse an unknown method before any work
     seed_everything(cfg.seed)
@@ -133,7 +145,8 @@ def mine(
     metrics: dict[str, Any] = {"method": method, "dataset": dataset_ref.name, "splits": {}}
     # Open (and check) every split before writing any: too many bad items in the last
     # split must not leave the first split's file behind.
-    datasets = {split: open_split(dataset_ref, split, stage=stage_name) for split in splits}
+    opener = open_scn_split if scn_images else open_split
+    datasets = {split: opener(dataset_ref, split, stage=stage_name) for split in splits}
     for split, dataset in datasets.items():
         log.info(
             "%s: %s on %s/%s (%d images)", stage_name, method, dataset_ref.name, split,
@@ -147,24 +160,29 @@ def mine(
             {
                 "dataset": dataset_ref.name,
                 "split": split,
+                "scn_images": str(dataset.root) if not getattr(dataset, "annotated", True) else "",
                 "created_by": stage_name,
                 "params": provenance,
             },
         )
         m = split_metrics(dataset, props)
         log.info(
-            "%s %s: %d images, %.1f boxes/image, recall@0.5 %.3f, @0.7 %.3f, "
-            "%s images/s, skipped %d",
+            "%s %s: %d images, %.1f boxes/image, recall@0.5 %s, @0.7 %s, %s images/s, skipped %d",
             stage_name,
             split,
             m["images"],
             m["boxes_per_image"],
-            m["recall_iou0.5"],
-            m["recall_iou0.7"],
+            m.get("recall_iou0.5", "- (no annotations)"),
+            m.get("recall_iou0.7", "-"),
             m["images_per_s"],
             m["skipped"],
         )
         metrics["splits"][split] = m
+    if manifest_file is not None:
+        write_json(manifest_file, manifest(dataset_ref, datasets.values()))
+        metrics["scn_images"] = (
+            None if dataset_ref.data.scn_images is None else str(dataset_ref.data.scn_images)
+        )
     return metrics
 
 
@@ -176,12 +194,17 @@ def propose_splits(
     out_dir: Path,
     yolo_dir: Path,
     provenance: dict[str, Any],
+    manifest_file: Path | None = None,
 ) -> dict[str, Any]:
     """Stage ``proposals``: the ``proposal`` method on ``splits`` (the SCN and held-out
-    test splits) into ``<out_dir>/<split>.h5``."""
+    test splits) into ``<out_dir>/<split>.h5``; the SCN split from ``data.scn_images``
+    when that is set, described with its images' hashes in ``manifest_file``
+    (``PathsConfig.scn_images_manifest``; ``{"scn_images": null}`` when unset)."""
+    get_method(proposal)
+    refuse_unannotated(dataset_ref, proposal)
     return mine(
         dataset_ref, proposal, cfg, unique_splits(*splits), out_dir, yolo_dir, "proposals",
-        "proposal", provenance,
+        "proposal", provenance, scn_images=True, manifest_file=manifest_file,
     )  # fmt: skip
 
 

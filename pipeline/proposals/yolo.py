@@ -17,7 +17,11 @@ Offline and quiet: ultralytics is imported with ``YOLO_OFFLINE=true`` and a priv
 settings directory (``YOLO_CONFIG_DIR``) that holds a local copy of matplotlib's
 DejaVu Sans under the font names ultralytics would otherwise download; training runs
 with ``plots=False`` and ``amp=False`` on the CPU (no AMP-check weights), and
-ultralytics' own stdout/stderr are captured and sent to this module's logger at DEBUG.
+ultralytics' own stdout/stderr are captured and sent to this module's logger at DEBUG;
+the progress shows instead on a tqdm bar and one INFO line per epoch with its losses
+(an ``on_train_epoch_end`` callback). The checkpoint is saved without ultralytics' run
+details (date, git state, epoch times, temporary paths), and the marker without the
+training's seconds (in the stage's metrics), so a rerun writes the same bytes.
 """
 
 from __future__ import annotations
@@ -28,9 +32,10 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +56,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MIN_BOX_SIDE = 1.0  # detector boxes thinner than one pixel after clipping are dropped
+WALL_CLOCK_KEYS = ("train_seconds",)  # in the stage's metrics only, not in the marker
 _FONT_NAMES = ("Arial.ttf", "Arial.Unicode.ttf")
 
 
@@ -112,6 +118,20 @@ def resolve_device(device: str) -> str:
 # --------------------------------------------------------------------------- training
 
 
+def _epoch_progress(bar: tqdm) -> Callable[[Any], None]:
+    """An ultralytics ``on_train_epoch_end`` callback: each epoch's mean training losses
+    on ``bar`` and in the log (ultralytics' own output is captured, so it shows nothing)."""
+
+    def on_train_epoch_end(trainer: Any) -> None:
+        losses = trainer.label_loss_items(trainer.tloss, prefix="train")
+        text = ", ".join(f"{k.removeprefix('train/')} {float(v):.4f}" for k, v in losses.items())
+        bar.set_postfix_str(text, refresh=False)
+        bar.update(1)
+        log.info("yolo epoch %d/%d: %s", trainer.epoch + 1, trainer.epochs, text)
+
+    return on_train_epoch_end
+
+
 def to_yolo_labels(boxes: np.ndarray, classes: np.ndarray, width: int, height: int) -> np.ndarray:
     """(K, 4) project-convention boxes -> (K, 5) YOLO rows ``class cx cy w h`` (normalised)."""
     boxes = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
@@ -162,6 +182,32 @@ def write_yolo_dataset(dataset: VOCDataset, root: Path) -> tuple[Path, int]:
     return data_yaml, n_boxes
 
 
+def _save_without_run_details(src: Path, out: Path, tmp: Path) -> None:
+    """Copy ultralytics' checkpoint ``src`` to ``out`` minus what differs from run to run
+    with the same weights: the date, the git state, the epochs' wall-clock ``time`` and the
+    temporary folder ``tmp`` in the training arguments' paths."""
+    import torch
+
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)
+    ckpt["date"] = None
+    ckpt.pop("git", None)
+    if isinstance(ckpt.get("train_results"), dict):
+        ckpt["train_results"] = {k: v for k, v in ckpt["train_results"].items() if k != "time"}
+
+    def untemp(args: Any) -> Any:
+        if not isinstance(args, dict):
+            return args
+        return {
+            k: v.replace(str(tmp), "<tmp>") if isinstance(v, str) else v for k, v in args.items()
+        }
+
+    ckpt["train_args"] = untemp(ckpt.get("train_args"))
+    for key in ("model", "ema"):  # the modules carry the training arguments too
+        if hasattr(ckpt.get(key), "args"):
+            ckpt[key].args = untemp(ckpt[key].args)
+    torch.save(ckpt, out)
+
+
 def train_yolo(
     dataset: VOCDataset, cfg: YoloConfig, out: Path, seed: int, **overrides: Any
 ) -> dict[str, Any]:
@@ -191,7 +237,9 @@ def train_yolo(
             n_boxes,
             device,
         )
-        with _captured_output("ultralytics train"):
+        # the bar writes to the real stderr: made before ultralytics' output is captured
+        bar = tqdm(total=cfg.epochs, desc="yolo train", unit="epoch", leave=False, file=sys.stderr)
+        with bar, _captured_output("ultralytics train"):
             try:
                 model = YOLO(cfg.model, task="detect")
             except FileNotFoundError as err:
@@ -199,6 +247,7 @@ def train_yolo(
                     f"proposals.yolo.model: {cfg.model!r} is not a known architecture YAML "
                     f"(e.g. yolov8n.yaml, yolo11n.yaml): {err}"
                 ) from None
+            model.add_callback("on_train_epoch_end", _epoch_progress(bar))
             model.train(
                 data=str(data_yaml),
                 epochs=cfg.epochs,
@@ -229,7 +278,7 @@ def train_yolo(
         if not last.is_file():
             raise RuntimeError(f"ultralytics wrote no checkpoint at {last}")  # should not happen
         out.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(last, out)
+        _save_without_run_details(last, out, tmp)
         results = {k: float(v) for k, v in (trainer.metrics or {}).items()}
         losses = trainer.label_loss_items(trainer.tloss, prefix="train")
     seconds = time.perf_counter() - start
@@ -305,7 +354,9 @@ def stage(
         metrics = train_yolo(dataset, cfg.yolo, tmp / YOLO_WEIGHTS, seed=cfg.seed)
         metrics["weights_sha256"] = sha256_file(tmp / YOLO_WEIGHTS)
         metrics["skipped"] = dataset.policy.metrics()
-        write_json(tmp / YOLO_MARKER, {**marker, **metrics})
+        # the marker is a dependency of the proposal stages: no wall-clock figure in it
+        stable = {k: v for k, v in metrics.items() if k not in WALL_CLOCK_KEYS}
+        write_json(tmp / YOLO_MARKER, {**marker, **stable})
     return metrics
 
 

@@ -439,9 +439,11 @@ def stage(
 ) -> dict:
     """DVC stage ``targets``: ``<paths.targets>/<split>.h5`` for each of ``splits`` (the SCN
     and held-out test splits), from the patches of ``<paths.pairs>/<split>.h5``;
-    ``provenance`` (the params the stage depends on) is recorded in each file."""
+    ``provenance`` (the params the stage depends on) is recorded in each file. The SCN
+    split's images come from ``data.scn_images`` when that is set, checked against the
+    hashes the proposals stage recorded (``paths.scn_images_manifest``)."""
     from pipeline.backbones import build_backbone
-    from pipeline.data.voc import open_split
+    from pipeline.data.images import check_scn_images, open_scn_split
     from pipeline.seed import seed_everything
 
     seed_everything(cfg.seed)
@@ -449,7 +451,8 @@ def stage(
     per_split: dict[str, Any] = {}
     for split in dict.fromkeys(splits):
         patches = read_patches(paths.pairs_file(split))
-        ds = open_split(dataset_ref, split, check_images=False, stage="targets")
+        ds = open_scn_split(dataset_ref, split, check_images=False, stage="targets")
+        check_scn_images(dataset_ref, ds, patches.image_ids, paths.scn_images_manifest)
         files = {im.id: im.path for im in ds}
         per_split[split] = build_targets(
             patches,

@@ -53,6 +53,12 @@ class TrainConfig:
     context_lr_mult: float = param(
         1.0, gt=0, help="learning rate of the context module = lr * context_lr_mult"
     )
+    context_lr_after_warmup: float = param(
+        1.0,
+        ge=0,
+        help="once the context warm-up ends, the context module's learning rate is "
+        "multiplied by this (1: unchanged, 0: the context module stays as the warm-up left it)",
+    )
     bn: Literal["frozen", "batch"] = param(
         "frozen", help="BatchNorm of the trained head: frozen running statistics or batch ones"
     )
@@ -69,6 +75,21 @@ class TrainConfig:
     )
     early_stop_patience: int = param(
         0, ge=0, help="stop after this many epochs without a better held-out score; 0: off"
+    )
+    pairs: Literal["real", "shuffled"] = param(
+        "real",
+        help="real, or shuffled: the null-objective control, each training bottom patch "
+        "paired with the top patch of a pair from another image (offsets unchanged)",
+    )
+    target: Literal["raw", "layer_norm"] = param(
+        "raw",
+        help="raw top-stream features, or each target layer-normalised over its dimensions "
+        "(I-JEPA's target normalisation; an ablation beyond the paper)",
+    )
+    frozen_baseline: bool = param(
+        True,
+        help="also train the same context module on the frozen h1 (the bottom stream "
+        "untouched) and report the fine-tuning gain over it",
     )
     device: str = device_param()
     amp: bool = param(False, help="mixed precision (float16 on the GPU, bfloat16 on the CPU)")

@@ -32,10 +32,52 @@ from torch.utils.data import Dataset
 
 from pipeline.data.voc import load_rgb
 from pipeline.errors import DataError
+from pipeline.pairs.overlap import pair_ious
 
 log = logging.getLogger(__name__)
 
 Source = Literal["trunk", "image"]
+TargetNorm = Literal["raw", "layer_norm"]
+
+
+def layer_norm_rows(x: np.ndarray, eps: float = 1e-5) -> np.ndarray:
+    """Each row of ``x`` (B, D) normalised over its D dimensions (zero mean, unit variance;
+    ``torch.nn.functional.layer_norm(h, (D,))`` without affine parameters), float32."""
+    x = np.asarray(x, dtype=np.float64)
+    mean = x.mean(axis=1, keepdims=True)
+    var = x.var(axis=1, keepdims=True)
+    return ((x - mean) / np.sqrt(var + eps)).astype(np.float32)
+
+
+def shuffled_tops(top: np.ndarray, pair_image: np.ndarray, seed: int) -> np.ndarray:
+    """A permutation of the pairs' top patches such that every pair gets the top patch of a
+    pair from *another* image (the null-objective control, ``train.pairs: shuffled``).
+
+    The pairs are grouped by image, images in a random order (``seed``) and pairs in a
+    random order within each; pair k of that order takes the top of pair k + g (cyclically),
+    with g the largest number of pairs of one image: two positions at most g - 1 apart
+    hold the only pairs that can share an image, so no pair keeps a top of its own image.
+    Each top is used exactly once (the targets' distribution is unchanged). Needs
+    ``len(top) >= 2 g``, i.e. no image holding more than half of the pairs.
+    """
+    top = np.asarray(top, dtype=np.int64)
+    pair_image = np.asarray(pair_image, dtype=np.int64)
+    n = len(top)
+    if n == 0:
+        return top.copy()
+    rng = np.random.default_rng([int(seed), 0x5C])
+    images, inverse, counts = np.unique(pair_image, return_inverse=True, return_counts=True)
+    g = int(counts.max())
+    if n < 2 * g:
+        raise ValueError(
+            f"train.pairs: shuffled needs every image to hold at most half of the pairs; "
+            f"one image holds {g} of {n}"
+        )
+    image_rank = rng.permutation(len(images))[inverse]  # (n,) random rank of each pair's image
+    order = np.lexsort((rng.random(n), image_rank))  # grouped by image, random within
+    out = np.empty_like(top)
+    out[order] = top[np.roll(order, -g)]
+    return out
 
 
 def plain_attr(value: Any) -> Any:
@@ -81,6 +123,8 @@ class PairDataset(Dataset):
         crop: tuple[int, Sequence[float], Sequence[float]] | None = None,
         preload_max_mb: int = 2048,
         image_cache: int = 64,
+        target_norm: TargetNorm = "raw",
+        shuffle_seed: int | None = None,
     ):
         self.pairs_path = Path(pairs_path)
         self.targets_path = Path(targets_path)
@@ -89,8 +133,19 @@ class PairDataset(Dataset):
         self.image_cache = image_cache
         if source not in ("trunk", "image"):
             raise ValueError(f"source: {source!r} is not a valid choice; allowed: trunk, image")
+        if target_norm not in ("raw", "layer_norm"):
+            raise ValueError(f"target_norm: {target_norm!r}; allowed: raw, layer_norm")
+        self.target_norm = target_norm
+        #: when True a batch's ``x`` is the cached ``features`` of the bottom patches (h1 of
+        #: the untrained bottom stream), not its input: set while the bottom stream is frozen
+        self.h1_cached = False
         self._read_manifest()
         self._check_targets()
+        #: (M,) IoU of each pair's two patches (of the real pairs, before any shuffling)
+        self.pair_iou = pair_ious(self.patch_box[self.top], self.patch_box[self.bottom])
+        self.shuffled = shuffle_seed is not None
+        if self.shuffled:
+            self.top = shuffled_tops(self.top, self.patch_image[self.bottom], shuffle_seed)
         if source == "image":
             if images is None or crop is None:
                 raise ValueError("source='image' needs the image files and the crop settings")
@@ -232,6 +287,12 @@ class PairDataset(Dataset):
         stream for the pairs whose bottom patch they are (W_B = W_T at the start)."""
         return self._rows(self._array("features"), np.asarray(patches, dtype=np.int64))
 
+    def target_features(self, patches: np.ndarray) -> np.ndarray:
+        """The training targets of ``patches`` (B,) -> (B, D) float32: their cached
+        ``features``, layer-normalised per row with ``target_norm="layer_norm"``."""
+        feats = self.patch_features(patches)
+        return layer_norm_rows(feats) if self.target_norm == "layer_norm" else feats
+
     def _image(self, image_id: str) -> np.ndarray:
         if image_id in self._decoded:
             self._decoded.move_to_end(image_id)
@@ -259,11 +320,13 @@ class PairDataset(Dataset):
     def __getitem__(self, index: int | Sequence[int] | np.ndarray) -> dict[str, torch.Tensor]:
         idx = np.atleast_1d(np.asarray(index, dtype=np.int64))  # (B,)
         top, bottom = self.top[idx], self.bottom[idx]
-        if self.source == "trunk":
+        if self.h1_cached:
+            x = torch.from_numpy(self.patch_features(bottom))  # (B, D) h1 of the frozen stream
+        elif self.source == "trunk":
             x = torch.from_numpy(self._rows(self._array("trunk"), bottom))  # (B, ...)
         else:
             x = self.crops(bottom)  # (B, 3, S, S)
-        target = torch.from_numpy(self.patch_features(top))  # (B, D)
+        target = torch.from_numpy(self.target_features(top))  # (B, D)
         return {
             "x": x,
             "offset": torch.from_numpy(self.offset[idx]),  # (B, 8)
@@ -283,6 +346,8 @@ class PairDataset(Dataset):
             "source": self.source,
             "input_shape": list(self.input_shape),
             "target_dim": self.target_dim,
+            "target": self.target_norm,
+            "pairs_order": "shuffled" if self.shuffled else "real",
         }
 
 

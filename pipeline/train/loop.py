@@ -98,11 +98,14 @@ def build_optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.opt
     return OPTIMIZERS[cfg.optimizer](groups, cfg)
 
 
-def best_epoch(history: list[dict[str, float]], key: str, mode: str) -> int | None:
+def best_epoch(history: list[dict[str, float]], key: str, mode: str, after: int = 0) -> int | None:
     """The epoch whose ``key`` is best (``mode`` ``max`` or ``min``): the earliest of equal
-    scores; non-finite scores never count. None when no epoch scored a finite value."""
+    scores; non-finite scores never count; only epochs after epoch ``after`` compete. None
+    when no such epoch scored a finite value."""
     best, value = None, None
     for record in history:
+        if int(record["epoch"]) <= after:
+            continue
         v = float(record[key])
         if not np.isfinite(v):
             continue
@@ -111,12 +114,23 @@ def best_epoch(history: list[dict[str, float]], key: str, mode: str) -> int | No
     return best
 
 
-def stops_early(history: list[dict[str, float]], best: int | None, patience: int) -> bool:
-    """True when ``patience`` (> 0) epochs have passed since the best epoch (since the start
-    when there is none) by the end of ``history``."""
+def stops_early(
+    history: list[dict[str, float]], best: int | None, patience: int, after: int = 0
+) -> bool:
+    """True when ``patience`` (> 0) epochs have passed since the best epoch (since epoch
+    ``after``, the first that may be selected, when there is none) by the end of
+    ``history``."""
     if patience <= 0 or not history:
         return False
-    return int(history[-1]["epoch"]) - (best or 0) >= patience
+    return int(history[-1]["epoch"]) - (best or after) >= patience
+
+
+def selectable_after(cfg: TrainConfig) -> int:
+    """The last epoch that model selection skips: the context warm-up's, whose bottom stream
+    is still the original network, unless every epoch is a warm-up epoch (the frozen
+    baseline, or a warm-up as long as the run: the original network is then selected)."""
+    warm = cfg.context_warmup_epochs
+    return warm if 0 < warm < cfg.epochs else 0
 
 
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -141,6 +155,7 @@ def fit(
     meta: dict[str, Any] | None = None,
     on_epoch_start: Callable[[int], None] | None = None,
     on_epoch_end: Callable[[int, dict[str, float]], None] | None = None,
+    quiet_warmup: bool = False,
 ) -> FitResult:
     """Train ``method.model`` on ``method.train_set`` for ``cfg.epochs`` epochs, with the
     method's held-out evaluation after each.
@@ -169,13 +184,14 @@ def fit(
             "method names no parameters to freeze during a warm-up; allowed: 0"
         )
     trains = [p.requires_grad for _, p in frozen]
-    if cfg.context_warmup_epochs >= cfg.epochs:
+    if cfg.context_warmup_epochs >= cfg.epochs and not quiet_warmup:
         log.warning("train.context_warmup_epochs=%d >= train.epochs=%d: the warm-up scope "
                     "never trains", cfg.context_warmup_epochs, cfg.epochs)  # fmt: skip
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, [cfg.lr_step_epoch], gamma=cfg.lr_gamma)
     scaler = torch.amp.GradScaler("cuda", enabled=cfg.amp and device.type == "cuda")
     key = resume_key(cfg, meta or {})
     history: list[dict[str, float]] = []
+    after = selectable_after(cfg)
     start_epoch = 0
     torch.manual_seed(rank_seed(cfg.seed, info.rank))  # dropout etc. differ per process
     ckpt = load_checkpoint(checkpoint, key, cfg.epochs) if checkpoint and cfg.resume else None
@@ -188,7 +204,7 @@ def fit(
     if key_name not in method.record_keys or mode not in ("max", "min"):
         raise ValueError(f"{method.name}: select_key {key_name!r} must be one of its record "
                          f"keys {method.record_keys}, select_mode max or min")  # fmt: skip
-    best = best_epoch(history, key_name, mode)
+    best = best_epoch(history, key_name, mode, after)
 
     train_set = method.train_set
     sampler = DistributedSampler(
@@ -205,7 +221,7 @@ def fit(
     stopped_early = False
     net, frozen_now = None, None
     for epoch in range(start_epoch, cfg.epochs):
-        if stops_early(history, best, cfg.early_stop_patience):
+        if stops_early(history, best, cfg.early_stop_patience, after):
             stopped_early = True
             log.info(
                 "early stop after epoch %d of %d: %s has not improved for %d epochs (best: "
@@ -217,11 +233,14 @@ def fit(
             for (_, p), trainable in zip(frozen, trains, strict=True):
                 p.requires_grad_(trainable and not freeze)
             if frozen and freeze:
-                log.info("context warm-up: %d parameter tensors of %s frozen for epochs 1-%d",
-                         len(frozen), method.name, cfg.context_warmup_epochs)  # fmt: skip
+                if not quiet_warmup:
+                    log.info("context warm-up: %d parameter tensors of %s frozen for epochs 1-%d",
+                             len(frozen), method.name, cfg.context_warmup_epochs)  # fmt: skip
             elif frozen:
                 log.info("context warm-up over: %d parameter tensors learn from epoch %d on",
                          len(frozen), epoch + 1)  # fmt: skip
+                if frozen_now is not None or start_epoch == cfg.context_warmup_epochs:
+                    method.on_warmup_end(opt)
             net = None  # release the old DDP wrapper (and its gradient hooks) first
             net = wrap(model, device, info)
             frozen_now = freeze
@@ -275,7 +294,7 @@ def fit(
             "seconds": round(seconds, 3),
         }
         history.append(record)
-        best = best_epoch(history, key_name, mode)
+        best = best_epoch(history, key_name, mode, after)
         if cfg.select == "best" and best == epoch + 1:
             best_state = _cpu_state(model)
         log.info(

@@ -118,9 +118,15 @@ class SCN(BottomStream):
         self.context = ContextModule(feature_dim, target_dim, hidden=hidden, use_offset=use_offset)
 
     def forward(
-        self, x: torch.Tensor, offset: torch.Tensor | None, from_trunk: bool = True
+        self,
+        x: torch.Tensor,
+        offset: torch.Tensor | None,
+        from_trunk: bool = True,
+        h1_given: bool = False,
     ) -> torch.Tensor:
-        h1 = self.bottom(x, from_trunk)  # (B, D)
+        """h3 (B, D_T). ``h1_given``: ``x`` already is h1 (B, D), e.g. the cached features of
+        the untrained bottom stream while it is frozen; the bottom stream does not run."""
+        h1 = x if h1_given else self.bottom(x, from_trunk)  # (B, D)
         return self.context(h1, offset)  # (B, D_T) = h3
 
     def trainable(self) -> list[nn.Parameter]:

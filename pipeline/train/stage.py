@@ -94,6 +94,7 @@ def stage(
     out_dir = Path(paths.train)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {**trainer.resume_meta(), "method": method}
+    frozen = trainer.frozen_baseline()  # leaves the trainer's model as it was
     result = fit(trainer, cfg, checkpoint=paths.checkpoint_file, meta=meta)
     metrics: dict[str, Any] = {}
     if info.is_main:
@@ -109,9 +110,9 @@ def stage(
             config["doersch"] = to_dict(doersch_cfg)
         trainer.save_trained(paths.model_file, config, without_wall_clock(result.history))
         baseline = trainer.baseline()
-        write_history(
-            result.history,
-            history_fields(trainer),
+        write_history(  # a DVC plot, not a metric: no wall-clock column (in the metrics)
+            without_wall_clock(result.history),
+            [f for f in history_fields(trainer) if f != "seconds"],
             paths.plot_file("train_loss.csv"),
             paths.plot_file("train_loss.png"),
             baseline[1] if baseline else None,
@@ -131,10 +132,31 @@ def stage(
             f"best_{trainer.select_key}": result.history[best - 1][trainer.select_key]
             if best is not None
             else None,
+            # the selected weights are the original network's: no epoch trained the bottom
+            # stream (a warm-up as long as the run)
+            "selected_is_original": result.selected_epoch <= cfg.context_warmup_epochs,
             "resumed_from_epoch": result.resumed_epoch,
             "pairs_per_s": round(result.pairs_per_s, 1),
+            # per epoch, None for those a resumed run read from its checkpoint
+            "epoch_seconds": [r.get("seconds") for r in result.history],
             "device": result.device,
             "world_size": result.world_size,
         }
+        if frozen is not None:
+            metrics.update(frozen)
+            # what fine-tuning the bottom stream adds to the frozen features' explained
+            # share: on the non-overlapping pairs, the evidence that SCN learned context
+            for sub in ("", "_nonoverlap"):
+                gain = metrics[f"test_explained{sub}"] - frozen[f"frozen_test_explained{sub}"]
+                metrics[f"finetune_gain{sub}"] = gain
+            log.info(
+                "held-out explained share, non-overlapping pairs: SCN %.3f%%, frozen features "
+                "%.3f%%, fine-tuning gain %+.3f points%s",
+                100 * metrics["test_explained_nonoverlap"],
+                100 * frozen["frozen_test_explained_nonoverlap"],
+                100 * metrics["finetune_gain_nonoverlap"],
+                " (the selected network is the original)" if metrics["selected_is_original"]
+                else "",
+            )  # fmt: skip
     teardown(info)
     return metrics if info.is_main else None

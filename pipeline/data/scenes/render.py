@@ -188,9 +188,11 @@ def render_scene(cfg: ScenesConfig, index: int) -> tuple[np.ndarray, list[SceneO
             continue
         x1, y1 = rx0 + int(xs.min()), ry0 + int(ys.min())
         x2, y2 = rx0 + int(xs.max()) + 1, ry0 + int(ys.max()) + 1
-        if cfg.version >= 2 and min(x2 - x1, y2 - y1) < 2:
-            # a one-pixel-wide sliver writes xmin == xmax, which VOC readers reject as a
-            # zero-area box (version 1 wrote it; the reader skips such an image)
+        if min(x2 - x1, y2 - y1) < 2:
+            # a one-pixel-wide sliver (an object clipped away at the border) would write
+            # xmin == xmax, which VOC readers reject as a zero-area box: left out of the
+            # annotation, every version (the pixels and the random stream are unchanged,
+            # so no image changes; no image of the default 450 has one)
             continue
         visible = len(xs) / max(1, solid_area.get(k, 0))
         small = min(x2 - x1, y2 - y1) < cfg.difficult_max_size

@@ -165,6 +165,16 @@ class Method(ABC):
         """(label, value) of a reference held-out loss drawn on the loss curve, or None."""
         return None
 
+    def on_warmup_end(self, optimizer: torch.optim.Optimizer) -> None:  # noqa: B027
+        """Called once when the context warm-up ends (before the first epoch in which the
+        warm-up scope learns), e.g. to change a parameter group's learning rate."""
+
+    def frozen_baseline(self) -> dict[str, Any] | None:
+        """Metrics of a reference run with the bottom stream frozen (the SCN's frozen-feature
+        baseline), run before the method's own training and leaving its model as it was;
+        None when the method has none."""
+        return None
+
     def resume_meta(self) -> dict[str, Any]:
         """Provenance a checkpoint must match, beside the train config, to be resumed: the
         :attr:`resume_provenance` keys of the method's ``provenance`` (none without one)."""

@@ -491,7 +491,7 @@ def build_method(
     out; the bottom stream starts from ``backbone``'s weights with ``net.scope`` trained.
     Builds (rank 0) or reuses the trunk caches when the scope leaves a frozen trunk."""
     from pipeline.backbones import build_backbone
-    from pipeline.data.voc import open_split
+    from pipeline.data.images import check_scn_images, open_scn_split
     from pipeline.devices import resolve_device
 
     info = dist_info()
@@ -503,7 +503,8 @@ def build_method(
     geom = geometry(dcfg)
     sets, shas = [], []
     for split in splits:
-        ds = open_split(dataset_ref, split, stage="train")
+        ds = open_scn_split(dataset_ref, split, stage="train")  # data.scn_images when set
+        check_scn_images(dataset_ref, ds, ds.ids, paths.scn_images_manifest)
         if len(ds) == 0:
             raise DataError(ds.root, f"split {split!r} has no images to sample pairs from")
         images = [(im.id, im.width, im.height) for im in ds]

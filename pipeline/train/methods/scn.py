@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -34,6 +35,7 @@ import torch
 
 from pipeline.errors import DataError
 from pipeline.models.context import assert_frozen, scn_loss
+from pipeline.pairs.overlap import OVERLAP_IOU, SUBSETS, split_masks
 from pipeline.provenance import code_version, sha256_file
 from pipeline.train.config import TrainConfig
 from pipeline.train.data import PairDataset, plain_attr, targets_provenance
@@ -67,44 +69,66 @@ def evaluate(
     from_trunk: bool,
     info: DistInfo | None = None,
     amp: bool = False,
+    h1_cached: bool = False,
 ) -> dict[str, float]:
     """Per-pair loss on every pair of ``ds`` (each process takes a shard; exact, no padding)
     and ``h3_var``: the total variance of h3 over the pairs (sum over dims of the variance
     across pairs; 0 when the context module predicts one constant, e.g. the mean target).
+    ``loss_<subset>``: the same loss over the pairs whose patches overlap and over the
+    others (:data:`~pipeline.pairs.overlap.SUBSETS`; nan for an empty subset).
 
     Also how far the bottom stream has moved from the network it started as, measured on
     the bottom patches of the pairs against their cached ``features`` (the frozen top
     stream's representation, i.e. h1 before training): ``h1_drift`` =
     ||h1 - h1_0|| / ||h1_0|| and ``h1_norm_ratio`` = ||h1|| / ||h1_0|| (Frobenius norms
     over the pairs; 0 and 1 at the start). NaN when the dimensions differ.
+
+    ``h1_cached``: the bottom stream is frozen and untrained, so h1 *is* the cached
+    ``features`` of the bottom patch: read it instead of running the network.
     """
     info = info or DistInfo()
     was_training = model.training
     model.eval()
     idx = np.arange(info.rank, len(ds), info.world_size)
     total = torch.zeros(2, dtype=torch.float64, device=device)  # (sum, count)
+    subsets = split_masks(ds.pair_iou)
+    # (loss sum, count) per subset, in SUBSETS order
+    parts = torch.zeros(len(SUBSETS), 2, dtype=torch.float64, device=device)
     # (||h1 - h1_0||^2, ||h1_0||^2, ||h1||^2) summed over the pairs
     drift = torch.zeros(3, dtype=torch.float64, device=device)
     moments = None  # (2, D): sum of h3, sum of h3^2
     comparable = ds.target_dim == model.context.v1.in_features
     for start in range(0, len(idx), EVAL_BATCH):
         rows = idx[start : start + EVAL_BATCH]
-        batch = ds[rows]
-        x, target = batch["x"].to(device), batch["target"].to(device)  # (B, ...), (B, D)
-        offset = batch["offset"].to(device)  # (B, 8)
-        with autocast(device, amp):
-            h1 = model.bottom(x, from_trunk)  # (B, D)
-            h3 = model.context(h1, offset).float()  # (B, D_T)
-        total[0] += scn_loss(h3, target, "sum").double()
-        total[1] += len(x)
+        h1_0 = torch.from_numpy(ds.patch_features(ds.bottom[rows])) if comparable else None
+        if h1_cached:
+            offset = torch.from_numpy(ds.offset[rows]).to(device)  # (B, 8)
+            target = torch.from_numpy(ds.target_features(ds.top[rows])).to(device)  # (B, D)
+            h1 = h1_0.to(device)  # (B, D): the frozen bottom stream's h1
+            with autocast(device, amp):
+                h3 = model.context(h1, offset).float()  # (B, D_T)
+        else:
+            batch = ds[rows]
+            x, target = batch["x"].to(device), batch["target"].to(device)  # (B, ...), (B, D)
+            offset = batch["offset"].to(device)  # (B, 8)
+            with autocast(device, amp):
+                h1 = model.bottom(x, from_trunk)  # (B, D)
+                h3 = model.context(h1, offset).float()  # (B, D_T)
+        per_pair = (target - h3).pow(2).sum(dim=1).double()  # (B,) = scn_loss per pair
+        total[0] += per_pair.sum()
+        total[1] += len(rows)
+        for k, name in enumerate(SUBSETS):
+            mask = torch.from_numpy(subsets[name][rows]).to(device)
+            parts[k, 0] += per_pair[mask].sum()
+            parts[k, 1] += mask.sum()
         if comparable:
             h1 = h1.double()  # (B, D)
-            h1_0 = torch.from_numpy(ds.patch_features(ds.bottom[rows])).to(device).double()
+            h1_0 = h1_0.to(device).double()
             drift += torch.stack([(h1 - h1_0).pow(2).sum(), h1_0.pow(2).sum(), h1.pow(2).sum()])
         h3 = h3.double()  # (B, D)
         m = torch.stack([h3.sum(0), h3.pow(2).sum(0)])  # (2, D)
         moments = m if moments is None else moments + m
-    all_reduce(info, total, moments, drift)
+    all_reduce(info, total, moments, drift, parts)
     model.train(was_training)
     n = total[1].clamp(min=1)
     mean = moments[0] / n  # (D,)
@@ -113,25 +137,35 @@ def evaluate(
     ok = comparable and float(drift[1]) > 0
     return {
         "loss": float(total[0] / n),
+        **{
+            f"loss_{name}": float(parts[k, 0] / parts[k, 1]) if parts[k, 1] > 0 else nan
+            for k, name in enumerate(SUBSETS)
+        },
         "h3_var": h3_var,
         "h1_drift": float((drift[0] / drift[1]).sqrt()) if ok else nan,
         "h1_norm_ratio": float((drift[2] / drift[1]).sqrt()) if ok else nan,
     }
 
 
-def target_variance(ds: PairDataset, center: np.ndarray | None = None) -> tuple[float, np.ndarray]:
+def target_variance(
+    ds: PairDataset, center: np.ndarray | None = None, mask: np.ndarray | None = None
+) -> tuple[float, np.ndarray]:
     """(mean over the pairs of ||target - center||^2, the mean target (D,)).
 
     With ``center`` None it is the targets' own mean: the loss of the best constant
     prediction, the "predict-the-mean" baseline that a useful context module beats.
+    ``mask`` (M,) bool: over those pairs only (nan and zeros when there are none).
     """
     d = ds.target_dim
     total, sq = np.zeros(d), np.zeros(d)
-    for start in range(0, len(ds), 4096):
-        t = ds.patch_features(ds.top[start : start + 4096]).astype(np.float64)  # (b, D)
+    tops = ds.top if mask is None else ds.top[np.asarray(mask, dtype=bool)]
+    for start in range(0, len(tops), 4096):
+        t = ds.target_features(tops[start : start + 4096]).astype(np.float64)  # (b, D)
         total += t.sum(0)
         sq += (t**2).sum(0)
-    n = max(len(ds), 1)
+    if len(tops) == 0:
+        return float("nan"), total
+    n = len(tops)
     mean = total / n  # (D,)
     c = mean if center is None else np.asarray(center, dtype=np.float64)
     # E||t - c||^2 = E||t||^2 - 2 c.E[t] + ||c||^2
@@ -182,6 +216,10 @@ class SCNMethod(Method):
         # how far h1 of the held-out bottom patches moved from the original network's
         "h1_drift",
         "h1_norm_ratio",
+        # test_explained over the held-out pairs whose patches overlap (IoU >= 0.05) and
+        # over the others, where context is the only signal
+        "test_explained_overlap",
+        "test_explained_nonoverlap",
     )
     loss_label: ClassVar[str] = "loss per pair (squared error)"
     select_key: ClassVar[str] = "test_explained"
@@ -204,6 +242,25 @@ class SCNMethod(Method):
         self.check = check
         self.from_trunk = train_set.source == "trunk"
         self.test_var = self.test_var_train_mean = float("nan")
+        self.test_var_subset: dict[str, float] = {}
+        self.h1_cached = False  # this epoch reads h1 from the target cache
+
+    @property
+    def cached_h1_exact(self) -> bool:
+        """Whether the frozen, untrained bottom stream's h1 is the cached ``features`` of
+        its patch (up to float rounding): the head runs as at inference (BatchNorm with
+        its running statistics, no dropout) and h1 has the targets' dimension. Then the
+        epochs in which the bottom stream is frozen (the context warm-up, the frozen
+        baseline) run only the context module."""
+        return (
+            self.cfg.bn == "frozen"
+            and not self.cfg.dropout
+            and self.train_set.target_dim == self.model.context.v1.in_features
+        )
+
+    def bottom_frozen(self) -> bool:
+        """Whether no parameter of the bottom stream's head learns right now."""
+        return not any(p.requires_grad for p in self.model.head.parameters())
 
     @property
     def reduction(self) -> Literal["sum", "mean"]:
@@ -230,6 +287,20 @@ class SCNMethod(Method):
             {"params": context, "lr": cfg.lr * cfg.context_lr_mult},
         ]
 
+    def on_warmup_end(self, optimizer: torch.optim.Optimizer) -> None:
+        """``train.context_lr_after_warmup``: slow (or stop, at 0) the context module once
+        the bottom stream starts learning, so that h1 has to move towards what the context
+        module already reads rather than the module chasing a moving h1."""
+        mult = self.cfg.context_lr_after_warmup
+        if mult != 1.0:
+            group = optimizer.param_groups[1]  # the context module (param_groups)
+            group["lr"] *= mult
+            if mult == 0:
+                for p in group["params"]:
+                    p.requires_grad_(False)
+            log.info("context warm-up over: the context module's lr x %g (now %.3g)%s", mult,
+                     group["lr"], ", frozen" if mult == 0 else "")  # fmt: skip
+
     def warmup_frozen(self) -> list[tuple[str, torch.nn.Parameter]]:
         """The bottom stream's trainable head: h1 stays the original network's during the
         warm-up while the context module learns."""
@@ -253,6 +324,8 @@ class SCNMethod(Method):
         self.test_var, _ = target_variance(self.test_set)
         _, train_mean = target_variance(self.train_set)
         self.test_var_train_mean, _ = target_variance(self.test_set, center=train_mean)
+        for name, mask in split_masks(self.test_set.pair_iou).items():
+            self.test_var_subset[name], _ = target_variance(self.test_set, mask=mask)
         log.info(
             "held-out targets: variance %.4g per pair (predicting the training mean: %.4g)",
             self.test_var,
@@ -269,10 +342,15 @@ class SCNMethod(Method):
         self.model.check_frozen()
         if self.check is not None:
             self.check(epoch)
+        # the loop has set which parameters learn this epoch (context warm-up)
+        self.h1_cached = self.cached_h1_exact and self.bottom_frozen()
+        self.train_set.h1_cached = self.h1_cached
+        if self.h1_cached:
+            log.debug("epoch %d: bottom stream frozen, h1 read from the target cache", epoch + 1)
 
     def forward(self, net: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        # x (b, ...) trunk rows or images, offset (b, 8) -> h3 (b, D)
-        return net(batch["x"], batch["offset"], self.from_trunk)
+        # x (b, ...) trunk rows or images (or h1 (b, D) when cached), offset (b, 8) -> h3 (b, D)
+        return net(batch["x"], batch["offset"], self.from_trunk, self.h1_cached)
 
     def loss(self, out: torch.Tensor, batch: dict[str, torch.Tensor]) -> BatchLoss:
         n = len(batch["x"])
@@ -281,11 +359,18 @@ class SCNMethod(Method):
         return BatchLoss(loss, total, n)
 
     def evaluate(self, device: torch.device, info: DistInfo, amp: bool) -> dict[str, float]:
-        test = evaluate(self.model, self.test_set, device, self.from_trunk, info, amp)
+        cached = self.cached_h1_exact and self.bottom_frozen()
+        test = evaluate(self.model, self.test_set, device, self.from_trunk, info, amp, cached)
         var = self.test_var
+        nan = float("nan")
+        sub = {
+            f"test_explained_{name}": 1.0 - test[f"loss_{name}"] / v if v > 0 else nan
+            for name, v in self.test_var_subset.items()
+        }
         return {
+            **sub,
             "test_loss": test["loss"],
-            "test_explained": 1.0 - test["loss"] / var if var > 0 else float("nan"),
+            "test_explained": 1.0 - test["loss"] / var if var > 0 else nan,
             "h3_spread": float(np.sqrt(test["h3_var"] / var)) if var > 0 else 0.0,
             "h1_drift": test["h1_drift"],
             "h1_norm_ratio": test["h1_norm_ratio"],
@@ -294,13 +379,17 @@ class SCNMethod(Method):
     def describe(self, record: dict[str, float]) -> str:
         return (
             f"test {record['test_loss']:.4g} ({100 * record['test_explained']:.1f}% of the "
-            f"variance explained), h3 spread {record['h3_spread']:.3g}, h1 drift "
+            f"variance explained; non-overlapping pairs "
+            f"{100 * record['test_explained_nonoverlap']:.2f}%), h3 spread "
+            f"{record['h3_spread']:.3g}, h1 drift "
             f"{record['h1_drift']:.3g} (norm x{record['h1_norm_ratio']:.3g})"
         )
 
     def extra(self) -> dict[str, Any]:
         return {"test_target_variance": self.test_var,
-                "test_loss_train_mean": self.test_var_train_mean}  # fmt: skip
+                "test_loss_train_mean": self.test_var_train_mean,
+                **{f"test_target_variance_{k}": v
+                   for k, v in self.test_var_subset.items()}}  # fmt: skip
 
     def baseline(self) -> tuple[str, float]:
         return "test: predict the mean", self.test_var
@@ -321,6 +410,10 @@ class SCNMethod(Method):
             # the predict-the-mean baseline and the share of it the model explains
             "test_target_variance": result.extra["test_target_variance"],
             "test_explained": last["test_explained"],
+            # the same on the held-out pairs whose patches overlap / do not (IoU 0.05)
+            "test_explained_overlap": last["test_explained_overlap"],
+            "test_explained_nonoverlap": last["test_explained_nonoverlap"],
+            "test_share_overlap": round(float(np.mean(self.test_set.pair_iou >= OVERLAP_IOU)), 4),
             "h3_spread": last["h3_spread"],
             # held-out h1 against the original's: ||h1 - h1_0|| / ||h1_0||, ||h1|| / ||h1_0||
             "h1_drift": last["h1_drift"],
@@ -328,6 +421,43 @@ class SCNMethod(Method):
             "train_pairs": len(self.train_set),
             "test_pairs": len(self.test_set),
             "source": self.train_set.source,
+            "pairs": "shuffled" if self.train_set.shuffled else "real",
+            "target": self.train_set.target_norm,
+        }
+
+    def frozen_baseline(self) -> dict[str, Any] | None:
+        """The frozen-feature baseline (``train.frozen_baseline``): the same context module
+        (the same initial weights), settings, epochs and selection, trained on the frozen
+        h1 of the original network; the bottom stream never learns. Run before the SCN's
+        own training on this method's model, whose whole state (weights and buffers) is
+        restored afterwards, so the SCN trains exactly as without it.
+
+        Returns its metrics (``frozen_*``, see :meth:`metrics`), or None when switched off.
+        """
+        if not self.cfg.frozen_baseline:
+            return None
+        state = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+        # every epoch a warm-up epoch: the head is frozen throughout
+        cfg = replace(self.cfg, context_warmup_epochs=self.cfg.epochs, resume=False)
+        base = SCNMethod(self.model, self.train_set, self.test_set, cfg, check=self.check)
+        log.info("frozen-feature baseline: the context module alone on the original h1 "
+                 "(%d epochs%s)", cfg.epochs,
+                 ", h1 from the target cache" if base.cached_h1_exact else "")  # fmt: skip
+        try:
+            result = fit_method(base, cfg, checkpoint=None, quiet_warmup=True)
+        finally:
+            self.model.load_state_dict(state)
+            self.train_set.h1_cached = False
+        last = result.selected
+        keys = ("test_explained", "test_explained_overlap", "test_explained_nonoverlap",
+                "test_loss", "h3_spread", "h1_drift")  # fmt: skip
+        return {
+            **{f"frozen_{k}": last[k] for k in keys},
+            "frozen_selected_epoch": result.selected_epoch,
+            "frozen_epochs_run": result.history[-1]["epoch"],
+            "frozen_history": [
+                {k: r[k] for k in ("epoch", "train_loss", *keys)} for r in result.history
+            ],
         }
 
 
@@ -357,10 +487,16 @@ def fit(
 # ----------------------------------------------------------------------------- stage
 
 
-def _image_files(dataset_ref: DatasetRef, split: str) -> dict[str, Path]:
-    from pipeline.data.voc import open_split
+def _image_files(
+    dataset_ref: DatasetRef, split: str, manifest: Path | None = None, ids: list[str] = ()
+) -> dict[str, Path]:
+    """The image files of ``split`` by id (``data.scn_images`` for the SCN split when set,
+    the images of ``ids`` checked against the proposals stage's ``manifest``)."""
+    from pipeline.data.images import check_scn_images, open_scn_split
 
-    ds = open_split(dataset_ref, split, check_images=False, stage="train")
+    ds = open_scn_split(dataset_ref, split, check_images=False, stage="train")
+    if manifest is not None:
+        check_scn_images(dataset_ref, ds, ids, manifest)
     return {im.id: im.path for im in ds}
 
 
@@ -406,9 +542,20 @@ def build_method(
         (splits[0], train_pairs, train_targets),
         (splits[1], test_pairs, test_targets),
     ):
-        images = _image_files(dataset_ref, split) if source == "image" else None
-        sets.append(PairDataset(pairs, targets, source, images, crop, cfg.preload_max_mb))
+        images = None
+        if source == "image":
+            from pipeline.targets.cache import read_patches
+
+            ids = read_patches(pairs).image_ids
+            images = _image_files(dataset_ref, split, paths.scn_images_manifest, ids)
+        # the control shuffles the training pairs only: the held-out pairs stay real
+        shuffle = cfg.seed if cfg.pairs == "shuffled" and not sets else None
+        sets.append(PairDataset(pairs, targets, source, images, crop, cfg.preload_max_mb,
+                                target_norm=cfg.target, shuffle_seed=shuffle))  # fmt: skip
     train_set, test_set = sets
+    if cfg.pairs == "shuffled":
+        log.info("train.pairs=shuffled (null-objective control): every training bottom patch "
+                 "is paired with the top patch of a pair from another image")  # fmt: skip
     log.info("train: %s; test: %s", train_set.describe(), test_set.describe())
     model = build_scn(bb, scope, train_set.target_dim, cfg.hidden, cfg.use_offset, cfg.bn,
                       cfg.dropout)  # fmt: skip

@@ -1,0 +1,419 @@
+"""The SCN regime search of issue 23: training regimes compared by the fine-tuning gain.
+
+    .venv/bin/python -m experiments.regimes                      # every row below
+    .venv/bin/python -m experiments.regimes --only adam-warmup --seeds 0,1,2
+    .venv/bin/python -m experiments.regimes --row "mine:train.lr=3e-5,train.epochs=6"
+
+Each row is the train stage (``stages/train.py``, run in this process through
+:func:`pipeline.runner.run_stage`) on the workspace's params.yaml with the row's overrides,
+reading the workspace's pairs and target caches (``data/pairs``, ``data/targets``) and
+writing model, plots and metrics under ``--scratch`` (default ``data/regimes/<row>-s<seed>``),
+so the workspace's own ``data/train`` and ``metrics/`` are never touched. A row that
+changes what the pairs or targets are made of (``proposal``, ``proposals.*``, ``pairs.*``,
+``targets.*``, ``network.*``, ``backbone``) also runs ``yolo``, ``proposals``, ``pairs``
+and ``targets`` into its scratch folder first. ``dvc exp run train -S k=v ...`` with
+the same overrides gives the same figures in ``metrics/train.json`` (the row's command in
+the table).
+
+The rows are compared by one figure only (issue 23, item 4): the **fine-tuning gain on
+non-overlapping pairs**, the SCN's held-out explained share minus that of the same
+context module trained on the frozen features (``finetune_gain_nonoverlap`` of
+``metrics/train.json``), never by the SVMs. The table (``--out``, default
+docs/regimes.md) has per row: the overrides, the held-out explained share of the SCN and
+of the frozen baseline on non-overlapping pairs, the gain (mean over seeds and each seed),
+the SCN's share on all pairs, the epoch selected and h1's drift.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as dt
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pipeline.config import build, read_yaml
+from pipeline.io import atomic_path, write_json
+from pipeline.params import Params
+from pipeline.runner import run_stage, setup_logging
+
+ROOT = Path(__file__).resolve().parent.parent
+log = logging.getLogger("experiments.regimes")
+
+#: the regime every row starts from, on top of params.yaml: a context warm-up on the
+#: cached frozen h1, then the head with Adam, selection among trained epochs only
+BASE = (
+    "train.optimizer=adam",
+    "train.loss=mean",
+    "train.select=best",
+    "train.epochs=8",
+    "train.context_warmup_epochs=2",
+    "train.early_stop_patience=2",
+    "train.weight_decay=0",
+)
+#: train.* keys the frozen baseline does not depend on (its head never learns, it has no
+#: warm-up end; the context module's lr is lr x context_lr_mult): rows that differ only in
+#: these share one baseline, computed once (the train stage would compute the same)
+BASELINE_FREE = ("lr", "context_lr_mult", "context_warmup_epochs", "context_lr_after_warmup",
+                 "resume", "device", "workers", "preload_max_mb", "frozen_baseline")  # fmt: skip
+# name -> (overrides on top of BASE, the question it answers)
+ROWS: dict[str, tuple[tuple[str, ...], str]] = {
+    "paper-sgd": (
+        (
+            "train.optimizer=sgd",
+            "train.loss=sum",
+            "train.lr=1.6e-6",
+            "train.select=last",
+            "train.epochs=3",
+            "train.context_warmup_epochs=0",
+            "train.early_stop_patience=0",
+            "train.weight_decay=0.0005",
+        ),
+        "the previous default: SGD on the summed loss, lr 1.6e-6, no warm-up",
+    ),
+    "adam-1e-4": (
+        ("train.lr=1e-4", "train.context_lr_mult=10"),
+        "issue 23's row: head Adam 1e-4, context 1e-3",
+    ),
+    "adam-1e-5": (
+        ("train.lr=1e-5", "train.context_lr_mult=100"),
+        "a 10x slower head, context 1e-3",
+    ),
+    "adam-1e-6": (
+        ("train.lr=1e-6", "train.context_lr_mult=1000"),
+        "a 100x slower head, context 1e-3",
+    ),
+    "adam-1e-5-context-slow": (
+        ("train.lr=1e-5", "train.context_lr_mult=100", "train.context_lr_after_warmup=0.1"),
+        "context module slowed 10x once the head learns",
+    ),
+    "adam-1e-5-context-frozen": (
+        ("train.lr=1e-5", "train.context_lr_mult=100", "train.context_lr_after_warmup=0"),
+        "context module frozen once the head learns: h1 must move towards what it reads",
+    ),
+    "adam-1e-5-wd": (
+        ("train.lr=1e-5", "train.context_lr_mult=100", "train.weight_decay=0.0005"),
+        "with weight decay 5e-4",
+    ),
+    "adam-1e-5-hidden-256": (
+        ("train.lr=1e-5", "train.context_lr_mult=100", "train.hidden=256"),
+        "a smaller context module (256 hidden units)",
+    ),
+    "adam-1e-5-layer-norm": (
+        ("train.lr=1e-5", "train.context_lr_mult=100", "train.target=layer_norm"),
+        "layer-normalised targets (I-JEPA; an ablation beyond the paper)",
+    ),
+    "adam-1e-5-fc-conv5": (
+        ("train.lr=1e-5", "train.context_lr_mult=100", "network.scope=fc+conv5"),
+        "the last convolutional block trains too",
+    ),
+    "adam-1e-5-bbox": (
+        ("train.lr=1e-5", "train.context_lr_mult=100", "proposal=bbox"),
+        "ground-truth boxes: the pairs with the most object context",
+    ),
+}
+#: override keys whose change needs the pairs and targets rebuilt for the row
+UPSTREAM_KEYS = ("proposal", "proposals.", "pairs.", "targets.", "network.", "backbone")
+UPSTREAM_STAGES = ("yolo", "proposals", "pairs", "targets")
+
+
+@dataclass
+class Row:
+    name: str
+    overrides: tuple[str, ...]
+    question: str = ""
+
+
+def parse_row(text: str) -> Row:
+    """``name:k=v,k=v`` -> a :class:`Row` (on top of :data:`BASE`)."""
+    name, _, rest = text.partition(":")
+    if not name or not rest:
+        raise SystemExit(f"--row {text!r}: expected NAME:key=value[,key=value...]")
+    return Row(name, tuple(s.strip() for s in rest.split(",") if s.strip()), "given")
+
+
+def parse_value(text: str) -> Any:
+    """A ``-S`` value as DVC reads it (YAML 1.2: ``1e-5`` is a number, not a string)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def apply_overrides(data: dict[str, Any], overrides: tuple[str, ...]) -> dict[str, Any]:
+    """A copy of the raw params dict with each ``key.path=value`` set (value parsed as YAML,
+    as ``dvc exp run -S`` does); an unknown key is refused by :func:`build` later."""
+    out = copy.deepcopy(data)
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"override {item!r}: expected key=value")
+        node = out
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = parse_value(value)
+    return out
+
+
+def needs_upstream(overrides: tuple[str, ...]) -> bool:
+    return any(o.split("=", 1)[0].startswith(UPSTREAM_KEYS) for o in overrides)
+
+
+_BASELINES: dict[str, dict[str, Any]] = {}  # baseline_key -> the frozen_* metrics
+
+
+def baseline_key(data: dict[str, Any]) -> str:
+    """What the frozen baseline of a run with raw params ``data`` depends on."""
+    train = {k: v for k, v in data.get("train", {}).items() if k not in BASELINE_FREE}
+    train["context_lr"] = float(data["train"]["lr"]) * float(
+        data["train"].get("context_lr_mult", 1.0)
+    )
+    rest = {k: v for k, v in data.items() if k not in ("train", "paths", "doersch")}
+    return json.dumps({"train": train, "rest": rest}, sort_keys=True, default=str)
+
+
+def run_row(row: Row, seed: int, params_file: Path, scratch: Path) -> dict[str, Any]:
+    """Train one row at one seed; return its train metrics (the details file's dict). The
+    frozen baseline is trained once per :func:`baseline_key` and reused."""
+    overrides = (*BASE, *row.overrides, f"train.seed={seed}")
+    data = apply_overrides(read_yaml(params_file), overrides)
+    key = baseline_key(data)
+    known = _BASELINES.get(key) if data["train"].get("frozen_baseline", True) else None
+    if known is not None:
+        data["train"]["frozen_baseline"] = False
+    out = scratch / f"{row.name}-s{seed}"
+    paths = data.setdefault("paths", {})
+    for key in ("train", "metrics", "plots"):
+        paths[key] = str(out / key)
+    upstream = needs_upstream(row.overrides)
+    if upstream:
+        for key in ("proposals", "pairs", "targets"):
+            paths[key] = str(out / key)
+    params = build(Params, data)
+    if upstream and not Path(params.paths.targets_file(params.data.scn_split)).is_file():
+        for stage in UPSTREAM_STAGES:
+            run_stage(stage, params)
+    log.info("row %s, seed %d: %s", row.name, seed, " ".join(overrides))
+    metrics = run_stage("train", params)
+    if known is not None:
+        metrics.update(known)
+        for sub in ("", "_nonoverlap"):
+            metrics[f"finetune_gain{sub}"] = (
+                metrics[f"test_explained{sub}"] - known[f"frozen_test_explained{sub}"]
+            )
+    elif "frozen_test_explained" in metrics:
+        _BASELINES[key] = {k: v for k, v in metrics.items() if k.startswith("frozen_")}
+    return metrics
+
+
+def _lr_of(overrides: tuple[str, ...], params_file: Path) -> float:
+    data = apply_overrides(read_yaml(params_file), (*BASE, *overrides))
+    return float(data["train"]["lr"])
+
+
+def match_drift(
+    row: Row,
+    target: float,
+    params_file: Path,
+    scratch: Path,
+    tries: int = 4,
+    tolerance: float = 0.1,
+) -> tuple[float, float]:
+    """The learning rate at which ``row``'s shuffled-pairs control moves h1 as far as
+    ``target`` (held-out ``h1_drift`` of the SCN, seed 0): secant steps on log(drift)
+    against log(lr), starting at the row's lr; stops within ``tolerance`` (relative) or
+    after ``tries`` runs. Returns (lr, the drift reached)."""
+    import math
+
+    lr = _lr_of(row.overrides, params_file)
+    points: list[tuple[float, float]] = []
+    for k in range(tries):
+        name = f"{row.name}-control-match{k}"
+        probe = Row(name, (*row.overrides, "train.pairs=shuffled", f"train.lr={lr:.4g}"))
+        drift = float(run_row(probe, 0, params_file, scratch)["h1_drift"])
+        points.append((math.log(lr), math.log(max(drift, 1e-12))))
+        log.info("drift matching: lr %.4g gives h1 drift %.4g (target %.4g)", lr, drift, target)
+        if abs(drift / target - 1) <= tolerance:
+            break
+        if len(points) == 1:
+            slope = 1.0  # drift roughly proportional to the step at first
+        else:
+            (x0, y0), (x1, y1) = points[-2], points[-1]
+            slope = (y1 - y0) / (x1 - x0) if x1 != x0 else 1.0
+            slope = slope if slope > 0.05 else 1.0
+        lr = math.exp(points[-1][0] + (math.log(target) - points[-1][1]) / slope)
+    best = min(points, key=lambda p: abs(p[1] - math.log(target)))
+    return math.exp(best[0]), math.exp(best[1])
+
+
+def control_rows(
+    row: Row, runs: list[dict[str, Any]], params_file: Path, scratch: Path
+) -> list[Row]:
+    """The shuffled-pairs control of ``row`` (issue 24) at the row's own settings, and at
+    the learning rate whose h1 drift matches the row's (seed 0): the contrast that tells
+    context from movement."""
+    same = Row(f"{row.name}-control", (*row.overrides, "train.pairs=shuffled"),
+               "null-objective control (shuffled pairs) at the row's settings")  # fmt: skip
+    target = runs[0].get("h1_drift")
+    if not isinstance(target, int | float) or not target > 0:
+        return [same]
+    lr, drift = match_drift(row, float(target), params_file, scratch)
+    matched = Row(
+        f"{row.name}-control-drift",
+        (*row.overrides, "train.pairs=shuffled", f"train.lr={lr:.4g}"),
+        f"the control at the lr whose h1 drift ({drift:.3g}) matches the row's ({target:.3g})",
+    )
+    return [same, matched]
+
+
+def summarise(name: str, overrides: tuple[str, ...], runs: list[dict[str, Any]]) -> dict:
+    def mean(key: str) -> float | None:
+        vals = [r.get(key) for r in runs]
+        vals = [v for v in vals if isinstance(v, int | float) and v == v]
+        return sum(vals) / len(vals) if vals else None
+
+    return {
+        "name": name,
+        "overrides": list(overrides),
+        "seeds": [r["seed"] for r in runs],
+        "gain_nonoverlap": mean("finetune_gain_nonoverlap"),
+        "gain_nonoverlap_per_seed": [r.get("finetune_gain_nonoverlap") for r in runs],
+        "scn_nonoverlap": mean("test_explained_nonoverlap"),
+        "frozen_nonoverlap": mean("frozen_test_explained_nonoverlap"),
+        "scn_all": mean("test_explained"),
+        "frozen_all": mean("frozen_test_explained"),
+        "selected_epoch": [r.get("selected_epoch") for r in runs],
+        "selected_is_original": [r.get("selected_is_original") for r in runs],
+        "h1_drift": mean("h1_drift"),
+        "train_pairs": runs[0].get("train_pairs"),
+        "share_overlap": runs[0].get("test_share_overlap"),
+    }
+
+
+def _pct(x: float | None, signed: bool = False) -> str:
+    if x is None:
+        return "—"
+    return f"{100 * x:+.2f}" if signed else f"{100 * x:.2f}"
+
+
+def render(rows: list[dict], questions: dict[str, str], context: dict) -> str:
+    lines = [
+        "# SCN training regimes, compared by the fine-tuning gain",
+        "",
+        "Generated by `python -m experiments.regimes` "
+        f"({context['date']}, commit {context['commit']}, params {context['params']}). "
+        "Each row: the train stage on the workspace's pairs and target caches with the",
+        "overrides listed (on top of the base regime below), seeds as listed. The gain is the",
+        "SCN's held-out explained share minus that of the same context module trained on the",
+        "frozen features (`train.frozen_baseline`), on the held-out pairs whose patches do not",
+        "overlap (IoU < 0.05): the only figure rows are compared by (issue 23).",
+        "",
+        f"Base regime: `{' '.join('-S ' + b for b in BASE)}`.",
+        f"Training pairs: {rows[0]['train_pairs'] if rows else '—'}; held-out pairs that "
+        f"overlap: {_pct(rows[0]['share_overlap']) if rows else '—'}%.",
+        "",
+        "| row | question | SCN, no overlap (%) | frozen, no overlap (%) | gain (points; per seed) "
+        "| SCN, all pairs (%) | selected epoch | h1 drift | command |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in rows:
+        per_seed = ", ".join(_pct(g, True) for g in r["gain_nonoverlap_per_seed"])
+        original = any(r["selected_is_original"])
+        epochs = ", ".join(str(e) for e in r["selected_epoch"]) + (
+            " (original)" if original else ""
+        )
+        drift = "—" if r["h1_drift"] is None else f"{r['h1_drift']:.3f}"
+        cmd = "dvc exp run train " + " ".join(f"-S {o}" for o in (*BASE, *r["overrides"]))
+        lines.append(
+            f"| {r['name']} | {questions.get(r['name'], '')} | {_pct(r['scn_nonoverlap'])} | "
+            f"{_pct(r['frozen_nonoverlap'])} | **{_pct(r['gain_nonoverlap'], True)}** "
+            f"({per_seed}) | {_pct(r['scn_all'])} | {epochs} | {drift} | `{cmd}` |"
+        )
+    best = max(rows, key=lambda r: r["gain_nonoverlap"] or -1e9) if rows else None
+    lines += [
+        "",
+        f"Largest mean gain: `{best['name']}` ({_pct(best['gain_nonoverlap'], True)} points)."
+        if best
+        else "",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--only", default="", help="comma-separated row names of ROWS")
+    p.add_argument("--row", action="append", default=[], help="NAME:key=value,key=value")
+    p.add_argument("--seeds", default="0", help="comma-separated train.seed values")
+    p.add_argument("--params", default=str(ROOT / "params.yaml"))
+    p.add_argument("--scratch", default=str(ROOT / "data" / "regimes"))
+    p.add_argument("--out", default=str(ROOT / "docs" / "regimes.md"))
+    p.add_argument("--json", default=None, help="also write the rows as JSON here")
+    p.add_argument(
+        "--controls",
+        action="store_true",
+        help="after each row, its shuffled-pairs control at the row's settings and at the "
+        "learning rate whose h1 drift matches the row's (seed 0 searched)",
+    )
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    setup_logging()
+    _BASELINES.clear()
+    names = [n for n in args.only.split(",") if n] or ([] if args.row else list(ROWS))
+    unknown = [n for n in names if n not in ROWS]
+    if unknown:
+        raise SystemExit(f"--only: unknown rows {unknown}; allowed: {', '.join(ROWS)}")
+    rows = [Row(n, *ROWS[n]) for n in names] + [parse_row(t) for t in args.row]
+    seeds = [int(s) for s in args.seeds.split(",") if s]
+    results = []
+    for row in list(rows):  # controls are appended, not iterated
+        runs = []
+        for seed in seeds:
+            metrics = run_row(row, seed, Path(args.params), Path(args.scratch))
+            runs.append({**metrics, "seed": seed})
+        results.append(summarise(row.name, row.overrides, runs))
+        log.info(
+            "row %s: gain on non-overlapping pairs %s points",
+            row.name,
+            _pct(results[-1]["gain_nonoverlap"], True),
+        )
+        if args.controls:
+            for control in control_rows(row, runs, Path(args.params), Path(args.scratch)):
+                c_runs = [
+                    {**run_row(control, seed, Path(args.params), Path(args.scratch)), "seed": seed}
+                    for seed in seeds
+                ]
+                results.append(summarise(control.name, control.overrides, c_runs))
+                rows.append(control)
+    import subprocess
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    context = {
+        "date": dt.date.today().isoformat(),
+        "commit": commit or "?",
+        "params": Path(args.params).name,
+    }
+    questions = {r.name: r.question for r in rows}
+    with atomic_path(args.out) as tmp:
+        tmp.write_text(render(results, questions, context))
+    if args.json:
+        write_json(args.json, {"context": context, "rows": results})
+    log.info("wrote %s", args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,113 @@
+"""experiments.regimes: the regime search of issue 23 on a tiny pair set, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from experiments import regimes
+from pipeline.config import to_dict
+from tests.test_train_stage import _params, _prepare
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_overrides_parse_like_dvc_and_name_what_needs_new_pairs():
+    data = {"train": {"lr": 1.0}, "proposal": "edgebox"}
+    out = regimes.apply_overrides(data, ("train.lr=1e-5", "train.select=best", "pairs.x=true"))
+    assert out["train"] == {"lr": 1e-5, "select": "best"} and out["pairs"] == {"x": True}
+    assert data["train"] == {"lr": 1.0}  # the input is left alone
+    assert regimes.needs_upstream(("proposal=bbox",))
+    assert regimes.needs_upstream(("network.scope=fc+conv5",))
+    assert not regimes.needs_upstream(("train.lr=1e-5", "train.hidden=8"))
+    row = regimes.parse_row("mine:train.lr=3e-5, train.epochs=4")
+    assert row.name == "mine" and row.overrides == ("train.lr=3e-5", "train.epochs=4")
+    with pytest.raises(SystemExit, match="NAME:key=value"):
+        regimes.parse_row("no-overrides")
+
+
+@pytest.mark.slow
+def test_rows_train_on_the_workspace_pairs_and_report_the_gain(tmp_path, monkeypatch):
+    params = _params(tmp_path, "fc", hidden=16, batch_size=8)
+    _prepare(tmp_path, params)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(to_dict(params)))
+    monkeypatch.setattr(regimes, "BASE", ("train.optimizer=adam", "train.loss=mean",
+                                          "train.select=best", "train.epochs=3",
+                                          "train.context_warmup_epochs=1"))  # fmt: skip
+    out, js = tmp_path / "regimes.md", tmp_path / "regimes.json"
+    assert regimes.main(["--row", "tiny:train.lr=1e-4", "--seeds", "0,1", "--params",
+                         str(params_file), "--scratch", str(tmp_path / "scratch"), "--out",
+                         str(out), "--json", str(js)]) == 0  # fmt: skip
+    rows = json.loads(js.read_text())["rows"]
+    assert [r["name"] for r in rows] == ["tiny"] and rows[0]["seeds"] == [0, 1]
+    gains = rows[0]["gain_nonoverlap_per_seed"]
+    assert len(gains) == 2 and gains[0] != gains[1]  # two seeds, two runs
+    assert rows[0]["gain_nonoverlap"] == pytest.approx(sum(gains) / 2)
+    assert rows[0]["selected_epoch"][0] >= 2  # never the warm-up epoch
+    text = out.read_text()
+    assert "| tiny |" in text and "-S train.lr=1e-4" in text and "dvc exp run train" in text
+    # the workspace's own outputs are untouched: the rows wrote under the scratch folder
+    assert not (tmp_path / "train").exists()
+    assert (tmp_path / "scratch" / "tiny-s1" / "metrics").is_dir()
+
+
+@pytest.mark.slow
+def test_controls_shuffle_the_pairs_and_match_the_drift(tmp_path, monkeypatch):
+    """--controls adds the shuffled-pairs control at the row's settings and at a learning
+    rate searched so that its h1 drift comes close to the row's."""
+    params = _params(tmp_path, "fc", hidden=16, batch_size=8)
+    _prepare(tmp_path, params)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(to_dict(params)))
+    base = ("train.optimizer=adam", "train.loss=mean", "train.epochs=2",
+            "train.frozen_baseline=false")  # fmt: skip
+    monkeypatch.setattr(regimes, "BASE", base)
+    js = tmp_path / "regimes.json"
+    regimes.main(["--row", "tiny:train.lr=1e-4", "--controls", "--params", str(params_file),
+                  "--scratch", str(tmp_path / "scratch"), "--out", str(tmp_path / "r.md"),
+                  "--json", str(js)])  # fmt: skip
+    rows = {r["name"]: r for r in json.loads(js.read_text())["rows"]}
+    assert list(rows) == ["tiny", "tiny-control", "tiny-control-drift"]
+    assert "train.pairs=shuffled" in rows["tiny-control"]["overrides"]
+    matched = rows["tiny-control-drift"]
+    lr = float(
+        next(o for o in matched["overrides"][::-1] if o.startswith("train.lr=")).split("=")[1]
+    )
+    target = rows["tiny"]["h1_drift"]
+    # within 10% of the row's drift, or searched away from the row's own lr
+    assert abs(matched["h1_drift"] / target - 1) <= 0.1 or lr != 1e-4
+    # at least as close to the row's drift as the control at the row's settings
+    assert abs(matched["h1_drift"] - target) <= abs(rows["tiny-control"]["h1_drift"] - target)
+
+
+@pytest.mark.slow
+def test_rows_that_differ_only_in_the_head_share_one_frozen_baseline(tmp_path, monkeypatch):
+    """The frozen baseline does not depend on the head's lr: the second row reuses the
+    first's, and equals the baseline it computes on its own, figure for figure."""
+    params = _params(tmp_path, "fc", hidden=16, batch_size=8)
+    _prepare(tmp_path, params)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(to_dict(params)))
+    base = ("train.optimizer=adam", "train.loss=mean", "train.epochs=2",
+            "train.context_warmup_epochs=1")  # fmt: skip
+    monkeypatch.setattr(regimes, "BASE", base)
+
+    def rows(*specs: str) -> dict:
+        js = tmp_path / "r.json"
+        argv = [a for spec in specs for a in ("--row", spec)]
+        regimes.main([*argv, "--params", str(params_file), "--scratch", str(tmp_path / "s"),
+                      "--out", str(tmp_path / "r.md"), "--json", str(js)])  # fmt: skip
+        return {r["name"]: r for r in json.loads(js.read_text())["rows"]}
+
+    both = rows(
+        "a:train.lr=1e-4,train.context_lr_mult=10", "b:train.lr=1e-5,train.context_lr_mult=100"
+    )
+    alone = rows("b:train.lr=1e-5,train.context_lr_mult=100")
+    assert both["a"]["frozen_nonoverlap"] == both["b"]["frozen_nonoverlap"]
+    assert alone["b"]["frozen_nonoverlap"] == both["b"]["frozen_nonoverlap"]
+    assert alone["b"]["gain_nonoverlap"] == both["b"]["gain_nonoverlap"]
+    details = tmp_path / "s" / "b-s0" / "metrics" / "details" / "train.json"
+    assert "frozen_test_explained" in json.loads(details.read_text())  # computed when alone
