@@ -58,7 +58,12 @@ HEADLINE: dict[str, tuple[tuple[str, str], ...]] = {
         ("detect_proposals_skip", "splits.*.skipped"),
         _seconds("detect_proposals"),
     ),
-    "pairs": (("pairs", "splits.train.pairs"), _seconds("pairs")),
+    "pairs": (
+        ("pairs", "scn.pairs"),
+        ("pairs_lowiou", "scn.share_iou_below_0.2"),
+        ("pairs_ovl", "scn.share_overlapping"),
+        _seconds("pairs"),
+    ),
     "targets": (_seconds("targets"),),
     "diagnose_objects": (
         ("headroom", "headroom.map"),
