@@ -96,6 +96,16 @@ ROWS: dict[str, tuple[tuple[str, ...], str]] = {
         ("train.lr=1e-5", "train.context_lr_mult=100", "train.context_lr_after_warmup=0"),
         "context module frozen once the head learns: h1 must move towards what it reads",
     ),
+    "adam-1e-5-warmup1-context-frozen": (
+        (
+            "train.lr=1e-5",
+            "train.context_lr_mult=100",
+            "train.context_warmup_epochs=1",
+            "train.context_lr_after_warmup=0",
+        ),
+        "one warm-up epoch (where the frozen baseline peaks), then the context module is "
+        "frozen and only h1 learns: any gain is context that h1 learned",
+    ),
     "adam-1e-5-wd": (
         ("train.lr=1e-5", "train.context_lr_mult=100", "train.weight_decay=0.0005"),
         "with weight decay 5e-4",
@@ -358,12 +368,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "docs" / "regimes.md"))
     p.add_argument("--json", default=None, help="also write the rows as JSON here")
     p.add_argument(
+        "--previous",
+        default=None,
+        help="a --json file of an earlier run: its rows (but those run again) open the table",
+    )
+    p.add_argument(
         "--controls",
         action="store_true",
         help="after each row, its shuffled-pairs control at the row's settings and at the "
         "learning rate whose h1 drift matches the row's (seed 0 searched)",
     )
     return p.parse_args(argv)
+
+
+def write_report(
+    rows: list[Row], results: list[dict], params: Path, out: Path, json_path: str | None
+) -> None:
+    """Write the table (and the JSON) of the rows finished so far."""
+    import subprocess
+
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    context = {"date": dt.date.today().isoformat(), "commit": commit or "?",
+               "params": params.name}  # fmt: skip
+    questions = {r.name: r.question for r in rows}
+    with atomic_path(out) as tmp:
+        tmp.write_text(render(results, questions, context))
+    if json_path:
+        write_json(json_path, {"context": context, "rows": results})
+    log.info("wrote %s (%d rows)", out, len(results))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -376,8 +410,15 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--only: unknown rows {unknown}; allowed: {', '.join(ROWS)}")
     rows = [Row(n, *ROWS[n]) for n in names] + [parse_row(t) for t in args.row]
     seeds = [int(s) for s in args.seeds.split(",") if s]
-    results = []
-    for row in list(rows):  # controls are appended, not iterated
+    results: list[dict] = []
+    if args.previous:
+        again = {r.name for r in rows}
+        earlier = json.loads(Path(args.previous).read_text())["rows"]
+        results = [r for r in earlier if r["name"] not in again]
+        rows = [Row(r["name"], tuple(r["overrides"]), ROWS.get(r["name"], ((), ""))[1])
+                for r in results] + rows  # fmt: skip
+    done = {r["name"] for r in results}
+    for row in [r for r in rows if r.name not in done]:  # controls are appended
         runs = []
         for seed in seeds:
             metrics = run_row(row, seed, Path(args.params), Path(args.scratch))
@@ -388,6 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             row.name,
             _pct(results[-1]["gain_nonoverlap"], True),
         )
+        write_report(rows, results, Path(args.params), Path(args.out), args.json)
         if args.controls:
             for control in control_rows(row, runs, Path(args.params), Path(args.scratch)):
                 c_runs = [
@@ -396,22 +438,7 @@ def main(argv: list[str] | None = None) -> int:
                 ]
                 results.append(summarise(control.name, control.overrides, c_runs))
                 rows.append(control)
-    import subprocess
-
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-    ).stdout.strip()
-    context = {
-        "date": dt.date.today().isoformat(),
-        "commit": commit or "?",
-        "params": Path(args.params).name,
-    }
-    questions = {r.name: r.question for r in rows}
-    with atomic_path(args.out) as tmp:
-        tmp.write_text(render(results, questions, context))
-    if args.json:
-        write_json(args.json, {"context": context, "rows": results})
-    log.info("wrote %s", args.out)
+    write_report(rows, results, Path(args.params), Path(args.out), args.json)
     return 0
 
 

@@ -22,7 +22,7 @@ BIN = Path(sys.executable).parent
 
 # Tiny settings: every stage in seconds on a 2-core CPU.
 TINY = {
-    "scenes": {"n_train": 10, "n_val": 2, "n_test": 10, "image_size": 128},
+    "scenes": {"n_train": 10, "n_val": 2, "n_test": 10, "n_unlabelled": 10, "image_size": 128},
     "proposals": {
         "workers": 1,
         "detect_max_boxes": 10,
@@ -32,10 +32,11 @@ TINY = {
     "pairs": {"max_pairs_per_image": 6},
     "network": {"input_size": 64},
     "targets": {"batch_size": 32, "workers": 0},
-    "train": {"epochs": 2, "batch_size": 16},
+    "train": {"epochs": 2, "batch_size": 16, "context_warmup_epochs": 1},
     "classify": {"costs": [0.1, 1.0], "cv_folds": 2, "max_context_pairs": 200},
     "diagnose": {"max_objects": 200, "max_pairs": 300, "ceiling_epochs": 1, "workers": 1},
     "detect": {
+        "seeds": 1,
         "iterations": 4,
         "lr_step": 3,
         "rois_per_image": 8,
