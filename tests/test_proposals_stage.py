@@ -41,6 +41,7 @@ def test_unique_splits_keep_order():
 def _write_params(tmp_path, tiny_voc, **top) -> str:
     data = yaml.safe_load(open(Path(__file__).resolve().parents[1] / "params.yaml"))
     data["data"]["scenes_root"] = str(tiny_voc.parent.parent)
+    data["data"]["scn_split"] = "train"  # the tiny folder has no unlabelled split
     data["paths"] = {k: str(tmp_path / "out" / k) for k in data["paths"]}
     data["proposals"]["edgebox"]["min_size"] = 8
     data.update(top)
