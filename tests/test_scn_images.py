@@ -125,6 +125,7 @@ def _params(tmp_path: Path, tiny_voc: Path, photos: Path | None, **top) -> str:
     data["data"].update(
         scenes_root=str(tiny_voc.parent.parent),
         scn_images=None if photos is None else str(photos),
+        scn_split="train",  # the name the photographs' pairs are written under
         max_skip_fraction=0.25,  # one corrupt file of five
     )
     data["paths"] = {k: str(tmp_path / "out" / k) for k in data["paths"]}
@@ -132,7 +133,7 @@ def _params(tmp_path: Path, tiny_voc: Path, photos: Path | None, **top) -> str:
     data["pairs"]["max_pairs_per_image"] = 6
     data["network"]["input_size"] = 64
     data["targets"].update(batch_size=32, workers=0)
-    data["train"].update(epochs=2, batch_size=16)
+    data["train"].update(epochs=2, batch_size=16, context_warmup_epochs=1)
     for key, value in top.items():
         if isinstance(value, dict):
             data[key].update(value)
