@@ -32,8 +32,8 @@ import logging
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
+from experiments.results import get
 from pipeline.io import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,21 +60,13 @@ class Criterion:
     value: float | None
 
 
-def _get(d: Any, *keys: str) -> Any:
-    for key in keys:
-        if not isinstance(d, dict) or key not in d:
-            return None
-        d = d[key]
-    return d
-
-
 def _missing(name: str, bar: str, why: str) -> Criterion:
     return Criterion(name, "not measured", bar, False, why, None)
 
 
 def training_pairs(pairs: dict, scn_split: str) -> Criterion:
     name, bar = "SCN training pairs", f">= {MIN_PAIRS:,}"
-    n = _get(pairs, "splits", scn_split, "pairs")
+    n = get(pairs, "splits", scn_split, "pairs")
     if n is None:
         return _missing(name, bar, f"pairs: no splits.{scn_split}.pairs (run the pairs stage)")
     return Criterion(name, f"{int(n):,}", bar, n >= MIN_PAIRS,
@@ -85,8 +77,8 @@ def obj_half_width(diagnose: dict) -> Criterion:
     """The half-width of the 95% interval of ceiling - original Obj mAP (paired bootstrap
     over the test objects), against a fifth of that headroom (the full protocol's)."""
     name = "95% interval half-width of an Obj difference (ceiling - original, test split)"
-    headroom = _get(diagnose, "headroom", "map")
-    ci = _get(diagnose, "headroom", "map_ci")
+    headroom = get(diagnose, "headroom", "map")
+    ci = get(diagnose, "headroom", "map_ci")
     bar = f"<= 1/{round(1 / HALF_WIDTH_SHARE)} of the full-protocol headroom"
     if headroom is None:
         return _missing(name, bar, "diagnose_objects: no headroom.map")
@@ -104,14 +96,14 @@ def obj_half_width(diagnose: dict) -> Criterion:
 def lowshot_headroom(diagnose: dict, k: int = LOWSHOT_K) -> Criterion:
     name = f"low-shot headroom (ceiling - original) at k = {k}"
     bar = f">= {100 * MIN_LOWSHOT_HEADROOM:.0f} points"
-    low = _get(diagnose, "lowshot", "settings", "obj")
+    low = get(diagnose, "lowshot", "settings", "obj")
     ks = (low or {}).get("k") or []
     if k not in ks:
         return _missing(name, bar, f"diagnose_objects: no low-shot Obj result at k = {k} "
                         "(classify.lowshot_k)")  # fmt: skip
     i = ks.index(k)
-    ceiling = _get(low, "ceiling", "map_mean")
-    original = _get(low, "original", "map_mean")
+    ceiling = get(low, "ceiling", "map_mean")
+    original = get(low, "original", "map_mean")
     if not ceiling or not original:
         return _missing(name, bar, "diagnose_objects: lowshot.settings.obj lacks a network")
     d = ceiling[i] - original[i]
@@ -122,8 +114,8 @@ def lowshot_headroom(diagnose: dict, k: int = LOWSHOT_K) -> Criterion:
 
 def context_ratio(diagnose: dict) -> Criterion:
     name, bar = "context predictability / majority rate", f">= {MIN_CONTEXT_RATIO:g}x"
-    acc = _get(diagnose, "context", "accuracy")
-    majority = _get(diagnose, "context", "majority_rate")
+    acc = get(diagnose, "context", "accuracy")
+    majority = get(diagnose, "context", "majority_rate")
     if acc is None or not majority:
         return _missing(name, bar, "diagnose_objects: no context.accuracy / majority_rate")
     ratio = acc / majority

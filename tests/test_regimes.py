@@ -14,6 +14,15 @@ from tests.test_train_stage import _params, _prepare
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
+def tiny_workspace(tmp_path):
+    """Pairs and target caches of a tiny VOC set and a params.yaml reading them."""
+    params = _params(tmp_path, "fc", hidden=16, batch_size=8)
+    _prepare(tmp_path, params)
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(to_dict(params)))
+    return params_file
+
+
 def test_overrides_parse_like_dvc_and_name_what_needs_new_pairs():
     data = {"train": {"lr": 1.0}, "proposal": "edgebox"}
     out = regimes.apply_overrides(data, ("train.lr=1e-5", "train.select=best", "pairs.x=true"))
@@ -30,10 +39,7 @@ def test_overrides_parse_like_dvc_and_name_what_needs_new_pairs():
 
 @pytest.mark.slow
 def test_rows_train_on_the_workspace_pairs_and_report_the_gain(tmp_path, monkeypatch):
-    params = _params(tmp_path, "fc", hidden=16, batch_size=8)
-    _prepare(tmp_path, params)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(to_dict(params)))
+    params_file = tiny_workspace(tmp_path)
     monkeypatch.setattr(regimes, "BASE", ("train.optimizer=adam", "train.loss=mean",
                                           "train.select=best", "train.epochs=3",
                                           "train.context_warmup_epochs=1"))  # fmt: skip
@@ -58,10 +64,7 @@ def test_rows_train_on_the_workspace_pairs_and_report_the_gain(tmp_path, monkeyp
 def test_controls_shuffle_the_pairs_and_match_the_drift(tmp_path, monkeypatch):
     """--controls adds the shuffled-pairs control at the row's settings and at a learning
     rate searched so that its h1 drift comes close to the row's."""
-    params = _params(tmp_path, "fc", hidden=16, batch_size=8)
-    _prepare(tmp_path, params)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(to_dict(params)))
+    params_file = tiny_workspace(tmp_path)
     base = ("train.optimizer=adam", "train.loss=mean", "train.epochs=2",
             "train.frozen_baseline=false")  # fmt: skip
     monkeypatch.setattr(regimes, "BASE", base)
@@ -87,10 +90,7 @@ def test_controls_shuffle_the_pairs_and_match_the_drift(tmp_path, monkeypatch):
 def test_rows_that_differ_only_in_the_head_share_one_frozen_baseline(tmp_path, monkeypatch):
     """The frozen baseline does not depend on the head's lr: the second row reuses the
     first's, and equals the baseline it computes on its own, figure for figure."""
-    params = _params(tmp_path, "fc", hidden=16, batch_size=8)
-    _prepare(tmp_path, params)
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text(yaml.safe_dump(to_dict(params)))
+    params_file = tiny_workspace(tmp_path)
     base = ("train.optimizer=adam", "train.loss=mean", "train.epochs=2",
             "train.context_warmup_epochs=1")  # fmt: skip
     monkeypatch.setattr(regimes, "BASE", base)

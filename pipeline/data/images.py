@@ -21,7 +21,6 @@ stage's skip policy (``data.on_error``, ``data.max_skip_fraction``) as for VOC.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -34,6 +33,7 @@ from PIL import Image
 from pipeline.config import ConfigError
 from pipeline.data.voc import DatasetRef, VOCDataset, VOCImage, load_rgb, open_split
 from pipeline.errors import DataError, SkipPolicy
+from pipeline.provenance import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -192,14 +192,6 @@ def refuse_unannotated(ref: DatasetRef, proposal: str) -> None:
 # --------------------------------------------------------------------------- manifest
 
 
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def manifest(ref: DatasetRef, datasets: Iterable[VOCDataset] = ()) -> dict[str, Any]:
     """The content of ``<paths.proposals>/scn_images.json``: ``data.scn_images`` and, when
     set, each usable image's id, byte count and SHA-256 and the ids of the skipped ones.
@@ -217,7 +209,7 @@ def manifest(ref: DatasetRef, datasets: Iterable[VOCDataset] = ()) -> dict[str, 
         "scn_images": str(ref.data.scn_images),
         "split": ds.split,
         "images": [
-            {"id": im.id, "bytes": im.path.stat().st_size, "sha256": sha256(im.path)}
+            {"id": im.id, "bytes": im.path.stat().st_size, "sha256": sha256_file(im.path)}
             for im in ds.images
         ],
         "skipped": [iid for iid in ds.ids_listed if iid not in used],
@@ -249,7 +241,7 @@ def check_scn_images(ref: DatasetRef, ds: VOCDataset, ids: Iterable[str], path: 
         if iid not in usable:
             continue  # not a usable image now: the reader names it
         im = ds.by_id(iid)
-        if want.get(iid) != sha256(im.path):
+        if want.get(iid) != sha256_file(im.path):
             raise DataError(
                 im.path,
                 f"changed since the proposals stage hashed it into {path}; rerun from "
