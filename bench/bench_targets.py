@@ -9,6 +9,13 @@ memory: peak RSS of the caching (main process + workers) at several dataset size
     python bench/bench_targets.py throughput --size 224 --images 24 --per-image 8
     python bench/bench_targets.py memory --size 128 --images 20 80
     python bench/bench_targets.py throughput --backbone vgg19 --random-weights --amp  # GPU
+    python bench/bench_targets.py precision --size 96 --images 60 --per-image 15
+
+precision: the same patches cached in float32 and with ``targets.amp`` (bfloat16 autocast on
+    a CPU with AVX-512 BF16 / AMX, float16 on a GPU), one after the other in one run: the
+    rate of each (pipeline and bare forward) and how far the reduced-precision features are
+    from float32 (relative norm of the difference per patch: median, 95th percentile, max;
+    and the cosine similarity).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import torch
 from PIL import Image
 
 from pipeline.backbones import build_backbone
+from pipeline.devices import autocast_dtype
 from pipeline.targets import cache
 
 log = logging.getLogger("bench_targets")
@@ -65,7 +73,11 @@ def make_data(root: Path, n_images: int, per_image: int, seed: int = 0) -> tuple
 def bare_rate(bb, n: int, batch: int, device: torch.device, amp: bool) -> float:
     model = bb.model.to(device)
     x = torch.randn(batch, 3, bb.input_size, bb.input_size, device=device)  # (B, 3, S, S)
-    with torch.inference_mode(), torch.autocast(device.type, enabled=amp):
+    dtype = autocast_dtype(device) if amp else None
+    with (
+        torch.inference_mode(),
+        torch.autocast(device.type, dtype=dtype, enabled=dtype is not None),
+    ):
         bb.features(x)  # warm-up
         if device.type == "cuda":
             torch.cuda.synchronize()
@@ -83,7 +95,7 @@ def throughput(args: argparse.Namespace) -> dict:
     torch.manual_seed(0)
     bb = build_backbone(args.backbone, pretrained=not args.random_weights, input_size=args.size)
     device = cache.resolve_device(args.device)
-    amp = args.amp and device.type == "cuda"
+    amp = args.amp and autocast_dtype(device) is not None
     with tempfile.TemporaryDirectory() as tmp:
         pairs, files = make_data(Path(tmp) / "data", args.images, args.per_image)
         patches = cache.read_patches(pairs)
@@ -120,6 +132,54 @@ def throughput(args: argparse.Namespace) -> dict:
         "trunk_cache_bytes": m["trunk_cache_bytes"],
         "torch_threads": torch.get_num_threads(),
     }
+
+
+def precision(args: argparse.Namespace) -> dict:
+    """float32 against ``amp`` on the same patches: rates and the features' deviation."""
+    torch.manual_seed(0)
+    bb = build_backbone(args.backbone, pretrained=not args.random_weights, input_size=args.size)
+    device = cache.resolve_device(args.device)
+    dtype = autocast_dtype(device)
+    if dtype is None:
+        raise SystemExit(f"precision: {device} has no fast reduced precision to compare")
+    out: dict = {"backbone": args.backbone, "input_size": args.size, "device": str(device),
+                 "autocast": str(dtype).removeprefix("torch."), "batch": args.batch,
+                 "workers": args.workers, "torch_threads": torch.get_num_threads()}  # fmt: skip
+    feats = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        pairs, files = make_data(Path(tmp) / "data", args.images, args.per_image)
+        patches = cache.read_patches(pairs)
+        n = len(patches.boxes)
+        out["patches"] = n
+        for name, amp in (("float32", False), ("amp", True)):
+            bare1 = bare_rate(bb, n, args.batch, device, amp)
+            m = cache.build_targets(
+                patches, files, Path(tmp) / f"{name}.h5", bb, scope=args.scope,
+                batch_size=args.batch, workers=args.workers, device=args.device, amp=amp,
+            )  # fmt: skip
+            bare2 = bare_rate(bb, n, args.batch, device, amp)
+            with h5py.File(Path(tmp) / f"{name}.h5", "r") as fh:
+                feats[name] = fh["features"][:].astype(np.float64)  # (N, D)
+            out[name] = {
+                "pipeline_patches_per_s": m["patches_per_s"],
+                "bare_patches_per_s": round((bare1 + bare2) / 2, 2),
+                "ratio": round(m["patches_per_s"] / ((bare1 + bare2) / 2), 3),
+            }
+    ref, low = feats["float32"], feats["amp"]
+    rel = np.linalg.norm(low - ref, axis=1) / np.maximum(np.linalg.norm(ref, axis=1), 1e-12)
+    cos = (low * ref).sum(1) / np.maximum(
+        np.linalg.norm(low, axis=1) * np.linalg.norm(ref, axis=1), 1e-12
+    )
+    out["speedup_pipeline"] = round(
+        out["amp"]["pipeline_patches_per_s"] / out["float32"]["pipeline_patches_per_s"], 3
+    )
+    out["speedup_bare"] = round(
+        out["amp"]["bare_patches_per_s"] / out["float32"]["bare_patches_per_s"], 3
+    )
+    out["rel_diff"] = {"median": float(np.median(rel)), "p95": float(np.quantile(rel, 0.95)),
+                       "max": float(rel.max())}  # fmt: skip
+    out["cosine_min"] = float(cos.min())
+    return out
 
 
 def child(args: argparse.Namespace) -> dict:
@@ -186,7 +246,7 @@ def memory(args: argparse.Namespace) -> list[dict]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("mode", choices=["throughput", "memory", "child"])
+    p.add_argument("mode", choices=["throughput", "memory", "child", "precision"])
     p.add_argument("--backbone", default="efficientnet_lite0")
     p.add_argument("--random-weights", action="store_true")
     p.add_argument("--size", type=int, default=224)
@@ -203,6 +263,9 @@ def main() -> None:
     if args.mode == "throughput":
         args.images = args.images[0]
         result = throughput(args)
+    elif args.mode == "precision":
+        args.images = args.images[0]
+        result = precision(args)
     elif args.mode == "memory":
         result = memory(args)
     else:

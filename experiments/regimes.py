@@ -10,10 +10,11 @@ reading the workspace's pairs and target caches (``data/pairs``, ``data/targets`
 writing model, plots and metrics under ``--scratch`` (default ``data/regimes/<row>-s<seed>``),
 so the workspace's own ``data/train`` and ``metrics/`` are never touched. A row that
 changes what the pairs or targets are made of (``proposal``, ``proposals.*``, ``pairs.*``,
-``targets.*``, ``network.*``, ``backbone``) also runs ``yolo``, ``proposals``, ``pairs``
-and ``targets`` into its scratch folder first. ``dvc exp run train -S k=v ...`` with
-the same overrides gives the same figures in ``metrics/train.json`` (the row's command in
-the table).
+``targets.*``, ``network.*``, ``backbone``) first reruns, into its scratch folder, those
+of ``yolo``, ``proposals``, ``pairs`` and ``targets`` the change reaches (``UPSTREAM``;
+``targets.amp=true`` reruns targets alone on the workspace's pairs).
+``dvc exp run train -S k=v ...`` with the same overrides gives the same figures in
+``metrics/train.json`` (the row's command in the table).
 
 The rows are compared by one figure only (issue 23, item 4): the **fine-tuning gain on
 non-overlapping pairs**, the SCN's held-out explained share minus that of the same
@@ -127,9 +128,21 @@ ROWS: dict[str, tuple[tuple[str, ...], str]] = {
         "ground-truth boxes: the pairs with the most object context",
     ),
 }
-#: override keys whose change needs the pairs and targets rebuilt for the row
-UPSTREAM_KEYS = ("proposal", "proposals.", "pairs.", "targets.", "network.", "backbone")
-UPSTREAM_STAGES = ("yolo", "proposals", "pairs", "targets")
+#: the stages upstream of train a row may rebuild into its scratch folder, in order, with
+#: the override keys (prefixes) that change what each writes (dvc.yaml's params, as
+#: tools.rerun_plan reads them; tests/test_regimes.py checks the two agree). A stage not
+#: reached reads the workspace's output, so `targets.amp=true` recomputes targets only.
+#: yolo reruns whenever proposals does: it writes into the proposals folder (a marker only,
+#: unless the row trains a YOLO).
+UPSTREAM: dict[str, tuple[str, ...]] = {
+    "yolo": ("proposal", "proposals."),
+    "proposals": ("proposal", "proposals."),
+    "pairs": ("proposal", "proposals.", "pairs."),
+    "targets": ("proposal", "proposals.", "pairs.", "targets.", "network.", "backbone"),
+}
+#: the stage -> the paths keys of what it writes
+UPSTREAM_PATHS = {"yolo": (), "proposals": ("proposals",), "pairs": ("pairs",),
+                  "targets": ("targets",)}  # fmt: skip
 
 
 @dataclass
@@ -174,8 +187,14 @@ def apply_overrides(data: dict[str, Any], overrides: tuple[str, ...]) -> dict[st
     return out
 
 
+def upstream_stages(overrides: tuple[str, ...]) -> list[str]:
+    """The stages upstream of train whose outputs ``overrides`` change, in run order."""
+    keys = [o.split("=", 1)[0] for o in overrides]
+    return [st for st, prefixes in UPSTREAM.items() if any(k.startswith(prefixes) for k in keys)]
+
+
 def needs_upstream(overrides: tuple[str, ...]) -> bool:
-    return any(o.split("=", 1)[0].startswith(UPSTREAM_KEYS) for o in overrides)
+    return bool(upstream_stages(overrides))
 
 
 _BASELINES: dict[str, dict[str, Any]] = {}  # baseline_key -> the frozen_* metrics
@@ -204,13 +223,13 @@ def run_row(row: Row, seed: int, params_file: Path, scratch: Path) -> dict[str, 
     paths = data.setdefault("paths", {})
     for key in ("train", "metrics", "plots"):
         paths[key] = str(out / key)
-    upstream = needs_upstream(row.overrides)
-    if upstream:
-        for key in ("proposals", "pairs", "targets"):
+    upstream = upstream_stages(row.overrides)
+    for stage in upstream:
+        for key in UPSTREAM_PATHS[stage]:
             paths[key] = str(out / key)
     params = build(Params, data)
     if upstream and not Path(params.paths.targets_file(params.data.scn_split)).is_file():
-        for stage in UPSTREAM_STAGES:
+        for stage in upstream:
             run_stage(stage, params)
     log.info("row %s, seed %d: %s", row.name, seed, " ".join(overrides))
     metrics = run_stage("train", params)

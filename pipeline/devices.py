@@ -32,3 +32,13 @@ def resolve_device(name: str, key: str = "device", local_rank: int = 0) -> torch
         raise ConfigError(
             f"{key}: {name!r} is not a device; allowed: auto, cpu, cuda, cuda:N"
         ) from None
+
+
+def autocast_dtype(dev: torch.device) -> torch.dtype | None:
+    """The reduced precision ``dev`` runs fast: float16 on a CUDA GPU, bfloat16 on a CPU
+    whose oneDNN kernels support it (AVX-512 BF16 or AMX), else None (stay in float32)."""
+    if dev.type == "cuda":
+        return torch.float16
+    if dev.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    return None

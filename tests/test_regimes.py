@@ -31,10 +31,28 @@ def test_overrides_parse_like_dvc_and_name_what_needs_new_pairs():
     assert regimes.needs_upstream(("proposal=bbox",))
     assert regimes.needs_upstream(("network.scope=fc+conv5",))
     assert not regimes.needs_upstream(("train.lr=1e-5", "train.hidden=8"))
+    assert regimes.upstream_stages(("targets.amp=true",)) == ["targets"]
     row = regimes.parse_row("mine:train.lr=3e-5, train.epochs=4")
     assert row.name == "mine" and row.overrides == ("train.lr=3e-5", "train.epochs=4")
     with pytest.raises(SystemExit, match="NAME:key=value"):
         regimes.parse_row("no-overrides")
+
+
+@pytest.mark.parametrize(
+    "override",
+    ["proposal=bbox", "proposals.edgebox.max_boxes=30", "pairs.max_iou=0.3",
+     "targets.amp=true", "network.scope=fc+conv5", "train.lr=1e-4"],
+)  # fmt: skip
+def test_a_row_rebuilds_the_upstream_stages_dvc_would_rerun(override):
+    """regimes.UPSTREAM against dvc.yaml (tools.rerun_plan): a row rebuilds exactly the
+    stages above train that `dvc exp run -S` would, no more (time) and no fewer (stale)."""
+    from tools.rerun_plan import ROOT, plan
+
+    dvc = set(plan(ROOT, [override]).reruns) & set(regimes.UPSTREAM)
+    ours = set(regimes.upstream_stages((override,)))
+    # yolo writes into the proposals folder: a row that rebuilds proposals in its scratch
+    # folder reruns yolo there too (a marker only, unless the row trains a YOLO)
+    assert ours - {"yolo"} == dvc - {"yolo"} and ("yolo" in ours) == ("proposals" in ours)
 
 
 @pytest.mark.slow

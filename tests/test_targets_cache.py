@@ -223,3 +223,32 @@ def test_bad_manifest_and_corrupt_image(tmp_path: Path) -> None:
     assert not (root / "targets" / "train.h5").exists()
     with pytest.raises(DataError, match="pairs manifest not found"):
         cache.read_patches(root / "pairs" / "val.h5")
+
+
+def test_amp_on_the_cpu_is_bfloat16_where_supported(tmp_path: Path, backbone, caplog) -> None:
+    """``targets.amp`` on the CPU: bfloat16 autocast where oneDNN has it (features within a
+    few percent of float32, BENCHMARKS.md), float32 with a warning elsewhere (identical)."""
+    from pipeline.devices import autocast_dtype
+
+    root = make_project(tmp_path)
+    patches = cache.read_patches(root / "pairs" / "train.h5")
+    files = {i: jpeg(root, i) for i in patches.image_ids}
+    out = {}
+    for amp in (False, True):
+        path = root / "targets" / f"amp{int(amp)}.h5"
+        cache.build_targets(patches, files, path, backbone, scope="fc", batch_size=4, amp=amp)
+        with h5py.File(path, "r") as fh:
+            out[amp] = fh["features"][:].astype(np.float64)  # (P, D)
+    dtype = autocast_dtype(torch.device("cpu"))
+    if dtype is None:
+        assert "no fast reduced precision" in caplog.text
+        np.testing.assert_array_equal(out[True], out[False])
+        return
+    assert dtype == torch.bfloat16
+    rel = np.linalg.norm(out[True] - out[False], axis=1) / np.linalg.norm(out[False], axis=1)
+    cos = (out[True] * out[False]).sum(1) / (
+        np.linalg.norm(out[True], axis=1) * np.linalg.norm(out[False], axis=1)
+    )
+    # bfloat16 keeps 8 bits of mantissa; through ~60 layers that is 5% of a feature's norm
+    # at 96 px (BENCHMARKS.md) and ~17% on these tiny 64-px crops: close, never a copy
+    assert 0 < np.median(rel) < 0.3 and cos.min() > 0.9

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from tqdm import tqdm
 
 from pipeline.backbones.preprocess import crop_resize, normalize
-from pipeline.devices import resolve_device
+from pipeline.devices import autocast_dtype, resolve_device
 from pipeline.errors import DataError
 from pipeline.io import TMP_MARK, atomic_path
 from pipeline.provenance import code_version, sha256_file
@@ -335,9 +335,11 @@ def build_targets(
     trunk, head = bb.split(scope)
     trunk, head = trunk.to(dev).eval(), head.to(dev).eval().requires_grad_(False)
     store_trunk = trunk_cache and scope != "all"
-    use_amp = amp and dev.type == "cuda"
-    if amp and not use_amp:
-        log.warning("targets.amp: mixed precision needs a GPU; running in float32 on %s", dev)
+    amp_dtype = autocast_dtype(dev) if amp else None
+    if amp and amp_dtype is None:
+        log.warning("targets.amp: %s has no fast reduced precision; running in float32", dev)
+    elif amp_dtype is not None:
+        log.info("targets.amp: the frozen network runs under %s autocast on %s", amp_dtype, dev)
     size, n = bb.input_size, len(patches.boxes)
     with torch.inference_mode():  # trunk output shape from one dummy input
         probe = torch.zeros(1, 3, size, size, device=dev)
@@ -365,7 +367,10 @@ def build_targets(
             for idx, x in batches(loader, batch_size):
                 t0 = time.perf_counter()
                 x = x.to(dev, non_blocking=True)  # (B, 3, S, S)
-                with torch.inference_mode(), torch.autocast(dev.type, enabled=use_amp):
+                with (
+                    torch.inference_mode(),
+                    torch.autocast(dev.type, dtype=amp_dtype, enabled=amp_dtype is not None),
+                ):
                     t = trunk(x)  # (B, *trunk_shape)
                     f = head(t)  # (B, D)
                 f_np = f.float().cpu().numpy().astype(dtype, copy=False)  # (B, D)

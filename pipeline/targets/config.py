@@ -19,7 +19,12 @@ class TargetsConfig:
         "float32", help="storage dtype of features and trunk; float16 halves the trunk cache"
     )
     device: str = device_param()
-    amp: bool = param(False, help="mixed precision (float16 autocast) on the GPU; ignored on CPU")
+    amp: bool = param(
+        False,
+        help="reduced precision for the frozen network: float16 autocast on a GPU, bfloat16 on "
+        "a CPU with AVX-512 BF16 or AMX (else float32, with a warning); BENCHMARKS.md has its "
+        "deviation from float32",
+    )
     trunk_cache: bool = param(True, help="also cache the frozen trunk output (scope fc, fc+conv5)")
     compression: Literal["gzip", "lzf", "none"] = param(
         "gzip", help="HDF5 filter: gzip (level 1, portable), lzf (faster, h5py only), none"
