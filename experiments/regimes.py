@@ -221,12 +221,12 @@ def run_row(row: Row, seed: int, params_file: Path, scratch: Path) -> dict[str, 
         data["train"]["frozen_baseline"] = False
     out = scratch / f"{row.name}-s{seed}"
     paths = data.setdefault("paths", {})
-    for key in ("train", "metrics", "plots"):
-        paths[key] = str(out / key)
+    for name in ("train", "metrics", "plots"):
+        paths[name] = str(out / name)
     upstream = upstream_stages(row.overrides)
     for stage in upstream:
-        for key in UPSTREAM_PATHS[stage]:
-            paths[key] = str(out / key)
+        for name in UPSTREAM_PATHS[stage]:
+            paths[name] = str(out / name)
     params = build(Params, data)
     if upstream and not Path(params.paths.targets_file(params.data.scn_split)).is_file():
         for stage in upstream:

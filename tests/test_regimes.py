@@ -123,9 +123,11 @@ def test_rows_that_differ_only_in_the_head_share_one_frozen_baseline(tmp_path, m
     both = rows(
         "a:train.lr=1e-4,train.context_lr_mult=10", "b:train.lr=1e-5,train.context_lr_mult=100"
     )
+    details = tmp_path / "s" / "b-s0" / "metrics" / "details" / "train.json"
+    # reused, not recomputed: b's own train stage ran without the baseline
+    assert "frozen_test_explained" not in json.loads(details.read_text())
     alone = rows("b:train.lr=1e-5,train.context_lr_mult=100")
     assert both["a"]["frozen_nonoverlap"] == both["b"]["frozen_nonoverlap"]
     assert alone["b"]["frozen_nonoverlap"] == both["b"]["frozen_nonoverlap"]
     assert alone["b"]["gain_nonoverlap"] == both["b"]["gain_nonoverlap"]
-    details = tmp_path / "s" / "b-s0" / "metrics" / "details" / "train.json"
     assert "frozen_test_explained" in json.loads(details.read_text())  # computed when alone
