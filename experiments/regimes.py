@@ -304,7 +304,35 @@ def control_rows(
     return [same, matched]
 
 
+#: the figures of one seed's train metrics a table row keeps (``per_seed``), enough to
+#: merge seeds run at different times into one row
+RUN_KEYS = ("seed", "finetune_gain_nonoverlap", "test_explained_nonoverlap",
+            "frozen_test_explained_nonoverlap", "test_explained", "frozen_test_explained",
+            "selected_epoch", "selected_is_original", "h1_drift", "train_pairs",
+            "test_share_overlap")  # fmt: skip
+
+
+def runs_of(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The per-seed figures of a table row (its ``per_seed``; a one-seed row of an earlier
+    version of this tool, which kept only the summary, is its own single run)."""
+    if "per_seed" in row:
+        return [dict(r) for r in row["per_seed"]]
+    if len(row.get("seeds", [])) != 1:
+        return []  # means over several seeds cannot be split back into runs
+    return [{
+        "seed": row["seeds"][0], "finetune_gain_nonoverlap": row["gain_nonoverlap"],
+        "test_explained_nonoverlap": row["scn_nonoverlap"],
+        "frozen_test_explained_nonoverlap": row["frozen_nonoverlap"],
+        "test_explained": row["scn_all"], "frozen_test_explained": row["frozen_all"],
+        "selected_epoch": row["selected_epoch"][0],
+        "selected_is_original": row["selected_is_original"][0], "h1_drift": row["h1_drift"],
+        "train_pairs": row["train_pairs"], "test_share_overlap": row["share_overlap"],
+    }]  # fmt: skip
+
+
 def summarise(name: str, overrides: tuple[str, ...], runs: list[dict[str, Any]]) -> dict:
+    runs = sorted(runs, key=lambda r: r["seed"])
+
     def mean(key: str) -> float | None:
         vals = [r.get(key) for r in runs]
         vals = [v for v in vals if isinstance(v, int | float) and v == v]
@@ -325,6 +353,7 @@ def summarise(name: str, overrides: tuple[str, ...], runs: list[dict[str, Any]])
         "h1_drift": mean("h1_drift"),
         "train_pairs": runs[0].get("train_pairs"),
         "share_overlap": runs[0].get("test_share_overlap"),
+        "per_seed": [{k: r.get(k) for k in RUN_KEYS} for r in runs],
     }
 
 
@@ -389,7 +418,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--previous",
         default=None,
-        help="a --json file of an earlier run: its rows (but those run again) open the table",
+        help="a --json file of an earlier run: its rows open the table; a row named again "
+        "with the same overrides keeps its earlier seeds and runs only those of --seeds it "
+        "lacks (--seeds 0,1,2 adds seeds 1 and 2 to a row measured at seed 0)",
     )
     p.add_argument(
         "--controls",
@@ -430,16 +461,24 @@ def main(argv: list[str] | None = None) -> int:
     rows = [Row(n, *ROWS[n]) for n in names] + [parse_row(t) for t in args.row]
     seeds = [int(s) for s in args.seeds.split(",") if s]
     results: list[dict] = []
+    kept: dict[str, list[dict]] = {}  # row -> the runs of --previous it keeps
     if args.previous:
-        again = {r.name for r in rows}
+        again = {r.name: r for r in rows}
         earlier = json.loads(Path(args.previous).read_text())["rows"]
+        for r in earlier:
+            if r["name"] in again and tuple(r["overrides"]) == again[r["name"]].overrides:
+                # the same row again: its earlier seeds stay, only the missing ones run
+                kept[r["name"]] = runs_of(r)
         results = [r for r in earlier if r["name"] not in again]
         rows = [Row(r["name"], tuple(r["overrides"]), ROWS.get(r["name"], ((), ""))[1])
                 for r in results] + rows  # fmt: skip
     done = {r["name"] for r in results}
     for row in [r for r in rows if r.name not in done]:  # controls are appended
-        runs = []
-        for seed in seeds:
+        runs = kept.get(row.name, [])
+        have = {run["seed"] for run in runs}
+        if have:
+            log.info("row %s: seeds %s from --previous", row.name, sorted(have))
+        for seed in [s for s in seeds if s not in have]:
             metrics = run_row(row, seed, Path(args.params), Path(args.scratch))
             runs.append({**metrics, "seed": seed})
         results.append(summarise(row.name, row.overrides, runs))

@@ -131,3 +131,30 @@ def test_rows_that_differ_only_in_the_head_share_one_frozen_baseline(tmp_path, m
     assert alone["b"]["frozen_nonoverlap"] == both["b"]["frozen_nonoverlap"]
     assert alone["b"]["gain_nonoverlap"] == both["b"]["gain_nonoverlap"]
     assert "frozen_test_explained" in json.loads(details.read_text())  # computed when alone
+
+
+@pytest.mark.slow
+def test_previous_rows_keep_their_seeds_and_only_missing_seeds_run(tmp_path, monkeypatch):
+    """--previous with --seeds 0,1 on a row measured at seed 0: seed 0 is kept as it was
+    (not retrained), seed 1 runs, and the row's figures are the mean over both."""
+    params_file = tiny_workspace(tmp_path)
+    base = ("train.optimizer=adam", "train.loss=mean", "train.epochs=2",
+            "train.context_warmup_epochs=1")  # fmt: skip
+    monkeypatch.setattr(regimes, "BASE", base)
+    common = ["--params", str(params_file), "--scratch", str(tmp_path / "s"),
+              "--out", str(tmp_path / "r.md")]  # fmt: skip
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    regimes.main(["--row", "t:train.lr=1e-4", "--json", str(first), *common])
+    seed0 = tmp_path / "s" / "t-s0" / "metrics" / "details" / "train.json"
+    stamp = seed0.stat().st_mtime_ns
+    regimes.main(["--row", "t:train.lr=1e-4", "--seeds", "0,1", "--previous", str(first),
+                  "--json", str(second), *common])  # fmt: skip
+    assert seed0.stat().st_mtime_ns == stamp  # seed 0 was not trained again
+    (one,) = json.loads(first.read_text())["rows"]
+    (row,) = json.loads(second.read_text())["rows"]
+    assert row["seeds"] == [0, 1] and row["per_seed"][0] == one["per_seed"][0]
+    gains = [r["finetune_gain_nonoverlap"] for r in row["per_seed"]]
+    assert row["gain_nonoverlap"] == pytest.approx(sum(gains) / 2)
+    # a one-seed row of the earlier format (no per_seed) is read back as its own run
+    legacy = {k: v for k, v in one.items() if k != "per_seed"}
+    assert regimes.runs_of(legacy) == one["per_seed"]
