@@ -19,7 +19,7 @@ from pipeline.diagnose.measures import (
     pair_ious,
     ridge_r2,
 )
-from pipeline.evaluate.svm import train_and_test
+from pipeline.evaluate.classify.svm import train_and_test
 from tests.helpers.numeric import assert_close_rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -179,8 +179,12 @@ def test_trunk_then_head_is_the_classify_feature_of_the_original(tiny_voc):
     from pipeline.backbones import build_backbone
     from pipeline.data.config import SCENE_CLASSES
     from pipeline.data.voc import VOCDataset
-    from pipeline.diagnose.stage import object_trunks, trunk_extractor
-    from pipeline.evaluate.features import compute_features, original_extractor
+    from pipeline.diagnose.stage import object_trunks
+    from pipeline.evaluate.classify.features import (
+        compute_features,
+        original_extractor,
+        trunk_extractor,
+    )
 
     ds = VOCDataset(tiny_voc, "train", classes=SCENE_CLASSES)
     bb = build_backbone("efficientnet_lite0", input_size=64)
