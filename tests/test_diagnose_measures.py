@@ -9,14 +9,13 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.boxes import box_iou, pair_iou
 from pipeline.diagnose.ceiling import head_features, train_ceiling
 from pipeline.diagnose.measures import (
-    box_iou,
     class_mean_r2,
     context_predictability,
     explained_share,
     match_labels,
-    pair_ious,
     ridge_r2,
 )
 from pipeline.evaluate.classify.svm import train_and_test
@@ -147,8 +146,8 @@ def test_match_labels_on_hand_made_boxes():
 def test_pair_ious_on_hand_made_boxes():
     a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [10, 0, 20, 10]], dtype=float)
-    assert pair_ious(a, b) == pytest.approx([1.0, 50 / 150, 0.0])
-    share_low = float(np.mean(pair_ious(a, b) < 0.2))
+    assert pair_iou(a, b) == pytest.approx([1.0, 50 / 150, 0.0])
+    share_low = float(np.mean(pair_iou(a, b) < 0.2))
     assert share_low == pytest.approx(1 / 3)
 
 

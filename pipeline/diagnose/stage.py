@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pipeline.boxes import pair_iou
 from pipeline.data.images import open_scn_split
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
@@ -70,7 +71,6 @@ from pipeline.diagnose.measures import (
     class_means,
     context_predictability,
     match_labels,
-    pair_ious,
     ridge_predictions,
     ridge_r2,
 )
@@ -197,7 +197,7 @@ def proposal_pairs(
     ok_patch = label >= 0
     ok_pair = ok_patch[m.top] & ok_patch[m.bottom]
     top, bottom, offset = m.top[ok_pair], m.bottom[ok_pair], m.offset[ok_pair]
-    iou = pair_ious(m.patch_box[top], m.patch_box[bottom])
+    iou = pair_iou(m.patch_box[top], m.patch_box[bottom])
     quality = {
         "patches": int(ok_patch.sum()),
         "share_patches_matching": _num(np.mean(label[ok_patch] < n_classes)),

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pipeline.boxes import corner_offsets
 from pipeline.errors import DataError
 from pipeline.evaluate.classify.features import ObjectTable
 from pipeline.evaluate.classify.svm import l2_normalize, train_multiclass
@@ -29,13 +30,6 @@ if TYPE_CHECKING:
     from pipeline.evaluate.config import ClassifyConfig
 
 log = logging.getLogger(__name__)
-
-
-def offset_function():
-    """The pairs stage's offset function ``(top, bottom, width, height, scale) -> (M, 8)``."""
-    from pipeline.pairs.manifest import pair_offsets
-
-    return pair_offsets
 
 
 def object_pairs(
@@ -65,13 +59,12 @@ def context_offsets(
     ds: VOCDataset, table: ObjectTable, top: np.ndarray, bottom: np.ndarray, scale: str
 ) -> np.ndarray:
     """(M, 8) offsets o_ij = b_top - b_bottom as the pairs stage computes them."""
-    fn = offset_function()
     sizes = np.array([(im.width, im.height) for im in ds.images], dtype=np.float64)  # (n, 2)
     wh = sizes[table.image_index[top]]  # (M, 2)
     out = np.zeros((len(top), 8), dtype=np.float32)
     for w, h in np.unique(wh, axis=0):  # one call per image size (the function takes scalars)
         m = (wh[:, 0] == w) & (wh[:, 1] == h)
-        out[m] = fn(table.box[top[m]], table.box[bottom[m]], float(w), float(h), scale)
+        out[m] = corner_offsets(table.box[top[m]], table.box[bottom[m]], float(w), float(h), scale)
     return out
 
 
