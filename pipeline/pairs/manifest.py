@@ -319,7 +319,7 @@ def make_split(
     return metrics
 
 
-def stage(
+def run_pairs(
     cfg: PairsConfig,
     proposal: str,
     dataset: str,
