@@ -37,18 +37,18 @@ import h5py
 import numpy as np
 import torch
 
-from pipeline.evaluate.svm import train_and_test, train_multiclass
+from pipeline.evaluate.classify.svm import train_and_test, train_multiclass
 from pipeline.params import load_params
 
 log = logging.getLogger("bench_classify")
 
-NETWORKS = ("original", "scn")
+NETWORKS = ("original", "scn")  # the stored keys (pipeline.evaluate.compare.NETWORKS)
 
 
 def real_sets(data: Path, params_path: Path) -> dict[str, dict]:
     """The SVM inputs of a run: cached Obj/Img features and the context experiment's."""
     from pipeline.data.voc import open_split
-    from pipeline.evaluate.classify import context_features
+    from pipeline.evaluate.classify.context import context_features
     from pipeline.seed import seed_everything
     from pipeline.train.model import load_trained
 

@@ -36,11 +36,12 @@ import numpy as np
 import torch
 
 from pipeline.backbones import build_backbone
+from pipeline.boxes import corner_offsets
 from pipeline.config import build
 from pipeline.data.config import ScenesConfig
 from pipeline.data.scenes import generate_scenes
 from pipeline.data.voc import open_split
-from pipeline.pairs.manifest import pair_offsets, write_manifest
+from pipeline.pairs.manifest import write_manifest
 from pipeline.params import Params
 from pipeline.targets.cache import build_targets, read_patches
 from pipeline.train.config import TrainConfig
@@ -71,7 +72,7 @@ def gt_pairs(params: Params, split: str, out: Path, max_per_image: int) -> Path:
         for i, j in ij[:max_per_image]:
             top.append(base + i)
             bottom.append(base + j)
-            off.append(pair_offsets(boxes[[i]], boxes[[j]], im.width, im.height, "image")[0])
+            off.append(corner_offsets(boxes[[i]], boxes[[j]], im.width, im.height, "image")[0])
     manifest = PairManifest(
         image_ids=ids,
         image_sizes=np.array(sizes, dtype=np.int32),

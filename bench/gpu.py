@@ -16,11 +16,11 @@ train    trunk-cache SCN training with ``pipeline.train.methods.scn.fit`` on a s
          pairs manifest + target cache (pool5 (512, 7, 7) -> fc7 4096), AMP off and on;
          the first epoch is the warm-up, the rate is the last epoch's. Projected to the
          paper's 160K pairs x 200 epochs (the paper: about 10 hours).
-svm      ``pipeline.evaluate.svm.train_and_test`` (the classify protocol: per class, C by
+svm      ``pipeline.evaluate.classify.svm.train_and_test`` (the classify protocol: per class, C by
          3-fold CV over the VISSL cost list, then the fit on all train rows) on random
          non-negative 5,000 x 4,096 features, 20 classes; classes are timed one by one
          until the section's time share is spent, and the total is projected to all.
-frcnn    ``pipeline.evaluate.fast_rcnn.train_fast_rcnn`` on ``build_detector(vgg19)``
+frcnn    ``pipeline.evaluate.detect.fast_rcnn.train_fast_rcnn`` on ``build_detector(vgg19)``
          (body fine-tuned, 2 images x 128 RoIs, shorter side 600) over synthetic
          images and 2,000 random proposals each; iterations/s after warm-up iterations,
          projected to the Fast R-CNN schedule of 40K iterations.
@@ -323,8 +323,8 @@ def bench_train(args, sizes: Sizes, device: torch.device, deadline: float) -> di
 
 
 def bench_svm(args, sizes: Sizes, device: torch.device, deadline: float) -> dict:
+    from pipeline.evaluate.classify.svm import train_and_test
     from pipeline.evaluate.config import VISSL_COSTS
-    from pipeline.evaluate.svm import train_and_test
 
     rng = np.random.default_rng(0)
     n_cls = sizes.svm_classes
@@ -390,8 +390,8 @@ def bench_svm(args, sizes: Sizes, device: torch.device, deadline: float) -> dict
 
 def bench_frcnn(args, sizes: Sizes, device: torch.device, deadline: float) -> dict:
     from pipeline.evaluate.config import DetectConfig
-    from pipeline.evaluate.detect_net import build_detector
-    from pipeline.evaluate.fast_rcnn import DetectionImage, FeatureSource, train_fast_rcnn
+    from pipeline.evaluate.detect.fast_rcnn import DetectionImage, FeatureSource, train_fast_rcnn
+    from pipeline.evaluate.detect.network import build_detector
 
     bb = backbone(args.backbone, sizes.input_size)
     rng = np.random.default_rng(0)

@@ -30,7 +30,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments import results
+from experiments import results, results_report
 from pipeline.io import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -64,7 +64,7 @@ class Variant:
     name: str
     overrides: list[str]
     question: str = ""
-    run: object = None  # results.Run
+    run: object = None  # results_report.Run
 
 
 def parse_variant(text: str) -> Variant:
@@ -110,7 +110,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 # --------------------------------------------------------------------------- table
 
-G = results.get
+G = results_report.get
 
 
 def _f(x, fmt="{:.2f}", scale=1.0) -> str:
@@ -165,7 +165,7 @@ def render(variants: list[Variant], context: dict) -> str:
         "- context acc.: a linear SVM predicting the top object's class from h3 alone "
         "(Table 1's middle column).",
         "",
-        *results.table(HEADER, [row(v) for v in variants]),
+        *results_report.table(HEADER, [row(v) for v in variants]),
         "",
         "| variant | question | experiment commit | seconds |",
         "| --- | --- | --- | --- |",
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     existing = results.exp_show(repo)
     try:
         for v in args.variants:
-            v.run = results.Run(mechanism="", name=f"{args.prefix}-{v.name}")
+            v.run = results_report.Run(mechanism="", name=f"{args.prefix}-{v.name}")
             if v.run.name in existing:
                 log.warning("replacing the existing experiment %s of %s", v.run.name, commit[:12])
                 repo.dvc("exp", "remove", v.run.name)

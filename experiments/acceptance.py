@@ -33,7 +33,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from experiments.results import get
+from experiments.results_report import get
 from pipeline.io import atomic_path
 
 ROOT = Path(__file__).resolve().parent.parent

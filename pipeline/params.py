@@ -21,15 +21,15 @@ from pipeline.train.config import DoerschConfig, TrainConfig
 
 # The four switches. Each choice has an implementation in a registry (tests/test_config.py
 # ties them): dataset -> pipeline.data.voc.dataset_dir, proposal ->
-# pipeline.proposals.stage.METHODS, backbone -> pipeline.backbones.BACKBONES, method ->
-# pipeline.train.stage.METHODS.
+# pipeline.proposals.stage.PROPOSAL_METHODS, backbone -> pipeline.backbones.BACKBONES, method ->
+# pipeline.train.stage.TRAIN_METHODS.
 Dataset = Literal["scenes", "voc2007", "voc2012"]
 BackboneName = Literal["efficientnet_lite0", "vgg19", "alexnet", "resnet50"]
 MethodName = Literal["scn", "doersch"]
 DATASETS: tuple[str, ...] = get_args(Dataset)
 PROPOSALS: tuple[str, ...] = get_args(Proposal)
 BACKBONES: tuple[str, ...] = get_args(BackboneName)
-METHODS: tuple[str, ...] = get_args(MethodName)
+METHOD_NAMES: tuple[str, ...] = get_args(MethodName)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """DVC stage `classify`: linear-SVM classification (Obj, Img) and the context experiment,
 the trained bottom stream against the original network's results of `classify_original`."""
 
-from pipeline.evaluate.classify import run_classify
+from pipeline.evaluate.classify.stage import run_classify
 from pipeline.params import Params
 from pipeline.runner import stage_main, stage_provenance
 

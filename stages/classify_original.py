@@ -1,7 +1,7 @@
 """DVC stage `classify_original`: the original network's linear-SVM classification (Obj,
 Img, low-shot), independent of the SCN side."""
 
-from pipeline.evaluate.classify_original import run_classify_original
+from pipeline.evaluate.classify.original import run_classify_original
 from pipeline.params import Params
 from pipeline.runner import stage_main, stage_provenance
 

@@ -1,7 +1,7 @@
 """DVC stage `detect`: Fast R-CNN on the trained bottom stream, against the original
 backbone's results of `detect_original`."""
 
-from pipeline.evaluate.detect import run_detect
+from pipeline.evaluate.detect.stage import run_detect
 from pipeline.params import Params
 from pipeline.runner import stage_main, stage_provenance
 

@@ -1,7 +1,7 @@
 """DVC stage `detect_original`: Fast R-CNN on the original backbone, independent of the
 SCN side."""
 
-from pipeline.evaluate.detect_original import run_detect_original
+from pipeline.evaluate.detect.original import run_detect_original
 from pipeline.params import Params
 from pipeline.runner import stage_main, stage_provenance
 

@@ -2,13 +2,13 @@
 detector's train and test splits (independent of the `proposal` switch)."""
 
 from pipeline.params import Params
-from pipeline.proposals.stage import detect_proposals
+from pipeline.proposals.stage import run_detect_proposals
 from pipeline.runner import stage_main, stage_provenance
 
 
 def run(p: Params) -> dict:
     splits = [p.data.eval_train_split, p.data.eval_test_split]
-    return detect_proposals(
+    return run_detect_proposals(
         p.dataset_ref,
         p.proposals,
         splits,

@@ -1,13 +1,13 @@
 """DVC stage `pairs`: (top, bottom, offset) pair manifests from the proposals."""
 
-from pipeline.pairs.manifest import stage
+from pipeline.pairs.manifest import run_pairs
 from pipeline.params import Params
 from pipeline.runner import stage_main, stage_provenance
 
 
 def run(p: Params) -> dict:
     splits = [p.data.scn_split, p.data.eval_test_split]
-    return stage(p.pairs, p.proposal, p.dataset, splits, p.paths, stage_provenance(p, "pairs"))
+    return run_pairs(p.pairs, p.proposal, p.dataset, splits, p.paths, stage_provenance(p, "pairs"))
 
 
 if __name__ == "__main__":

@@ -2,13 +2,13 @@
 held-out test splits."""
 
 from pipeline.params import Params
-from pipeline.proposals.stage import propose_splits
+from pipeline.proposals.stage import run_proposals
 from pipeline.runner import stage_main, stage_provenance
 
 
 def run(p: Params) -> dict:
     splits = [p.data.scn_split, p.data.eval_test_split]
-    return propose_splits(
+    return run_proposals(
         p.dataset_ref,
         p.proposal,
         p.proposals,

@@ -2,11 +2,11 @@
 
 from pipeline.params import Params
 from pipeline.runner import stage_main
-from pipeline.synthetic.experiment import stage
+from pipeline.synthetic.experiment import run_synthetic
 
 
 def run(p: Params) -> dict:
-    return stage(p.synthetic, p.paths.synthetic, p.paths.plot_file("synthetic.csv"))
+    return run_synthetic(p.synthetic, p.paths.synthetic, p.paths.plot_file("synthetic.csv"))
 
 
 if __name__ == "__main__":

@@ -2,12 +2,12 @@
 
 from pipeline.params import Params
 from pipeline.runner import stage_main, stage_provenance
-from pipeline.targets.cache import stage
+from pipeline.targets.cache import run_targets
 
 
 def run(p: Params) -> dict:
     splits = [p.data.scn_split, p.data.eval_test_split]
-    return stage(
+    return run_targets(
         p.dataset_ref,
         p.backbone,
         p.network,

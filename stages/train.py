@@ -3,12 +3,12 @@ the cached targets; doersch: the bottom stream on Doersch et al.'s relative posi
 
 from pipeline.params import Params
 from pipeline.runner import stage_main
-from pipeline.train.stage import stage
+from pipeline.train.stage import run_train
 
 
 def run(p: Params) -> dict:
     splits = (p.data.scn_split, p.data.eval_test_split)
-    return stage(p.dataset_ref, p.backbone, p.proposal, p.network, p.train, splits, p.paths,
+    return run_train(p.dataset_ref, p.backbone, p.proposal, p.network, p.train, splits, p.paths,
                  p.method, p.doersch)  # fmt: skip
 
 

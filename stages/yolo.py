@@ -2,12 +2,12 @@
 `proposals.detect_method` needs it, else write a marker only."""
 
 from pipeline.params import Params
-from pipeline.proposals.yolo import stage
+from pipeline.proposals.yolo import run_yolo
 from pipeline.runner import stage_main, stage_provenance
 
 
 def run(p: Params) -> dict:
-    return stage(
+    return run_yolo(
         p.dataset_ref,
         p.proposal,
         p.proposals,

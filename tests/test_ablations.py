@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from experiments.ablations import VARIANTS, Variant, parse_args, parse_variant, render
-from experiments.results import Run
+from experiments.results_report import Run
 from tests.helpers.reports import fake_metrics
 
 ROOT = Path(__file__).resolve().parent.parent

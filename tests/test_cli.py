@@ -79,7 +79,7 @@ def test_show_pairs_draws_both_boxes_and_the_offset(tiny_voc, tmp_path):
     import yaml
     from PIL import Image
 
-    from pipeline.pairs.manifest import pair_offsets
+    from pipeline.boxes import corner_offsets
 
     boxes = np.array([[10, 10, 40, 40], [50, 20, 90, 60]], np.float32)  # (2, 4) in 000000
     pairs = tmp_path / "train.h5"
@@ -91,7 +91,7 @@ def test_show_pairs_draws_both_boxes_and_the_offset(tiny_voc, tmp_path):
         fh.create_dataset("patches/box", data=boxes)
         fh.create_dataset("pairs/top", data=np.array([0], np.int64))
         fh.create_dataset("pairs/bottom", data=np.array([1], np.int64))
-        offset = pair_offsets(boxes[[0]], boxes[[1]], 96, 96, "image")
+        offset = corner_offsets(boxes[[0]], boxes[[1]], 96, 96, "image")
         fh.create_dataset("pairs/offset", data=np.asarray(offset, np.float32).reshape(1, 8))
     params = tmp_path / "params.yaml"
     params.write_text(yaml.safe_dump({"data": {"scenes_root": str(tmp_path / "scenes")}}))

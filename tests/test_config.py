@@ -82,17 +82,17 @@ def test_every_choice_literal_matches_its_registry(tmp_path):
     from pipeline.params import DATASETS, PROPOSALS
     from pipeline.proposals.config import EdgeBoxConfig, ProposalsConfig
     from pipeline.proposals.edges import EDGE_SOURCES, make_edge_detector
-    from pipeline.proposals.stage import METHODS
+    from pipeline.proposals.stage import PROPOSAL_METHODS
     from pipeline.train.config import TrainConfig
     from pipeline.train.loop import OPTIMIZERS
-    from pipeline.train.model import METHODS as LOADABLE
-    from pipeline.train.stage import METHODS as TRAINING_METHODS
+    from pipeline.train.model import LOADABLE_METHODS as LOADABLE
+    from pipeline.train.stage import TRAIN_METHODS
 
     hints = get_type_hints(Params)
     # every training method has a builder, and load_trained reads what each one writes
-    assert get_args(hints["method"]) == tuple(TRAINING_METHODS) == LOADABLE
+    assert get_args(hints["method"]) == tuple(TRAIN_METHODS) == LOADABLE
     assert get_args(hints["backbone"]) == tuple(BACKBONES)
-    assert set(get_args(hints["proposal"])) == set(PROPOSALS) == set(METHODS)
+    assert set(get_args(hints["proposal"])) == set(PROPOSALS) == set(PROPOSAL_METHODS)
     assert get_args(get_type_hints(ProposalsConfig)["detect_method"]) == PROPOSALS
     assert get_args(get_type_hints(EdgeBoxConfig)["edge_source"]) == EDGE_SOURCES
     assert get_args(get_type_hints(TrainConfig)["optimizer"]) == tuple(OPTIMIZERS)

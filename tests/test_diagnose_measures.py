@@ -9,17 +9,16 @@ import pytest
 import torch
 from torch import nn
 
+from pipeline.boxes import box_iou, pair_iou
 from pipeline.diagnose.ceiling import head_features, train_ceiling
 from pipeline.diagnose.measures import (
-    box_iou,
     class_mean_r2,
     context_predictability,
     explained_share,
     match_labels,
-    pair_ious,
     ridge_r2,
 )
-from pipeline.evaluate.svm import train_and_test
+from pipeline.evaluate.classify.svm import train_and_test
 from tests.helpers.numeric import assert_close_rel
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -147,8 +146,8 @@ def test_match_labels_on_hand_made_boxes():
 def test_pair_ious_on_hand_made_boxes():
     a = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], dtype=float)
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [10, 0, 20, 10]], dtype=float)
-    assert pair_ious(a, b) == pytest.approx([1.0, 50 / 150, 0.0])
-    share_low = float(np.mean(pair_ious(a, b) < 0.2))
+    assert pair_iou(a, b) == pytest.approx([1.0, 50 / 150, 0.0])
+    share_low = float(np.mean(pair_iou(a, b) < 0.2))
     assert share_low == pytest.approx(1 / 3)
 
 
@@ -179,8 +178,12 @@ def test_trunk_then_head_is_the_classify_feature_of_the_original(tiny_voc):
     from pipeline.backbones import build_backbone
     from pipeline.data.config import SCENE_CLASSES
     from pipeline.data.voc import VOCDataset
-    from pipeline.diagnose.stage import object_trunks, trunk_extractor
-    from pipeline.evaluate.features import compute_features, original_extractor
+    from pipeline.diagnose.stage import object_trunks
+    from pipeline.evaluate.classify.features import (
+        compute_features,
+        original_extractor,
+        trunk_extractor,
+    )
 
     ds = VOCDataset(tiny_voc, "train", classes=SCENE_CLASSES)
     bb = build_backbone("efficientnet_lite0", input_size=64)

@@ -131,7 +131,8 @@ def test_object_cap_is_applied_and_another_setting_is_refused(workspace, tmp_pat
     # ground-truth metrics of another input size: named, with what differs
     other = make_params(workspace)
     other = replace(other, network=replace(other.network, input_size=96))
-    with pytest.raises(DataError, match=r"diagnose_objects\.json.*input_size is 64 but this run"):
+    other_size = r"diagnose_objects\.json: made with other settings \(input_size: 64 there, 96 now"
+    with pytest.raises(DataError, match=other_size):
         run_stage("diagnose", other)
     gone = make_params(tmp_path)
     gone = replace(gone, paths=replace(gone.paths, pairs=workspace / "pairs",

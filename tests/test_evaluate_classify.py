@@ -17,9 +17,9 @@ from pipeline.config import ConfigError, build, to_dict
 from pipeline.data.voc import open_split
 from pipeline.errors import DataError
 from pipeline.evaluate.bootstrap import percentile_interval, read_distributions
-from pipeline.evaluate.classify import context_offsets, object_pairs
+from pipeline.evaluate.classify.context import context_offsets, object_pairs
+from pipeline.evaluate.classify.features import ObjectTable, cached_features, original_extractor
 from pipeline.evaluate.config import ClassifyConfig
-from pipeline.evaluate.features import ObjectTable, cached_features, original_extractor
 from pipeline.params import Params
 from pipeline.runner import stage_script
 from pipeline.train.model import build_scn, save_trained
@@ -271,10 +271,10 @@ def test_split_stages_equal_both_networks_in_process(tmp_path):
     seed and resamples) and the same low-shot results (both networks on the same draws).
     Results made with other params or other low-shot draws are refused, naming the file."""
     from pipeline.evaluate.bootstrap import paired_bootstrap
-    from pipeline.evaluate.classify_net import fit_network
-    from pipeline.evaluate.classify_original import read_original_classify
-    from pipeline.evaluate.features import read_features
-    from pipeline.evaluate.lowshot import evaluate_lowshot
+    from pipeline.evaluate.classify.features import read_features
+    from pipeline.evaluate.classify.lowshot import evaluate_lowshot
+    from pipeline.evaluate.classify.network import fit_network
+    from pipeline.evaluate.classify.original import read_original_classify
     from pipeline.runner import stage_provenance
 
     write_tiny_voc(tmp_path / "scenes", n_images=12, size=96, seed=6)  # low-shot k=1 runs

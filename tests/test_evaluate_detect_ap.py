@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluate.detection_ap import GroundTruth, evaluate_detections, voc_eval_class
+from pipeline.evaluate.detect.detection_ap import GroundTruth, evaluate_detections, voc_eval_class
 
 A = [0.0, 0.0, 10.0, 10.0]
 B = [20.0, 20.0, 40.0, 40.0]
@@ -140,7 +140,7 @@ def _random_detection_set(seed: int, n_images: int = 12, n_classes: int = 3):
 
 def test_detection_bootstrap_equals_the_expanded_resamples():
     from pipeline.evaluate.bootstrap import resample_counts
-    from pipeline.evaluate.detection_ap import detection_bootstrap
+    from pipeline.evaluate.detect.detection_ap import detection_bootstrap
 
     gts, (a, b) = _random_detection_set(0)
     classes = ["x", "y", "z"]

@@ -9,8 +9,8 @@ from torch import nn
 from torchvision.ops import RoIAlign
 
 from pipeline.evaluate.config import DetectConfig
-from pipeline.evaluate.detection_ap import GroundTruth, evaluate_detections
-from pipeline.evaluate.fast_rcnn import (
+from pipeline.evaluate.detect.detection_ap import GroundTruth, evaluate_detections
+from pipeline.evaluate.detect.fast_rcnn import (
     DetectionImage,
     FastRCNN,
     FeatureSource,
@@ -218,9 +218,9 @@ def test_tiny_training_lowers_loss_and_detects_the_object():
     for (boxes, scores, labels), im in zip(dets, test_images, strict=True):
         if len(scores):
             top = int(np.argmax(scores))
-            from pipeline.evaluate.detection_ap import box_iou_one
+            from pipeline.boxes import box_iou
 
-            iou = box_iou_one(boxes[top].astype(np.float64), im.gt_boxes.astype(np.float64))[0]
+            iou = box_iou(boxes[top], im.gt_boxes)[0, 0]
             hits += int(iou > 0.5 and labels[top] == im.gt_labels[0] - 1)
     assert hits >= 12, hits
 

@@ -98,7 +98,7 @@ def test_detect_stage_end_to_end(tmp_path):
         stage_script("detect")(params)  # detect_original has not run
     original = stage_script("detect_original")(params)
     metrics = stage_script("detect")(params)
-    from pipeline.evaluate.detect_original import without_wall_clock
+    from pipeline.evaluate.detect.original import without_wall_clock
 
     # read from result.json, which has no wall-clock figures (those are in the metrics)
     assert metrics["original"] == without_wall_clock(original["original"])
@@ -138,8 +138,8 @@ def test_same_backbone_twice_gives_identical_results(tmp_path):
     """Identical schedule and seed: the two runs, in two stages, differ only by the
     backbone."""
     from pipeline.backbones import build_backbone
-    from pipeline.evaluate.detect import run_detect
-    from pipeline.evaluate.detect_original import run_detect_original
+    from pipeline.evaluate.detect.original import run_detect_original
+    from pipeline.evaluate.detect.stage import run_detect
 
     year = write_tiny_voc(tmp_path / "scenes", n_images=6, size=64)
     for split in ("train", "test"):
@@ -174,7 +174,7 @@ def test_detect_original_writes_the_same_bytes_twice_and_times_only_into_metrics
     of stage detect: its wall-clock figures would make DVC see a change, issue 26); the
     seconds are in the returned metrics, which the runner writes to metrics/."""
     from pipeline.backbones import build_backbone
-    from pipeline.evaluate.detect_original import WALL_CLOCK_KEYS, run_detect_original
+    from pipeline.evaluate.detect.original import WALL_CLOCK_KEYS, run_detect_original
 
     year = write_tiny_voc(tmp_path / "scenes", n_images=6, size=64)
     for split in ("train", "test"):
@@ -198,7 +198,7 @@ def test_detect_original_writes_the_same_bytes_twice_and_times_only_into_metrics
 
 
 def test_proposals_for_another_image_size_are_refused(tmp_path):
-    from pipeline.evaluate.detect_net import detection_images
+    from pipeline.evaluate.detect.network import detection_images
 
     year = write_tiny_voc(tmp_path / "scenes", n_images=4, size=64)
     _write_proposals(year, tmp_path / "proposals", "train")
@@ -223,8 +223,8 @@ def test_detector_seed_pairs_are_pooled_with_a_known_answer():
     a nothing (difference 1 on every resample); pair 1: b finds class 0 only (0.5). A
     resample of the two pairs averages {1, 1}, {1, 0.5} or {0.5, 0.5}: 1, 0.75, 0.5 with
     chances 1/4, 1/2, 1/4, so the 95% interval is [0.5, 1] around 0.75; one pair: [1, 1]."""
-    from pipeline.evaluate.detect import paired_seed_bootstrap
-    from pipeline.evaluate.detection_ap import GroundTruth
+    from pipeline.evaluate.detect.detection_ap import GroundTruth
+    from pipeline.evaluate.detect.stage import paired_seed_bootstrap
 
     m = 12
     boxes = np.array([[0, 0, 10, 10], [20, 20, 40, 40]], np.float32)
@@ -248,7 +248,7 @@ def test_detector_seed_pairs_are_pooled_with_a_known_answer():
 def test_detect_stages_with_two_detector_seeds(tmp_path):
     """detect.seeds 2: two detectors per network (seeds 0 and 1), the first the same as
     with one seed; the metrics are their means, the interval pools the seed pairs."""
-    from pipeline.evaluate.detect_net import combine_results
+    from pipeline.evaluate.detect.network import combine_results
     from pipeline.runner import stage_script
 
     year = write_tiny_voc(tmp_path / "scenes", n_images=8, size=96)
@@ -284,7 +284,7 @@ def test_detect_stages_with_two_detector_seeds(tmp_path):
     assert history.count("\n") == 1 + 4 * 6 and "scn_seed1," in history
     with pytest.raises(ValueError, match="results for seeds"):
         combine_results([metrics["original"]], [0, 1])
-    from pipeline.evaluate.detect_original import read_original_detect
+    from pipeline.evaluate.detect.original import read_original_detect
     from pipeline.runner import stage_provenance
 
     ids = json.loads((tmp_path / "original" / "detect" / "result.json").read_text())["image_ids"]

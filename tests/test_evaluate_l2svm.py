@@ -8,7 +8,7 @@ import torch
 from scipy.optimize import minimize_scalar
 from sklearn.svm import LinearSVC
 
-from pipeline.evaluate import l2svm
+from pipeline.evaluate.classify import l2svm
 
 
 def problem(n: int, d: int, seed: int, noise: float = 1.0):

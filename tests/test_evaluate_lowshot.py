@@ -7,8 +7,7 @@ import pytest
 
 from pipeline.config import ConfigError, build
 from pipeline.evaluate.ap import average_precision, mean_ap
-from pipeline.evaluate.config import ClassifyConfig
-from pipeline.evaluate.lowshot import (
+from pipeline.evaluate.classify.lowshot import (
     evaluate_lowshot,
     lowshot_sample,
     plot_lowshot,
@@ -16,6 +15,7 @@ from pipeline.evaluate.lowshot import (
     sample_rng,
     short_classes,
 )
+from pipeline.evaluate.config import ClassifyConfig
 
 COSTS = (0.1, 1.0, 10.0)
 

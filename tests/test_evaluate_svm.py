@@ -9,8 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from pipeline.evaluate import svm
-from pipeline.evaluate.svm import (
+from pipeline.evaluate.classify import svm
+from pipeline.evaluate.classify.svm import (
     SOLVERS,
     choose_cost,
     l2_normalize,

@@ -9,14 +9,12 @@ import h5py
 import numpy as np
 import pytest
 
+from pipeline.boxes import box_iou, corner_offsets, corners
 from pipeline.config import ConfigError, build
 from pipeline.errors import DataError
 from pipeline.pairs.config import PairsConfig
 from pipeline.pairs.manifest import (
     build_manifest,
-    corners,
-    iou_matrix,
-    pair_offsets,
     read_manifest,
     select_pairs,
 )
@@ -50,13 +48,13 @@ def test_offsets_hand_case_corners_and_scaling():
     top = np.array([[10, 20, 50, 60]], np.float32)
     bottom = np.array([[0, 0, 20, 30]], np.float32)
     assert corners(top).tolist() == [[10, 20, 50, 20, 10, 60, 50, 60]]  # TL, TR, BL, BR
-    px = pair_offsets(top, bottom, 100, 200, "none")
+    px = corner_offsets(top, bottom, 100, 200, "none")
     assert px.tolist() == [[10, 20, 30, 20, 10, 30, 30, 30]]  # b_i - b_j, top minus bottom
-    scaled = pair_offsets(top, bottom, 100, 200, "image")
+    scaled = corner_offsets(top, bottom, 100, 200, "image")
     np.testing.assert_allclose(scaled, [[0.1, 0.1, 0.3, 0.1, 0.1, 0.15, 0.3, 0.15]], rtol=1e-6)
     assert scaled.dtype == np.float32
     # sign: swapping top and bottom negates the offset
-    np.testing.assert_allclose(pair_offsets(bottom, top, 100, 200, "image"), -scaled)
+    np.testing.assert_allclose(corner_offsets(bottom, top, 100, 200, "image"), -scaled)
 
 
 def test_manifest_offsets_follow_top_minus_bottom_in_the_file_frame():
@@ -72,9 +70,9 @@ def test_manifest_offsets_follow_top_minus_bottom_in_the_file_frame():
     np.testing.assert_allclose(m.offset[0], [-0.5, -0.5, -0.6, -0.5, -0.5, -0.8, -0.6, -0.8])
 
 
-def test_iou_matrix_hand_values():
+def test_box_iou_hand_values():
     b = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [20, 20, 30, 30]], np.float32)
-    iou = iou_matrix(b)
+    iou = box_iou(b, b)
     assert iou[0, 1] == pytest.approx(50 / 150)
     assert iou[0, 2] == 0 and iou[1, 1] == pytest.approx(1.0)
 

@@ -136,7 +136,7 @@ def test_method_doersch_reruns_training_and_evaluation_only(tmp_path, monkeypatc
         == (orig_classify["lowshot"]["settings"]["obj"]["original"])
     )
     detect = json.loads((repo / "metrics" / "details" / "detect.json").read_text())
-    from pipeline.evaluate.detect_original import without_wall_clock
+    from pipeline.evaluate.detect.original import without_wall_clock
 
     # read from result.json, which has no wall-clock figures (those are in the metrics)
     assert "map" in detect["scn"] and detect["original"] == without_wall_clock(

@@ -8,7 +8,7 @@ import pytest
 from pipeline.config import ConfigError, build
 from pipeline.data.voc import VOCDataset
 from pipeline.params import Params
-from pipeline.proposals.stage import METHODS, get_method
+from pipeline.proposals.stage import PROPOSAL_METHODS, get_method
 from tests.helpers.voc import TINY_CLASSES
 
 
@@ -20,7 +20,7 @@ def _params(tiny_voc, **proposals):
 
 
 def test_registry_holds_every_method_and_refuses_unknown():
-    assert set(METHODS) == {"edgebox", "yolo", "bbox", "random"}
+    assert set(PROPOSAL_METHODS) == {"edgebox", "yolo", "bbox", "random"}
     with pytest.raises(ConfigError, match=r"proposal: 'nope'.*allowed: .*bbox"):
         get_method("nope")
 

@@ -17,7 +17,7 @@ from pipeline.errors import DataError
 from pipeline.params import Params
 from pipeline.proposals import yolo
 from pipeline.proposals.config import YoloConfig
-from pipeline.proposals.stage import METHODS
+from pipeline.proposals.stage import PROPOSAL_METHODS
 from pipeline.runner import stage_script
 
 
@@ -66,7 +66,7 @@ def test_yolo_labels_are_normalised_centre_size():
 
 
 def test_method_is_registered():
-    assert METHODS["yolo"] is yolo.propose
+    assert PROPOSAL_METHODS["yolo"] is yolo.propose
 
 
 def test_config_refuses_bad_imgsz_and_device():

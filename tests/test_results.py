@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from experiments.results import Run, matches, params_diff, parse_args, pct, render_results
+from experiments.results import matches, parse_args
+from experiments.results_report import Run, params_diff, pct, render_results
 from pipeline.evaluate.bootstrap import pooled_interval
 from tests.helpers.reports import fake_metrics
 from tools.dvc_repo import make_repo, tiny_params

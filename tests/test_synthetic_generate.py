@@ -7,13 +7,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from pipeline.boxes import corner_offsets
 from pipeline.config import ConfigError, build
 from pipeline.synthetic.config import SyntheticConfig
 from pipeline.synthetic.generate import (
     BLACK,
     SQUARE,
     TRIANGLE,
-    corner_offsets,
     generate,
     read_pairs,
     write_pairs,

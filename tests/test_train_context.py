@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.pairs.overlap import OVERLAP_IOU, explained_share, pair_ious, split_explained
+from pipeline.boxes import pair_iou
+from pipeline.pairs.overlap import OVERLAP_IOU, explained_share, split_explained
 from pipeline.runner import stage_script
 from pipeline.train.data import PairDataset, layer_norm_rows, shuffled_tops
 from pipeline.train.methods.scn import SCNMethod, evaluate
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 def test_pair_ious_and_overlap_split_against_a_hand_made_case():
     top = np.array([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 10]], float)
     bottom = np.array([[0, 0, 10, 10], [5, 0, 15, 10], [10, 0, 20, 10], [30, 30, 40, 40]], float)
-    ious = pair_ious(top, bottom)
+    ious = pair_iou(top, bottom)
     np.testing.assert_allclose(ious, [1.0, 50 / 150, 0.0, 0.0])
     # targets (4, 2); the first two pairs overlap, the last two do not
     y = np.array([[1.0, 0.0], [3.0, 2.0], [0.0, 1.0], [2.0, 5.0]])

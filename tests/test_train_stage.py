@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from pipeline.backbones import build_backbone
+from pipeline.boxes import corner_offsets
 from pipeline.config import build
 from pipeline.data.voc import open_split
 from pipeline.errors import DataError
-from pipeline.pairs.manifest import pair_offsets
 from pipeline.params import Params
 from pipeline.runner import stage_script
 from pipeline.targets.cache import build_targets, read_patches
@@ -64,7 +64,7 @@ def _prepare(tmp_path, params: Params, trunk_cache: bool = True) -> None:
                     if i != j:
                         top.append(base + i)
                         bottom.append(base + j)
-                        off.append(pair_offsets(boxes[i : i + 1], boxes[j : j + 1],
+                        off.append(corner_offsets(boxes[i : i + 1], boxes[j : j + 1],
                                                 im.width, im.height, "image")[0])  # fmt: skip
         pairs = write_pairs(tmp_path / "pairs" / f"{split}.h5", ids, np.array(sizes),
                             np.array(p_img), np.array(p_box), np.array(top), np.array(bottom),

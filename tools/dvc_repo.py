@@ -2,13 +2,15 @@
 
 ``tiny_params`` is params.yaml at the tiny size (every stage in seconds on a 2-core CPU);
 ``make_repo`` copies the stage graph, scripts and library into a new git + DVC repo;
-``clone_worktree`` copies every tracked file of this checkout as it is now; ``dvc``,
+``clone_worktree`` copies every tracked file of this checkout as it is now; :class:`Repo`
+is the one git and DVC runner (also of ``experiments.results``); ``dvc``,
 ``git`` and ``make`` run those tools there (``dvc`` and DVC's stages with this interpreter's
 environment, ``make`` from a user's shell, :func:`user_env`).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
@@ -103,20 +105,55 @@ def make_repo(dest: Path, params: dict) -> Path:
     return dest
 
 
+class Repo:
+    """Runs git and dvc in one repository, with the venv's executables first on PATH."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        bindir = Path(sys.executable).parent
+        self.dvc_bin = str(bindir / "dvc") if (bindir / "dvc").exists() else shutil.which("dvc")
+        if self.dvc_bin is None:
+            raise SystemExit("dvc not found next to the Python interpreter nor on PATH")
+        self.env = {
+            **os.environ,
+            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+            "PYTHONPATH": str(root),  # the stages import this repo's pipeline package
+        }
+
+    @functools.cached_property
+    def cache_dir(self) -> Path:
+        """The repository's DVC cache directory (``dvc cache dir``), asked once."""
+        cache = Path(self.dvc("cache", "dir").stdout.strip())
+        return cache if cache.is_absolute() else self.root / cache
+
+    def run(
+        self, *args: str, check: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            list(args), cwd=self.root, env=self.env, capture_output=True, text=True,
+            timeout=timeout,
+        )  # fmt: skip
+        if check and proc.returncode != 0:
+            raise RuntimeError(
+                f"{' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}"
+            )
+        return proc
+
+    def git(self, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+        return self.run("git", *args, check=check)
+
+    def dvc(
+        self, *args: str, check: bool = True, timeout: float | None = None
+    ) -> subprocess.CompletedProcess:
+        return self.run(self.dvc_bin, *args, check=check, timeout=timeout)
+
+
 def git(cwd: Path, *args: str) -> None:
-    subprocess.run(["git", *args], cwd=cwd, check=True)
+    Repo(cwd).git(*args)
 
 
 def dvc(cwd: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd)}
-    return subprocess.run(
-        [str(BIN / "dvc"), *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+    return Repo(cwd).dvc(*args, check=False, timeout=timeout)
 
 
 def clone_worktree(dest: Path, params: dict) -> Path:

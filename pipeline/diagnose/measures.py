@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.pairs.manifest import iou_matrix
-from pipeline.pairs.overlap import explained_share, pair_ious  # noqa: F401 (re-exported)
+from pipeline.boxes import box_iou
+from pipeline.pairs.overlap import explained_share
 
 log = logging.getLogger(__name__)
 
@@ -181,15 +181,6 @@ def context_predictability(
 
 
 # --------------------------------------------------------------------------- matching
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """(K, G) IoU between boxes ``a`` (K, 4) and ``b`` (G, 4), continuous coordinates."""
-    a = np.asarray(a, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(b, dtype=np.float64).reshape(-1, 4)
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    return iou_matrix(np.concatenate([a, b]))[: len(a), len(a) :]
 
 
 def match_labels(

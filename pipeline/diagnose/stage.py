@@ -4,8 +4,8 @@ backbone, and is there context to learn? (REFERENCE.md sections 7 and 8.)
 Cheap measures, each next to the baseline it must beat:
 
 - **original**: Obj mAP of the original network (the classify stage's protocol and code:
-  :func:`pipeline.evaluate.features.compute_features` crops, the same head, and
-  :func:`pipeline.evaluate.svm.train_and_test`) on ``data.eval_train_split`` /
+  :func:`pipeline.evaluate.classify.features.compute_features` crops, the same head, and
+  :func:`pipeline.evaluate.classify.svm.train_and_test`) on ``data.eval_train_split`` /
   ``data.eval_test_split``, at most ``diagnose.max_objects`` objects per split (whole
   images, seeded);
 - **ceiling**: the same protocol on h1 of the SCN-trainable head fine-tuned with the
@@ -17,7 +17,7 @@ Cheap measures, each next to the baseline it must beat:
   an Obj difference the test split can measure (issue 24's acceptance bar,
   ``experiments/acceptance.py``);
 - **context**: on ordered pairs of ground-truth objects of one image (the classify
-  stage's :func:`~pipeline.evaluate.classify.object_pairs` and offsets), the accuracy of
+  stage's :func:`~pipeline.evaluate.classify.context.object_pairs` and offsets), the accuracy of
   predicting the top object's class from [one-hot bottom class, o_ij] (fit on train
   pairs, tested on test pairs) against the majority-class rate, and their ratio;
 - **targets** (R^2, share of held-out top-stream target variance explained, as the train
@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from pipeline.boxes import pair_iou
 from pipeline.data.images import open_scn_split
 from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
@@ -70,16 +71,21 @@ from pipeline.diagnose.measures import (
     class_means,
     context_predictability,
     match_labels,
-    pair_ious,
     ridge_predictions,
     ridge_r2,
 )
 from pipeline.errors import DataError
 from pipeline.evaluate.bootstrap import paired_bootstrap
-from pipeline.evaluate.classify import context_offsets, object_pairs
-from pipeline.evaluate.features import Extractor, ObjectTable, compute_features
-from pipeline.evaluate.lowshot import evaluate_lowshot, plot_lowshot
-from pipeline.evaluate.svm import train_and_test
+from pipeline.evaluate.classify.context import context_offsets, object_pairs
+from pipeline.evaluate.classify.features import (
+    Extractor,
+    ObjectTable,
+    compute_features,
+    trunk_extractor,
+)
+from pipeline.evaluate.classify.lowshot import evaluate_lowshot, plot_lowshot
+from pipeline.evaluate.classify.svm import train_and_test
+from pipeline.evaluate.compare import check_same, require_file
 from pipeline.models.context import fit_on_features
 from pipeline.pairs.overlap import SUBSETS, overlapping, split_explained
 from pipeline.seed import seed_everything
@@ -118,27 +124,6 @@ def cap_objects(ds: VOCDataset, max_objects: int, rng: np.random.Generator) -> V
         total += int(counts[i])
     log.info("%s: %d of %d objects (%d images)", ds.split, total, counts.sum(), len(keep))
     return ds.subset(sorted(keep))
-
-
-def trunk_extractor(bb, trunk: torch.nn.Module, device: torch.device) -> Extractor:
-    """The frozen trunk below ``network.scope``, flattened, as a feature extractor: the
-    classify crops and batching, rows ``(N, prod(trunk shape))``."""
-    trunk = trunk.to(device).eval()
-
-    def fn(x: torch.Tensor) -> torch.Tensor:
-        return trunk(x).flatten(1)  # (B, prod(trunk shape))
-
-    return Extractor(
-        network="trunk",
-        fn=fn,
-        input_size=bb.input_size,
-        mean=tuple(bb.mean),
-        std=tuple(bb.std),
-        backbone=bb.name,
-        layer="trunk",
-        weights_sha256=bb.weights_sha256,
-        device=device,
-    )
 
 
 def object_trunks(
@@ -212,7 +197,7 @@ def proposal_pairs(
     ok_patch = label >= 0
     ok_pair = ok_patch[m.top] & ok_patch[m.bottom]
     top, bottom, offset = m.top[ok_pair], m.bottom[ok_pair], m.offset[ok_pair]
-    iou = pair_ious(m.patch_box[top], m.patch_box[bottom])
+    iou = pair_iou(m.patch_box[top], m.patch_box[bottom])
     quality = {
         "patches": int(ok_patch.sum()),
         "share_patches_matching": _num(np.mean(label[ok_patch] < n_classes)),
@@ -309,8 +294,9 @@ def object_diagnostics(
     ``test``): original and ceiling Obj mAP, headroom (with ``bootstrap`` > 0, its paired
     bootstrap interval over the test objects), context predictability and the
     share of target variance explained by the top object's class on ground-truth pairs;
-    with ``lowshot_k``, the low-shot Obj protocol (classify's, :mod:`pipeline.evaluate.lowshot`)
-    for the original network and the ceiling on the same draws (``lowshot``).
+    with ``lowshot_k``, the low-shot Obj protocol (classify's,
+    :mod:`pipeline.evaluate.classify.lowshot`) for the original network and the ceiling on
+    the same draws (``lowshot``).
     No proposal, pair or target cache is read, so a dataset can be judged on these before
     any other stage runs (``experiments/scenes_candidates.py``)."""
     seconds = {} if seconds is None else seconds
@@ -489,24 +475,14 @@ def read_object_diagnostics(path: Path, expected: dict) -> dict:
     (:func:`provenance_keys`); a clear :class:`DataError` naming the file otherwise."""
     import json
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(
-            path, "ground-truth diagnosis not found (run the diagnose_objects stage)",
-            "missing_diagnose_objects",
-        )  # fmt: skip
+    rerun = "rerun the diagnose_objects stage"
+    path = require_file(path, "the ground-truth diagnosis", rerun, "missing_diagnose_objects")
     try:
         part = json.loads(path.read_text())
     except (OSError, ValueError) as err:
         raise DataError(path, f"unreadable ({err})", "invalid") from None
-    for key, want in expected.items():
-        if part.get(key) != want:
-            raise DataError(
-                path,
-                f"{key} is {part.get(key)!r} but this run has {want!r}: it comes from "
-                "another setting; rerun the diagnose_objects stage",
-                "mismatch",
-            )
+    have = {key: part.get(key) for key in expected}
+    check_same(path, have, expected, rerun, what="settings", kind="mismatch")
     return part
 
 

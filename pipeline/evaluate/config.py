@@ -54,7 +54,7 @@ class ClassifyConfig:
     lowshot_samples: int = param(5, ge=1, help="independent low-shot samples per k (VISSL: 5)")
     solver: Literal["newton", "sklearn"] = param(
         "newton",
-        help="SVM solver: newton (batched exact Newton, pipeline/evaluate/l2svm.py) or "
+        help="SVM solver: newton (batched exact Newton, pipeline/evaluate/classify/l2svm.py) or "
         "sklearn (LinearSVC, the reference); same problem, APs within 0.1 point",
     )
 

@@ -41,6 +41,7 @@ import h5py
 import numpy as np
 from tqdm import tqdm
 
+from pipeline.boxes import box_iou, corner_offsets
 from pipeline.errors import DataError
 from pipeline.io import atomic_path
 from pipeline.pairs.overlap import overlapping
@@ -54,44 +55,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 LOW_IOU = 0.2  # metrics report the share of pairs overlapping less than this (paper: 92.6%)
-
-
-# --------------------------------------------------------------------------- geometry
-
-
-def corners(boxes: np.ndarray) -> np.ndarray:
-    """(K, 4) ``(x1, y1, x2, y2)`` -> (K, 8) ``(x, y)`` of TL, TR, BL, BR."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    x1, y1, x2, y2 = b[:, 0], b[:, 1], b[:, 2], b[:, 3]
-    return np.stack([x1, y1, x2, y1, x1, y2, x2, y2], axis=1)  # (K, 8)
-
-
-def pair_offsets(
-    top: np.ndarray, bottom: np.ndarray, width: float, height: float, scale: str
-) -> np.ndarray:
-    """(M, 8) float32 ``o_ij = b_i - b_j`` over corners, scaled per ``scale``.
-
-    ``top`` (M, 4) are the b_i, ``bottom`` (M, 4) the b_j; ``scale='image'`` divides x
-    by ``width`` and y by ``height``, ``'none'`` keeps pixels.
-    """
-    off = corners(top) - corners(bottom)  # (M, 8)
-    if scale == "image":
-        off[:, 0::2] /= width  # x of TL, TR, BL, BR
-        off[:, 1::2] /= height  # y
-    elif scale != "none":
-        raise ValueError(f"offset scale {scale!r}; allowed: image, none")  # validated in config
-    return off.astype(np.float32)
-
-
-def iou_matrix(boxes: np.ndarray) -> np.ndarray:
-    """(K, K) IoU of continuous-coordinate boxes (no +1 width)."""
-    b = np.asarray(boxes, dtype=np.float64).reshape(-1, 4)
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])  # (K,)
-    w = np.minimum(b[:, None, 2], b[None, :, 2]) - np.maximum(b[:, None, 0], b[None, :, 0])
-    h = np.minimum(b[:, None, 3], b[None, :, 3]) - np.maximum(b[:, None, 1], b[None, :, 1])
-    inter = np.clip(w, 0, None) * np.clip(h, 0, None)  # (K, K)
-    union = area[:, None] + area[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
 
 
 def unique_boxes(boxes: np.ndarray) -> tuple[np.ndarray, int, int]:
@@ -119,7 +82,7 @@ def select_pairs(
     IoU (M,) float64, sorted by (top, bottom) (symmetric additions follow).
     """
     k = len(boxes)
-    iou = iou_matrix(boxes)  # (K, K)
+    iou = box_iou(boxes, boxes)  # (K, K)
     ii, jj = np.nonzero(~np.eye(k, dtype=bool))  # all ordered pairs, row-major
     if not cfg.ordered:
         keep = ii < jj
@@ -208,7 +171,7 @@ def build_manifest(proposals: ProposalSet, cfg: PairsConfig) -> PairManifest:
         p_box.append(ub[used])
         tops.append(remap[top])
         bottoms.append(remap[bottom])
-        offs.append(pair_offsets(ub[top], ub[bottom], width, height, cfg.offset_scale))
+        offs.append(corner_offsets(ub[top], ub[bottom], width, height, cfg.offset_scale))
         ious.append(iou.astype(np.float32))
         n_patches += len(used)
     return PairManifest(
@@ -356,7 +319,7 @@ def make_split(
     return metrics
 
 
-def stage(
+def run_pairs(
     cfg: PairsConfig,
     proposal: str,
     dataset: str,

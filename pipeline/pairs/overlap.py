@@ -23,18 +23,6 @@ OVERLAP_IOU = 0.05
 SUBSETS = ("overlap", "nonoverlap")
 
 
-def pair_ious(top_boxes: np.ndarray, bottom_boxes: np.ndarray) -> np.ndarray:
-    """(M,) IoU of each pair's two boxes (M, 4) and (M, 4), continuous coordinates."""
-    a = np.asarray(top_boxes, dtype=np.float64).reshape(-1, 4)
-    b = np.asarray(bottom_boxes, dtype=np.float64).reshape(-1, 4)
-    w = np.clip(np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]), 0, None)
-    h = np.clip(np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]), 0, None)
-    inter = w * h
-    union = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]) + (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    union = union - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
 def overlapping(ious: np.ndarray, threshold: float = OVERLAP_IOU) -> np.ndarray:
     """(M,) bool: the pairs whose IoU is at least ``threshold``."""
     return np.asarray(ious, dtype=np.float64) >= threshold

@@ -1,7 +1,7 @@
 """The in-memory form of a split's proposals, and what every proposal method shares.
 
 A method is a function ``propose(dataset, cfg: ProposalsConfig, split) -> ProposalSet``
-in its own module; :data:`pipeline.proposals.stage.METHODS` lists them by name, the
+in its own module; :data:`pipeline.proposals.stage.PROPOSAL_METHODS` lists them by name, the
 choices of the top-level ``proposal`` switch (and of ``proposals.detect_method``).
 
 Boxes follow the project convention (``docs/artifacts.md``): ``(x1, y1, x2, y2)``
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: ``propose(dataset, cfg, split) -> ProposalSet``: one per method, listed by name in
-#: :data:`pipeline.proposals.stage.METHODS`.
+#: :data:`pipeline.proposals.stage.PROPOSAL_METHODS`.
 ProposeFn = Callable[["VOCDataset", "ProposalsConfig", str], "ProposalSet"]
 
 

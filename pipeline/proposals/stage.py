@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 #: The proposal methods by name: the choices of ``proposal`` and ``proposals.detect_method``.
-METHODS: dict[str, ProposeFn] = {
+PROPOSAL_METHODS: dict[str, ProposeFn] = {
     "edgebox": edgebox.propose,
     "yolo": yolo.propose,
     "bbox": bbox.propose,
@@ -43,11 +43,11 @@ IOU_THRESHOLDS = (0.5, 0.7)
 
 def get_method(name: str, key: str = "proposal") -> ProposeFn:
     """The method ``name``; a ConfigError naming ``key`` when there is none."""
-    if name not in METHODS:
+    if name not in PROPOSAL_METHODS:
         raise ConfigError(
-            f"{key}: {name!r} is not a proposal method; allowed: {', '.join(METHODS)}"
+            f"{key}: {name!r} is not a proposal method; allowed: {', '.join(PROPOSAL_METHODS)}"
         )
-    return METHODS[name]
+    return PROPOSAL_METHODS[name]
 
 
 # --------------------------------------------------------------------------- metrics
@@ -186,7 +186,7 @@ def mine(
     return metrics
 
 
-def propose_splits(
+def run_proposals(
     dataset_ref: DatasetRef,
     proposal: str,
     cfg: ProposalsConfig,
@@ -208,7 +208,7 @@ def propose_splits(
     )  # fmt: skip
 
 
-def detect_proposals(
+def run_detect_proposals(
     dataset_ref: DatasetRef,
     cfg: ProposalsConfig,
     splits: list[str],

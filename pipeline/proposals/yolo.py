@@ -315,7 +315,7 @@ def skip_reason(proposal: str, cfg: ProposalsConfig) -> str:
     return ""
 
 
-def stage(
+def run_yolo(
     dataset_ref: DatasetRef,
     proposal: str,
     cfg: ProposalsConfig,

@@ -184,7 +184,7 @@ def run_experiment(cfg: SyntheticConfig, out_dir: Path, plot_csv: Path) -> dict:
     }
 
 
-def stage(cfg: SyntheticConfig, out_dir: Path, csv_path: Path) -> dict:
+def run_synthetic(cfg: SyntheticConfig, out_dir: Path, csv_path: Path) -> dict:
     """DVC stage ``synthetic`` (see module docstring): figures into ``out_dir``, the test
     curves into ``csv_path``."""
     threads = torch.get_num_threads()

@@ -17,6 +17,7 @@ import cv2
 import h5py
 import numpy as np
 
+from pipeline.boxes import corner_offsets
 from pipeline.errors import DataError
 from pipeline.io import atomic_path
 from pipeline.synthetic.config import SyntheticConfig
@@ -54,18 +55,6 @@ class SyntheticPairs:
             self.top[m], self.bottom[m], self.top_pixels[m], self.top_box[m], self.bottom_box[m],
             self.offset[m], self.kind[m], self.split[m], self.canvas_size,
         )  # fmt: skip
-
-
-def corner_offsets(top: np.ndarray, bottom: np.ndarray, width: float, height: float) -> np.ndarray:
-    """o_ij = b_i - b_j as 8 corner differences, x / width and y / height.
-
-    ``top``, ``bottom``: (N, 4) boxes x1, y1, x2, y2. Corner order: top-left, top-right,
-    bottom-left, bottom-right, each (x, y) (docs/artifacts.md, ``pairs/offset``).
-    """
-    idx = [0, 1, 2, 1, 0, 3, 2, 3]  # x1 y1 | x2 y1 | x1 y2 | x2 y2
-    d = np.asarray(top, np.float64)[:, idx] - np.asarray(bottom, np.float64)[:, idx]  # (N, 8)
-    scale = np.array([width, height] * 4, np.float64)  # (8,)
-    return (d / scale).astype(np.float32)
 
 
 def _centre(box: tuple[int, int, int, int]) -> tuple[float, float]:

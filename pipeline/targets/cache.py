@@ -433,7 +433,7 @@ def build_targets(
 # --------------------------------------------------------------------------- stage
 
 
-def stage(
+def run_targets(
     dataset_ref: DatasetRef,
     backbone: str,
     net: NetworkConfig,

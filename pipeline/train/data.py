@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from pipeline.boxes import pair_iou
 from pipeline.data.voc import load_rgb
 from pipeline.errors import DataError
-from pipeline.pairs.overlap import pair_ious
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class PairDataset(Dataset):
         self._read_manifest()
         self._check_targets()
         #: (M,) IoU of each pair's two patches (of the real pairs, before any shuffling)
-        self.pair_iou = pair_ious(self.patch_box[self.top], self.patch_box[self.bottom])
+        self.pair_iou = pair_iou(self.patch_box[self.top], self.patch_box[self.bottom])
         self.shuffled = shuffle_seed is not None
         if self.shuffled:
             self.top = shuffled_tops(self.top, self.patch_image[self.bottom], shuffle_seed)

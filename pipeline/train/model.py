@@ -12,7 +12,7 @@ After training, :func:`save_trained` writes ``model.pt`` (the whole bottom strea
 state dict of the backbone's model, the context module, the resolved config and the
 provenance; another method, ``method: doersch``, writes the same bottom-stream part,
 :func:`bottom_stream_payload`, without a context module) and :func:`load_trained` gives
-back a :class:`TrainedSCN` whose
+back a :class:`TrainedNetwork` whose
 ``features(x)`` is h1 of the trained bottom stream and whose ``backbone`` is a
 :class:`~pipeline.backbones.registry.Backbone` carrying the trained weights.
 """
@@ -37,8 +37,8 @@ log = logging.getLogger(__name__)
 MODEL_FORMAT = "scn-model/1"
 BN_MODES = ("frozen", "batch")
 #: the training methods whose model.pt :func:`load_trained` reads (``method`` in params)
-METHODS = ("scn", "doersch")
-#: the tensor-valued entries of model.pt, kept out of :attr:`TrainedSCN.config`
+LOADABLE_METHODS = ("scn", "doersch")
+#: the tensor-valued entries of model.pt, kept out of :attr:`TrainedNetwork.config`
 STATE_KEYS = ("bottom_stream", "context", "classifier")
 
 
@@ -170,8 +170,9 @@ def bottom_stream_state(backbone, scope: str, model: nn.Module) -> dict[str, tor
 def bottom_stream_payload(backbone, scope: str, model: nn.Module, method: str) -> dict[str, Any]:
     """The part of ``model.pt`` every method writes: the trained bottom stream (``model``'s
     ``trunk`` and ``head``, see :func:`bottom_stream_state`) and what rebuilds it."""
-    if method not in METHODS:
-        raise ValueError(f"method: {method!r} is not a valid choice; allowed: {', '.join(METHODS)}")
+    if method not in LOADABLE_METHODS:
+        allowed = ", ".join(LOADABLE_METHODS)
+        raise ValueError(f"method: {method!r} is not a valid choice; allowed: {allowed}")
     return {
         "format": MODEL_FORMAT,
         "method": method,
@@ -222,7 +223,7 @@ def save_trained(
 
 
 @dataclass
-class TrainedSCN:
+class TrainedNetwork:
     """A trained SCN loaded from ``model.pt`` (eval mode, frozen, on ``device``).
 
     ``features(x)``: h1 of the trained bottom stream for normalised images (B, 3, S, S);
@@ -267,7 +268,7 @@ class TrainedSCN:
         """The training method that wrote the model (``scn`` or ``doersch``)."""
         return str(self.config.get("method", "scn"))
 
-    def to(self, device: str | torch.device) -> TrainedSCN:
+    def to(self, device: str | torch.device) -> TrainedNetwork:
         self.device = torch.device(device)
         for m in (self.trunk, self.head, self.context_module, self.backbone.model):
             if m is not None:
@@ -295,8 +296,8 @@ class TrainedSCN:
         return self.context_module(h1, offset)  # (B, D_T)
 
 
-def load_trained(path: str | Path, device: str | torch.device = "cpu") -> TrainedSCN:
-    """Load ``model.pt`` written by the train stage into a :class:`TrainedSCN`."""
+def load_trained(path: str | Path, device: str | torch.device = "cpu") -> TrainedNetwork:
+    """Load ``model.pt`` written by the train stage into a :class:`TrainedNetwork`."""
     from pipeline.backbones import build_backbone
 
     path = Path(path)
@@ -310,8 +311,8 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
         got = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise DataError(path, f"format {got!r}; allowed: {MODEL_FORMAT}")
     method = payload.get("method", "scn")  # files written before the method switch: scn
-    if method not in METHODS:
-        raise DataError(path, f"method {method!r}; allowed: {', '.join(METHODS)}")
+    if method not in LOADABLE_METHODS:
+        raise DataError(path, f"method {method!r}; allowed: {', '.join(LOADABLE_METHODS)}")
     bb = build_backbone(payload["backbone"], pretrained=False, input_size=payload["input_size"])
     try:
         bb.model.load_state_dict(payload["bottom_stream"], strict=True)
@@ -333,4 +334,4 @@ def load_trained(path: str | Path, device: str | torch.device = "cpu") -> Traine
         ctx.eval().requires_grad_(False)
     meta = {k: v for k, v in payload.items() if k not in (*STATE_KEYS, "config")}
     config = {**payload["config"], **meta}  # train/network/... sections + model metadata
-    return TrainedSCN(bb, trunk, head, ctx, config, path).to(device)
+    return TrainedNetwork(bb, trunk, head, ctx, config, path).to(device)

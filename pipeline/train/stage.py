@@ -1,6 +1,6 @@
 """The ``train`` stage: fit a method's network, write model.pt, plots and metrics.
 
-The method (``method`` in params, :data:`METHODS`: ``scn``, the bottom stream and the
+The method (``method`` in params, :data:`TRAIN_METHODS`: ``scn``, the bottom stream and the
 context module of paper section 3; ``doersch``, Doersch et al.'s context prediction over
 the same bottom stream) supplies the model, the batches, the loss and the held-out
 metrics; the loop
@@ -64,10 +64,10 @@ def _doersch(a: MethodInputs) -> Method:
 
 
 #: ``method`` in params -> the builder of its :class:`~pipeline.train.methods.base.Method`
-METHODS: dict[str, Callable[[MethodInputs], Method]] = {"scn": _scn, "doersch": _doersch}
+TRAIN_METHODS: dict[str, Callable[[MethodInputs], Method]] = {"scn": _scn, "doersch": _doersch}
 
 
-def stage(
+def run_train(
     dataset_ref: DatasetRef,
     backbone: str,
     proposal: str,
@@ -82,15 +82,15 @@ def stage(
     Doersch's task on its images; ``splits[1]`` held out); write model.pt, plots; return
     the metrics (``None`` on other DDP ranks). ``proposal`` is recorded in model.pt's
     config."""
-    if method not in METHODS:
+    if method not in TRAIN_METHODS:
         raise ConfigError(
-            f"method: {method!r} is not a valid choice; allowed: {', '.join(METHODS)}"
+            f"method: {method!r} is not a valid choice; allowed: {', '.join(TRAIN_METHODS)}"
         )
     doersch_cfg = doersch_cfg or DoerschConfig()
     info = init_distributed_from_env(cfg.device)
     seed_everything(cfg.seed)
     inputs = MethodInputs(dataset_ref, backbone, net, cfg, doersch_cfg, splits, paths)
-    trainer = METHODS[method](inputs)
+    trainer = TRAIN_METHODS[method](inputs)
     out_dir = Path(paths.train)
     out_dir.mkdir(parents=True, exist_ok=True)
     meta = {**trainer.resume_meta(), "method": method}

@@ -27,7 +27,7 @@ The package by concern:
 * :mod:`~pipeline.data.scenes.render`: texture, rotation, blur, clutter, occluders,
   lighting and noise, and the annotation of what stays visible (:func:`render_scene`);
 * :mod:`~pipeline.data.scenes.writer`: the VOC files, the atomic dataset write
-  (:func:`generate_scenes`) and the DVC stage function (:func:`stage`).
+  (:func:`generate_scenes`) and the DVC stage function (:func:`run_scenes`).
 """
 
 from pipeline.data.scenes.glyphs import GLYPHS, _SafeDraw
@@ -50,7 +50,7 @@ from pipeline.data.scenes.writer import (
     annotation_xml,
     generate_scenes,
     split_ids,
-    stage,
+    run_scenes,
 )
 
 __all__ = [
@@ -71,5 +71,5 @@ __all__ = [
     "generate_scenes",
     "render_scene",
     "split_ids",
-    "stage",
+    "run_scenes",
 ]

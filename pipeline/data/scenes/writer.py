@@ -2,7 +2,7 @@
 
 Owns the annotation XML, the split ids and ImageSets files, :func:`generate_scenes`
 (renders every image and writes ``root/VOCdevkit/<name>/`` atomically, returning the
-metrics) and :func:`stage`, the function the runner calls for DVC stage ``scenes``.
+metrics) and :func:`run_scenes`, the function the runner calls for DVC stage ``scenes``.
 """
 
 from __future__ import annotations
@@ -143,7 +143,7 @@ def generate_scenes(root: Path, cfg: ScenesConfig, show_progress: bool = False) 
     return metrics
 
 
-def stage(cfg: ScenesConfig, root: Path) -> dict:
+def run_scenes(cfg: ScenesConfig, root: Path) -> dict:
     """DVC stage ``scenes``: generate the dataset under ``root`` (``data.scenes_root``)."""
     metrics = generate_scenes(root, cfg, show_progress=True)
     return {"code_version": code_version(), **metrics}

@@ -14,7 +14,7 @@ REFERENCE.md section 4, as VISSL's ``SVMTrainer`` does it:
   mAP is the mean over classes with a defined AP.
 
 Two solvers compute this (``solver``): ``newton`` (default), the batched exact Newton
-solver of :mod:`pipeline.evaluate.l2svm` (the same optimisation problem as
+solver of :mod:`pipeline.evaluate.classify.l2svm` (the same optimisation problem as
 ``LinearSVC``, solved to a tighter tolerance: every class and fold of one training set in
 one batch sharing one Gram matrix, warm-started along the cost list, in torch on
 ``device``), and ``sklearn``, ``LinearSVC`` itself, the reference.
@@ -50,8 +50,8 @@ from sklearn.model_selection import StratifiedKFold
 from sklearn.svm import LinearSVC
 from tqdm import tqdm
 
-from pipeline.evaluate import l2svm
 from pipeline.evaluate.ap import average_precision, mean_ap
+from pipeline.evaluate.classify import l2svm
 
 log = logging.getLogger(__name__)
 
@@ -403,7 +403,7 @@ def train_and_test(
     L2-normalised here. ``solver``: ``newton`` (on ``device``, ``threads`` torch CPU
     threads, 0: unchanged) or ``sklearn`` (``LinearSVC``, its CV on ``workers`` processes).
     ``train_mask`` (N, n_classes) bool: the training rows of each class (None: all; the
-    low-shot samples of :mod:`pipeline.evaluate.lowshot`). ``newton``: the Newton solver's
+    low-shot samples of :mod:`pipeline.evaluate.classify.lowshot`). ``newton``: the Newton solver's
     data of ``train_x``, when the caller reuses it across calls on the same rows.
     """
     check_solver(solver)

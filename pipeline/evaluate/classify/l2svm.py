@@ -1,7 +1,7 @@
 """A batched exact Newton solver for ``LinearSVC``'s problem, warm-started along the costs.
 
 The problem (liblinear's L2-regularised squared-hinge SVM with a regularised bias,
-``intercept_scaling=1``, the one :mod:`pipeline.evaluate.svm` solves with
+``intercept_scaling=1``, the one :mod:`pipeline.evaluate.classify.svm` solves with
 ``sklearn.svm.LinearSVC``)::
 
     min_w  0.5 ||w||^2 + sum_i c_i max(0, 1 - y_i w . x_i)^2

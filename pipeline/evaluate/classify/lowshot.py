@@ -8,7 +8,8 @@ other item is ignored for c (difficult items are never drawn). Samples are indep
 per (sample, k) and seeded here from ``seed`` (VISSL: Python's unseeded ``random``); both
 networks get the same samples, so their difference is paired.
 
-**Fit and test**: the project's full protocol (:func:`pipeline.evaluate.svm.train_and_test`:
+**Fit and test**: the project's full protocol
+(:func:`pipeline.evaluate.classify.svm.train_and_test`:
 class weights, L2-normalised rows, C per class by k-fold CV AP over the cost list on the
 drawn items, the cost nearest 1 where a class has fewer than 2 drawn positives), tested
 on the whole test split. Departure from VISSL, whose low-shot trainer fits every cost
@@ -33,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipeline.evaluate.svm import NewtonData, l2_normalize, train_and_test
+from pipeline.evaluate.classify.svm import NewtonData, l2_normalize, train_and_test
 
 log = logging.getLogger(__name__)
 

@@ -43,8 +43,8 @@ from pipeline.data.voc import DatasetRef, VOCDataset, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.evaluate.config import DetectConfig
-from pipeline.evaluate.detection_ap import GroundTruth, evaluate_detections
-from pipeline.evaluate.fast_rcnn import (
+from pipeline.evaluate.detect.detection_ap import GroundTruth, evaluate_detections
+from pipeline.evaluate.detect.fast_rcnn import (
     DetectionImage,
     FastRCNN,
     FeatureSource,
@@ -60,7 +60,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NETWORKS = ("original", "scn")
 PLOT_NAME = "detect_examples.png"
 DETECTIONS = "detections.h5"
 HISTORY = "history.csv"
@@ -498,10 +497,10 @@ def test_ground_truth(inputs: DetectInputs) -> list[GroundTruth]:
     ]
 
 
-def differences(original: dict, scn: dict, classes: Sequence[str]) -> dict:
-    """SCN - original: ``map_diff``, ``map_11point_diff`` and per-class ``ap_diff``."""
-    out: dict = {f"{key}_diff": scn[key] - original[key] for key in ("map", "map_11point")}
+def differences(original: dict, trained: dict, classes: Sequence[str]) -> dict:
+    """trained - original: ``map_diff``, ``map_11point_diff`` and per-class ``ap_diff``."""
+    out: dict = {f"{key}_diff": trained[key] - original[key] for key in ("map", "map_11point")}
     out["ap_diff"] = {
-        c: scn["per_class"][c]["ap"] - original["per_class"][c]["ap"] for c in classes
+        c: trained["per_class"][c]["ap"] - original["per_class"][c]["ap"] for c in classes
     }
     return out

@@ -2,15 +2,15 @@
 backbone's detector of stage ``detect_original``.
 
 The SCN's detector is trained and tested exactly as the original's
-(:func:`pipeline.evaluate.detect_net.evaluate_network`: same schedule, seed and RoIs);
+(:func:`pipeline.evaluate.detect.network.evaluate_network`: same schedule, seed and RoIs);
 the only difference is the backbone: ``load_trained(<paths.train>/model.pt).backbone``
 vs ``build_backbone(backbone, network.weights)``. The original's results are read from
-``<paths.original>/detect`` (:func:`~pipeline.evaluate.detect_original.
+``<paths.original>/detect`` (:func:`~pipeline.evaluate.detect.original.
 read_original_detect`, checked against the params ``detect_original`` would use now).
 VOC detection AP of both and the SCN - original differences go to ``metrics/detect.json``,
 the mAP difference with a paired bootstrap 95% interval over the test images
 (``detect.bootstrap`` resamples seeded by ``detect.seed``;
-:func:`~pipeline.evaluate.detection_ap.detection_bootstrap`) and its verdict in
+:func:`~pipeline.evaluate.detect.detection_ap.detection_bootstrap`) and its verdict in
 ``map_diff_ci`` (the resampled differences in ``<paths.detect>/bootstrap.npz``, for
 intervals pooled over training seeds). With ``detect.seeds`` = N > 1, detector k of the
 SCN is paired with detector k of the original (both seeded ``detect.seed + k``); every
@@ -20,7 +20,7 @@ what retraining the detector changes as well as the test images; the figures are
 means over the N pairs (``map_diff_per_seed``: each pair's difference).
 
 Outputs: ``<paths.detect>/detections.h5`` (both networks' groups,
-:func:`~pipeline.evaluate.detect_net.write_detections`), ``<paths.detect>/history.csv``
+:func:`~pipeline.evaluate.detect.network.write_detections`), ``<paths.detect>/history.csv``
 (per-iteration losses of both runs), and ``<paths.plots>/detect_examples.png``
 (detections of both networks on a few test images).
 """
@@ -36,14 +36,11 @@ import numpy as np
 
 from pipeline.data.voc import DatasetRef
 from pipeline.errors import DataError
-from pipeline.evaluate.bootstrap import (
-    DISTRIBUTIONS_FILE,
-    percentile_interval,
-    pooled_differences,
-    write_distributions,
-)
+from pipeline.evaluate.bootstrap import DISTRIBUTIONS_FILE, pooled_differences, write_distributions
+from pipeline.evaluate.compare import ORIGINAL, TRAINED, paired_difference
 from pipeline.evaluate.config import DetectConfig
-from pipeline.evaluate.detect_net import (
+from pipeline.evaluate.detect.detection_ap import detection_bootstrap
+from pipeline.evaluate.detect.network import (
     DETECTIONS,
     HISTORY,
     PLOT_NAME,
@@ -58,8 +55,7 @@ from pipeline.evaluate.detect_net import (
     write_detections,
     write_history,
 )
-from pipeline.evaluate.detect_original import read_original_detect
-from pipeline.evaluate.detection_ap import detection_bootstrap
+from pipeline.evaluate.detect.original import read_original_detect
 
 if TYPE_CHECKING:
     from pipeline.artifacts import PathsConfig
@@ -93,12 +89,12 @@ def run_detect(
         paths.original_detect_dir, original_provenance, image_ids, cfg.seeds
     )
     if model is None:
-        model = load_scn_backbone(paths.model_file, backbone)
-    runs = evaluate_seeds("scn", model, inputs, cfg, device)
+        model = load_trained_backbone(paths.model_file, backbone)
+    runs = evaluate_seeds(TRAINED, model, inputs, cfg, device)
     metrics = {
         **inputs.metrics(device),
-        "original": original.result,
-        "scn": runs.result,
+        ORIGINAL: original.result,
+        TRAINED: runs.result,
         **differences(original.result, runs.result, inputs.classes),
         "map_diff_per_seed": [
             s["map"] - o["map"] for o, s in zip(original.results, runs.results, strict=True)
@@ -110,23 +106,21 @@ def run_detect(
             original.detections, runs.detections, test_ground_truth(inputs),
             len(inputs.classes), cfg.bootstrap, cfg.seed,
         )  # fmt: skip
-        ci = percentile_interval(value, diffs, cfg.bootstrap)
+        ci, records["det"] = paired_difference(
+            value, diffs, cfg.bootstrap, cfg.seed, len(image_ids), "detection mAP"
+        )
         metrics["map_diff_ci"] = ci.to_dict()
-        records["det"] = {"value": value, "diffs": diffs, "seed": cfg.seed,
-                          "n_boot": cfg.bootstrap, "n_test": len(image_ids)}  # fmt: skip
-        log.info("mAP difference %.4f, 95%% interval [%.4f, %.4f] over %d resamples: %s",
-                 ci.value, ci.ci_low, ci.ci_high, ci.n_boot, ci.verdict)  # fmt: skip
     # for intervals pooled over training seeds (experiments/results.py); none: removed
     write_distributions(Path(paths.detect) / DISTRIBUTIONS_FILE, records)
-    detections = {"original": original.detections[0], "scn": runs.detections[0]}
+    detections = {ORIGINAL: original.detections[0], TRAINED: runs.detections[0]}
     out_dir = Path(paths.detect)
     params_json = json.dumps(provenance, sort_keys=True)
     write_detections(
         out_dir / DETECTIONS, image_ids,
-        {**original_named(original.detections), **runs.named_detections("scn")},
+        {**original_named(original.detections), **runs.named_detections(TRAINED)},
         inputs.classes, params_json,
     )  # fmt: skip
-    write_history(out_dir / HISTORY, {**original.history, **runs.named_histories("scn")})
+    write_history(out_dir / HISTORY, {**original.history, **runs.named_histories(TRAINED)})
     plot_examples(  # the first detector of each network
         paths.plot_file(PLOT_NAME),
         inputs.test_ds,
@@ -140,7 +134,7 @@ def run_detect(
 
 def original_named(detections: list) -> dict:
     """The original's detections per detector under their :func:`run_name`."""
-    return {run_name("original", k): d for k, d in enumerate(detections)}
+    return {run_name(ORIGINAL, k): d for k, d in enumerate(detections)}
 
 
 def paired_seed_bootstrap(
@@ -155,7 +149,7 @@ def paired_seed_bootstrap(
     ``detections_b[k]``: detector k of each network) and its (n_boot,) bootstrap values.
 
     Every pair is resampled on the same test-image resamples
-    (:func:`~pipeline.evaluate.detection_ap.detection_bootstrap` with ``seed``); resample b
+    (:func:`~pipeline.evaluate.detect.detection_ap.detection_bootstrap` with ``seed``); resample b
     averages a resample of the N pairs (:func:`~pipeline.evaluate.bootstrap.
     pooled_differences`, seeded by ``[seed, DETECTOR_STREAM]``): a two-way bootstrap over
     test images x detector seeds. The value is the mean of the pairs' differences. One pair:
@@ -170,15 +164,15 @@ def paired_seed_bootstrap(
     return float(values.mean()), pooled_differences(diffs, [seed, DETECTOR_STREAM])
 
 
-def load_scn_backbone(model_path: Path, backbone: str):
-    """The trained SCN bottom stream of ``model_path`` as a backbone."""
+def load_trained_backbone(model_path: Path, backbone: str):
+    """The trained bottom stream of ``model_path`` as a backbone."""
     from pipeline.train.model import load_trained
 
-    scn = load_trained(model_path).backbone
-    if scn.name != backbone:
+    trained = load_trained(model_path).backbone
+    if trained.name != backbone:
         raise DataError(
             model_path,
-            f"trained on backbone {scn.name!r} but backbone is {backbone!r}; rerun train",
+            f"trained on backbone {trained.name!r} but backbone is {backbone!r}; rerun train",
             kind="stale_model",
         )
-    return scn
+    return trained

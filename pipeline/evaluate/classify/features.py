@@ -2,7 +2,7 @@
 
 Two *extractors* map normalised images ``(B, 3, S, S)`` to the representation ``h1``
 ``(B, D)``: the ORIGINAL pretrained network (``Backbone.features``) and the trained
-SCN bottom stream (``TrainedSCN.features``). Two *settings* feed them:
+bottom stream (``TrainedNetwork.features``). Two *settings* feed them:
 
 - ``obj``: every ground-truth object of a split, cropped and warped to ``S x S``
   (``preprocess.crop_resize``, RoIAlign-style bilinear); single label: the row of an
@@ -38,8 +38,9 @@ from tqdm import tqdm
 
 from pipeline.backbones.preprocess import crop_resize, normalize, resize_image
 from pipeline.data.voc import VOCDataset
+from pipeline.evaluate.compare import ORIGINAL, TRAINED
 from pipeline.io import atomic_path
-from pipeline.provenance import code_version
+from pipeline.provenance import code_version, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ CHECKED_ATTRS = (
 class Extractor:
     """A frozen feature function with what identifies it (its provenance)."""
 
-    network: str  # "original" | "scn"
+    network: str  # ORIGINAL, TRAINED ("scn") or "trunk" (the diagnosis)
     fn: Callable[[torch.Tensor], torch.Tensor]  # (B, 3, S, S) normalised -> (B, D)
     input_size: int
     mean: tuple[float, ...]
@@ -287,18 +288,54 @@ def cached_features(
     return arrays
 
 
+def backbone_extractor(
+    bb, network: str, fn: Callable[[torch.Tensor], torch.Tensor], layer: str, device: torch.device
+) -> Extractor:
+    """Extractor ``fn`` of a built :class:`pipeline.backbones.Backbone` ``bb``: its input
+    size, normalisation, name and weights identify the features."""
+    return Extractor(
+        network=network,
+        fn=fn,
+        input_size=bb.input_size,
+        mean=tuple(bb.mean),
+        std=tuple(bb.std),
+        backbone=bb.name,
+        layer=layer,
+        weights_sha256=bb.weights_sha256,
+        device=device,
+    )
+
+
 def original_extractor(backbone, device: torch.device) -> Extractor:
     """Extractor of a built :class:`pipeline.backbones.Backbone` (the original network)."""
     backbone.model.to(device)
+    return backbone_extractor(backbone, ORIGINAL, backbone.features, backbone.layer, device)
+
+
+def trunk_extractor(bb, trunk: torch.nn.Module, device: torch.device) -> Extractor:
+    """The frozen trunk below ``network.scope`` of backbone ``bb``, flattened, as a feature
+    extractor (the diagnosis): the classify crops and batching, rows ``(N, prod(trunk shape))``."""
+    trunk = trunk.to(device).eval()
+
+    def fn(x: torch.Tensor) -> torch.Tensor:
+        return trunk(x).flatten(1)  # (B, prod(trunk shape))
+
+    return backbone_extractor(bb, "trunk", fn, "trunk", device)
+
+
+def trained_extractor(trained, model_path: Path, device: torch.device) -> Extractor:
+    """Extractor of the bottom stream of a loaded trained network (``TrainedNetwork`` of
+    ``model_path``, whose SHA-256 identifies it), whatever its method."""
     return Extractor(
-        network="original",
-        fn=backbone.features,
-        input_size=backbone.input_size,
-        mean=tuple(backbone.mean),
-        std=tuple(backbone.std),
-        backbone=backbone.name,
-        layer=backbone.layer,
-        weights_sha256=backbone.weights_sha256,
+        network=TRAINED,
+        fn=trained.features,
+        input_size=trained.input_size,
+        mean=trained.mean,
+        std=trained.std,
+        backbone=trained.config.get("backbone"),
+        layer=str(trained.config.get("layer", "")),
+        weights_sha256=str(trained.config.get("provenance", {}).get("weights_sha256", "")),
+        model_sha256=sha256_file(model_path),
         device=device,
     )
 

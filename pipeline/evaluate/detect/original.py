@@ -3,12 +3,12 @@ backbone, detection proposals and detection params.
 
 The original backbone does not depend on the SCN's proposal mechanism, method or
 training, so its detector is trained and tested in a stage of its own that an experiment
-on the SCN side does not rerun (:func:`pipeline.evaluate.detect_net.evaluate_network`,
+on the SCN side does not rerun (:func:`pipeline.evaluate.detect.network.evaluate_network`,
 the same function as for the SCN in stage ``detect``, under the same schedule and seed).
 
 Outputs in ``<paths.original>/detect``: ``detections.h5`` (group ``original``, and
 ``original_seed<k>`` for the further ``detect.seeds`` detectors, format of
-:func:`~pipeline.evaluate.detect_net.write_detections`), ``history.csv`` (their losses per
+:func:`~pipeline.evaluate.detect.network.write_detections`), ``history.csv`` (their losses per
 iteration) and ``result.json`` (``created_by``, ``code_version``, ``params``: the stage's
 declared params, ``image_ids`` of the test images, ``result``: the AP and loss figures
 as in ``metrics/detect.json``'s ``original`` (the mean over the detectors), and
@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.data.voc import DatasetRef
 from pipeline.errors import DataError
+from pipeline.evaluate.compare import ORIGINAL, check_created_by, check_same, require_file
 from pipeline.evaluate.config import DetectConfig
-from pipeline.evaluate.detect_net import (
+from pipeline.evaluate.detect.network import (
     DETECTIONS,
     HISTORY,
     Detections,
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NETWORK = "original"
+NETWORK = ORIGINAL
 STAGE = "detect_original"
 RESULT = "result.json"
 # wall-clock figures: in the stage's metrics only, so that result.json (a dependency of
@@ -125,10 +126,8 @@ def read_original_detect(
     """Read stage ``detect_original``'s outputs in ``out_dir``, checked to have been made
     with ``provenance`` (that stage's params now) on the test images ``image_ids`` with
     ``n_seeds`` detectors (``detect.seeds``)."""
-    path = Path(out_dir) / RESULT
     rerun = "run `dvc repro detect_original` (or `scn detect_original`) first"
-    if not path.is_file():
-        raise DataError(path, f"missing: the original backbone's results; {rerun}", "missing")
+    path = require_file(Path(out_dir) / RESULT, "the original backbone's results", rerun)
     try:
         record = json.loads(path.read_text())
         per_seed = record.get("per_seed") or [record["result"]]
@@ -140,15 +139,8 @@ def read_original_detect(
             raise KeyError(f"no history rows of {', '.join(missing)}")
     except (OSError, KeyError, ValueError) as err:
         raise DataError(path, f"unreadable or incomplete ({err}); {rerun}", "corrupt") from err
-    if record.get("created_by") != STAGE:
-        raise DataError(path, f"written by {record.get('created_by')!r}, not {STAGE}")
-    have, want = record["params"], json.loads(json.dumps(provenance))
-    if have != want:
-        keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-        detail = "; ".join(f"{k}: {have.get(k)!r} there, {want.get(k)!r} now" for k in keys)
-        raise DataError(
-            path, f"made with other params ({detail}); {rerun}", kind="provenance_mismatch"
-        )
+    check_created_by(path, record.get("created_by"), STAGE)
+    check_same(path, record["params"], provenance, rerun)
     if len(per_seed) != n_seeds:
         raise DataError(
             path,

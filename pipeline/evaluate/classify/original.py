@@ -5,9 +5,10 @@ The original pretrained network does not depend on the proposal mechanism, the S
 method or its training, so its evaluation is a stage of its own that an experiment on
 the SCN side does not rerun. It extracts (or reuses) the original network's Obj and Img
 features (``<paths.original>/classify/original_<setting>_<split>.h5``, the caches of
-:mod:`pipeline.evaluate.features`), fits its SVMs (:func:`~pipeline.evaluate.classify_net.
-fit_network`) and runs its low-shot protocol, and stores what stage ``classify`` needs to
-compare the SCN with it in ``<paths.original>/classify/results.h5``:
+:mod:`pipeline.evaluate.classify.features`), fits its SVMs
+(:func:`~pipeline.evaluate.classify.network.fit_network`) and runs its low-shot protocol,
+and stores what stage ``classify`` needs to compare the trained network with it in
+``<paths.original>/classify/results.h5``:
 
 - per setting (group ``obj``, ``img``): ``scores`` (M, C) float64, the SVMs' test
   decision values (nan for a class without an SVM; what the paired bootstrap resamples),
@@ -40,7 +41,8 @@ import numpy as np
 from pipeline.data.voc import DatasetRef, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
-from pipeline.evaluate.classify_net import (
+from pipeline.evaluate.classify.features import original_extractor
+from pipeline.evaluate.classify.network import (
     ROLES,
     SETTINGS,
     fit_network,
@@ -48,7 +50,7 @@ from pipeline.evaluate.classify_net import (
     lowshot_signature,
     network_features,
 )
-from pipeline.evaluate.features import original_extractor
+from pipeline.evaluate.compare import ORIGINAL, check_created_by, check_same, require_file
 from pipeline.io import atomic_path
 from pipeline.provenance import code_version
 from pipeline.seed import seed_everything
@@ -60,13 +62,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NETWORK = "original"
+NETWORK = ORIGINAL
 STAGE = "classify_original"
-
-
-def _plain(value: Any) -> Any:
-    """``value`` as JSON gives it back (tuples become lists)."""
-    return json.loads(json.dumps(value))
 
 
 def run_classify_original(
@@ -166,10 +163,8 @@ def read_original_classify(
     ``labels[setting][role]``, the SCN side's label matrices of the same items (the test
     labels must be equal; the training labels fix the low-shot draws).
     """
-    path = Path(path)
     rerun = "run `dvc repro classify_original` (or `scn classify_original`) first"
-    if not path.is_file():
-        raise DataError(path, f"missing: the original network's results; {rerun}", "missing")
+    path = require_file(path, "the original network's results", rerun)
     try:
         with h5py.File(path, "r") as fh:
             attrs = {k: fh.attrs[k] for k in ("created_by", "params", "classes")}
@@ -184,15 +179,8 @@ def read_original_classify(
             }
     except (OSError, KeyError) as err:
         raise DataError(path, f"unreadable or incomplete ({err}); {rerun}", "corrupt") from err
-    if attrs["created_by"] != STAGE:
-        raise DataError(path, f"written by {attrs['created_by']!r}, not {STAGE}", "invalid")
-    have, want = json.loads(attrs["params"]), _plain(provenance)
-    if have != want:
-        keys = sorted(k for k in set(have) | set(want) if have.get(k) != want.get(k))
-        detail = "; ".join(f"{k}: {have.get(k)!r} there, {want.get(k)!r} now" for k in keys)
-        raise DataError(
-            path, f"made with other params ({detail}); {rerun}", kind="provenance_mismatch"
-        )
+    check_created_by(path, attrs["created_by"], STAGE)
+    check_same(path, json.loads(attrs["params"]), provenance, rerun)
     if json.loads(attrs["classes"]) != list(classes):
         raise DataError(path, f"classes {attrs['classes']} differ from {list(classes)}; {rerun}",
                         kind="provenance_mismatch")  # fmt: skip

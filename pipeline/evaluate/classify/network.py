@@ -2,11 +2,11 @@
 original network, stage ``classify`` for the trained bottom stream).
 
 - :func:`network_features`: the Obj and Img features of one extractor on the (train,
-  test) datasets, from the provenance-checked caches of :mod:`pipeline.evaluate.features`;
-- :func:`fit_network`: the full linear-SVM protocol (:func:`pipeline.evaluate.svm.
+  test) datasets, from the provenance-checked caches of :mod:`pipeline.evaluate.classify.features`;
+- :func:`fit_network`: the full linear-SVM protocol (:func:`pipeline.evaluate.classify.svm.
   train_and_test`) per setting; the results keep the per-example test scores that the
   paired bootstrap resamples;
-- :func:`lowshot_network`: the low-shot protocol (:mod:`pipeline.evaluate.lowshot`) per
+- :func:`lowshot_network`: the low-shot protocol (:mod:`pipeline.evaluate.classify.lowshot`) per
   setting. Its draws depend only on the training labels, ``classify.lowshot_k``,
   ``classify.lowshot_samples`` and ``classify.seed`` (:func:`lowshot_signature`), so two
   networks evaluated in two stages are paired exactly as when evaluated together.
@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from pipeline.evaluate.features import Extractor, cached_features
-from pipeline.evaluate.lowshot import evaluate_lowshot
-from pipeline.evaluate.svm import SVMResult, train_and_test
+from pipeline.evaluate.classify.features import Extractor, cached_features
+from pipeline.evaluate.classify.lowshot import evaluate_lowshot
+from pipeline.evaluate.classify.svm import SVMResult, train_and_test
 
 if TYPE_CHECKING:
     from pipeline.data.voc import VOCDataset
@@ -119,7 +119,7 @@ def lowshot_network(
     scores_out: dict | None = None,
 ) -> dict:
     """The low-shot protocol on Obj and Img for one network: ``settings[setting]`` as
-    :func:`pipeline.evaluate.lowshot.evaluate_lowshot` returns it (keys ``k``,
+    :func:`pipeline.evaluate.classify.lowshot.evaluate_lowshot` returns it (keys ``k``,
     ``n_samples``, ``skipped_k``, ``negatives_capped`` and ``network``); empty when
     disabled. ``scores_out``, when given, is filled with ``scores_out[setting][k]``: the
     (samples, M, C) test decision values of each draw's SVMs (for the paired bootstrap)."""
@@ -144,7 +144,7 @@ def lowshot_network(
 
 def merge_lowshot(first: dict, second: dict) -> dict:
     """Two networks' :func:`lowshot_network` results on the same draws as one record, in
-    the layout of :func:`~pipeline.evaluate.lowshot.evaluate_lowshot` for both: shared
+    the layout of :func:`~pipeline.evaluate.classify.lowshot.evaluate_lowshot` for both: shared
     keys once, then each network's results. Raises ValueError when the shared keys
     differ (not the same draws)."""
     if (first["k"], first["n_samples"]) != (second["k"], second["n_samples"]) or set(

@@ -1,7 +1,7 @@
 """Stage ``classify``: linear-SVM classification, original vs SCN features side by side.
 
 Paper sections 4.2 to 4.4 (Tables 1 and 2, Figure 6); protocol in
-:mod:`pipeline.evaluate.svm` (VISSL's VOC07 benchmark).
+:mod:`pipeline.evaluate.classify.svm` (VISSL's VOC07 benchmark).
 
 - **Obj**: ground-truth objects of ``data.eval_train_split`` train one SVM per class,
   those of ``data.eval_test_split`` test them (single label, one-vs-rest AP per class).
@@ -9,9 +9,9 @@ Paper sections 4.2 to 4.4 (Tables 1 and 2, Figure 6); protocol in
 - Both with h1 of the ORIGINAL network (``build_backbone(...).features``) and of the
   trained SCN bottom stream (``load_trained(<paths.train>/model.pt).features``). The
   original network's side (features, SVMs, its test scores, low-shot) is stage
-  ``classify_original`` (:mod:`pipeline.evaluate.classify_original`), which an experiment
+  ``classify_original`` (:mod:`pipeline.evaluate.classify.original`), which an experiment
   on the SCN side does not rerun; this stage computes the SCN's side with the same
-  functions (:mod:`pipeline.evaluate.classify_net`) and reads the original's, refusing
+  functions (:mod:`pipeline.evaluate.classify.network`) and reads the original's, refusing
   results made with other params, items or low-shot draws.
 - **Context** (Table 1): ordered pairs (top i, bottom j) of distinct non-difficult
   ground-truth objects of one image, at most ``classify.max_context_pairs`` per split
@@ -29,7 +29,7 @@ paired bootstrap 95% interval (``classify.bootstrap`` resamples, seeded by
 
 **Low-shot** (``classify.lowshot_k``, ``classify.lowshot_samples``): VISSL's VOC07
 low-shot protocol on Obj and Img, both networks on the same draws
-(:mod:`pipeline.evaluate.lowshot`; the draws depend only on the training labels, k,
+(:mod:`pipeline.evaluate.classify.lowshot`; the draws depend only on the training labels, k,
 samples and seed, checked equal); mean and std mAP per k in ``lowshot`` and
 ``<paths.plots>/classify_lowshot.png``. Per setting and k, the SCN - original difference
 of the mean over the draws with a paired bootstrap 95% interval over the test items and
@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from pipeline.data.voc import DatasetRef, VOCDataset, open_split
+from pipeline.data.voc import DatasetRef, open_split
 from pipeline.devices import resolve_device
 from pipeline.errors import DataError
 from pipeline.evaluate.bootstrap import (
@@ -65,10 +65,12 @@ from pipeline.evaluate.bootstrap import (
     bootstrap_differences,
     draws_differences,
     lowshot_key,
-    percentile_interval,
     write_distributions,
 )
-from pipeline.evaluate.classify_net import (
+from pipeline.evaluate.classify.context import context_classification
+from pipeline.evaluate.classify.features import Extractor, read_features, trained_extractor
+from pipeline.evaluate.classify.lowshot import plot_lowshot, plot_lowshot_diff
+from pipeline.evaluate.classify.network import (
     ROLES,
     SETTINGS,
     fit_network,
@@ -76,12 +78,9 @@ from pipeline.evaluate.classify_net import (
     merge_lowshot,
     network_features,
 )
-from pipeline.evaluate.classify_original import read_original_classify
-from pipeline.evaluate.features import Extractor, ObjectTable, read_features
-from pipeline.evaluate.lowshot import plot_lowshot, plot_lowshot_diff
-from pipeline.evaluate.svm import l2_normalize, train_multiclass
+from pipeline.evaluate.classify.original import read_original_classify
+from pipeline.evaluate.compare import NETWORKS, ORIGINAL, TRAINED, difference, paired_difference
 from pipeline.io import write_figure
-from pipeline.provenance import sha256_file
 from pipeline.seed import seed_everything
 
 if TYPE_CHECKING:
@@ -91,19 +90,19 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-NETWORKS = ("original", "scn")
 PLOT_NAME = "classify_ap.png"
 LOWSHOT_PLOT = "classify_lowshot.png"
 LOWSHOT_DIFF_PLOT = "classify_lowshot_diff.png"  # SCN - original against k, with intervals
 
 
-# --------------------------------------------------------------------------- extractors
+# --------------------------------------------------------------------------- extractor
 
 
-def scn_extractor(
+def load_trained_extractor(
     model_path: Path, backbone: str, device: torch.device
 ) -> tuple[Extractor, object]:
-    """Extractor of the trained bottom stream in ``model_path``, and the TrainedSCN."""
+    """Extractor of the trained bottom stream in ``model_path``, and the TrainedNetwork;
+    refused when it was trained on another backbone than ``backbone``."""
     from pipeline.train.model import load_trained
 
     trained = load_trained(model_path, device=device)
@@ -115,154 +114,7 @@ def scn_extractor(
             "allowed: the same backbone (rerun the train stage)",
             kind="provenance_mismatch",
         )
-    extractor = Extractor(
-        network="scn",
-        fn=trained.features,
-        input_size=trained.input_size,
-        mean=trained.mean,
-        std=trained.std,
-        backbone=trained_backbone,
-        layer=str(trained.config.get("layer", "")),
-        weights_sha256=str(trained.config.get("provenance", {}).get("weights_sha256", "")),
-        model_sha256=sha256_file(model_path),
-        device=device,
-    )
-    return extractor, trained
-
-
-# --------------------------------------------------------------------------- context pairs
-
-
-def offset_function():
-    """The pairs stage's offset function ``(top, bottom, width, height, scale) -> (M, 8)``."""
-    from pipeline.pairs.manifest import pair_offsets
-
-    return pair_offsets
-
-
-def object_pairs(
-    table: ObjectTable, max_pairs: int, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """(top, bottom) row indices of ordered pairs of distinct non-difficult objects of one
-    image; a seeded sample of at most ``max_pairs``, in (image, top, bottom) order."""
-    tops, bottoms = [], []
-    keep = np.flatnonzero(~table.difficult)
-    by_image: dict[int, list[int]] = {}
-    for r in keep:
-        by_image.setdefault(int(table.image_index[r]), []).append(int(r))
-    for rows in by_image.values():
-        for i in rows:
-            for j in rows:
-                if i != j:
-                    tops.append(i)
-                    bottoms.append(j)
-    top, bottom = np.array(tops, dtype=np.int64), np.array(bottoms, dtype=np.int64)
-    if len(top) > max_pairs:
-        pick = np.sort(rng.choice(len(top), size=max_pairs, replace=False))
-        top, bottom = top[pick], bottom[pick]
-    return top, bottom
-
-
-def context_offsets(
-    ds: VOCDataset, table: ObjectTable, top: np.ndarray, bottom: np.ndarray, scale: str
-) -> np.ndarray:
-    """(M, 8) offsets o_ij = b_top - b_bottom as the pairs stage computes them."""
-    fn = offset_function()
-    sizes = np.array([(im.width, im.height) for im in ds.images], dtype=np.float64)  # (n, 2)
-    wh = sizes[table.image_index[top]]  # (M, 2)
-    out = np.zeros((len(top), 8), dtype=np.float32)
-    for w, h in np.unique(wh, axis=0):  # one call per image size (the function takes scalars)
-        m = (wh[:, 0] == w) & (wh[:, 1] == h)
-        out[m] = fn(table.box[top[m]], table.box[bottom[m]], float(w), float(h), scale)
-    return out
-
-
-@torch.no_grad()
-def predict_h3(trained, h1: np.ndarray, offset: np.ndarray, batch_size: int) -> np.ndarray:
-    """(M, D) SCN h1 of bottom patches and (M, 8) offsets -> (M, D_T) h3."""
-    out = []
-    for s in range(0, len(h1), max(batch_size, 1)):
-        h = torch.from_numpy(
-            np.ascontiguousarray(h1[s : s + batch_size], dtype=np.float32)
-        )  # (B, D)
-        o = torch.from_numpy(np.ascontiguousarray(offset[s : s + batch_size]))  # (B, 8)
-        out.append(trained.context(h, o).float().cpu().numpy())  # (B, D_T)
-    dim = int(trained.config.get("target_dim", 0))
-    return np.concatenate(out) if out else np.zeros((0, dim), np.float32)
-
-
-def context_features(
-    cfg: ClassifyConfig,
-    offset_scale: str,
-    splits: dict[str, VOCDataset],
-    obj: dict[str, dict[str, dict[str, np.ndarray]]],
-    trained,
-    rng: np.random.Generator,
-) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, float]]:
-    """The inputs of paper Table 1 per role (train, test): ``own``, ``context``, ``both``
-    feature blocks and the top patch's class ``y``; and the same-class share of the pairs."""
-    data: dict[str, dict[str, np.ndarray]] = {}
-    shares: dict[str, float] = {}
-    for role in ("train", "test"):
-        ds = splits[role]
-        orig, scn = obj["original"][role], obj["scn"][role]
-        table = ObjectTable(
-            orig["image_index"], orig["box"], orig["class_index"], orig["difficult"]
-        )
-        top, bottom = object_pairs(table, cfg.max_context_pairs, rng)
-        if len(top) == 0:
-            raise DataError(ds.root, f"split {ds.split!r}: no image has two non-difficult objects")
-        offset = context_offsets(ds, table, top, bottom, offset_scale)  # (M, 8)
-        own = l2_normalize(orig["features"][top])  # (M, D)
-        h3 = l2_normalize(
-            predict_h3(trained, scn["features"][bottom], offset, cfg.batch_size)
-        )  # (M, D_T)
-        data[role] = {
-            "own": own,
-            "context": h3,
-            "both": np.concatenate([own, h3], axis=1),  # (M, D + D_T)
-            "y": table.class_index[top].astype(np.int64),
-        }
-        shares[role] = float(np.mean(table.class_index[top] == table.class_index[bottom]))
-    return data, shares
-
-
-def context_classification(
-    cfg: ClassifyConfig,
-    offset_scale: str,
-    splits: dict[str, VOCDataset],
-    obj: dict[str, dict[str, dict[str, np.ndarray]]],
-    trained,
-    rng: np.random.Generator,
-    device: torch.device | None = None,
-) -> dict:
-    """Paper Table 1 on pairs of ground-truth objects; accuracies of the three inputs."""
-    data, shares = context_features(cfg, offset_scale, splits, obj, trained, rng)
-    result: dict = {
-        "n_train_pairs": len(data["train"]["y"]),
-        "n_test_pairs": len(data["test"]["y"]),
-        "same_class_share_train": round(shares["train"], 6),
-        "same_class_share_test": round(shares["test"], 6),
-    }
-    counts = np.bincount(data["train"]["y"])
-    result["majority_baseline"] = round(float(np.mean(data["test"]["y"] == counts.argmax())), 6)
-    for name in ("own", "context", "both"):
-        res = train_multiclass(
-            data["train"][name],
-            data["train"]["y"],
-            data["test"][name],
-            data["test"]["y"],
-            cfg.costs,
-            cfg.cv_folds,
-            cfg.seed,
-            workers=cfg.workers,
-            solver=cfg.solver,
-            device=device,
-            threads=cfg.threads,
-        )
-        result[name] = res.to_dict()
-        log.info("context %s: accuracy %.4f (C=%g)", name, res.accuracy, res.cost)
-    return result
+    return trained_extractor(trained, model_path, device), trained
 
 
 # --------------------------------------------------------------------------- plot
@@ -284,7 +136,7 @@ def plot_per_class_ap(path: Path, classes, results: dict[str, dict]) -> None:
     )
     x = np.arange(len(classes))
     for ax, setting in zip(axes[:, 0], settings, strict=True):
-        for k, (net, colour) in enumerate((("original", "tab:gray"), ("scn", "tab:blue"))):
+        for k, (net, colour) in enumerate(zip(NETWORKS, ("tab:gray", "tab:blue"), strict=True)):
             per = results[setting][net]["per_class"]
             ap = [np.nan if per[c]["ap"] is None else 100 * per[c]["ap"] for c in classes]
             m = results[setting][net]["map"]
@@ -300,10 +152,6 @@ def plot_per_class_ap(path: Path, classes, results: dict[str, dict]) -> None:
 
 
 # --------------------------------------------------------------------------- stage
-
-
-def _diff(a: float | None, b: float | None) -> float | None:
-    return None if a is None or b is None else round(b - a, 6)
 
 
 def lowshot_differences(
@@ -326,13 +174,10 @@ def lowshot_differences(
         for k, b in per_k.items():
             y = labels[setting]
             value, diffs = draws_differences(scores_a[setting][k], b, y, n_boot, seed)
-            ci = percentile_interval(value, diffs, n_boot)
+            ci, records[lowshot_key(setting, k)] = paired_difference(
+                value, diffs, n_boot, seed, len(y), f"low-shot {setting} k={k} ({len(b)} draws)"
+            )
             out[setting][f"k{k}"] = ci.to_short_dict()
-            records[lowshot_key(setting, k)] = {"value": value, "diffs": diffs, "seed": seed,
-                                                "n_boot": n_boot, "n_test": len(y)}  # fmt: skip
-            log.info("low-shot %s k=%d: difference %.4f, 95%% interval [%.4f, %.4f] over %d "
-                     "draws: %s", setting, k, ci.value, ci.ci_low, ci.ci_high, len(b),
-                     ci.verdict)  # fmt: skip
     return out
 
 
@@ -362,13 +207,14 @@ def run_classify(
     }
     classes = datasets["train"].classes
 
-    scn, trained = scn_extractor(paths.model_file, backbone, device)
-    if scn.input_size != net.input_size:
+    extractor, trained = load_trained_extractor(paths.model_file, backbone, device)
+    if extractor.input_size != net.input_size:
         log.warning(
-            "SCN input size %d differs from network.input_size %d", scn.input_size, net.input_size
-        )
+            "trained input size %d differs from network.input_size %d",
+            extractor.input_size, net.input_size,
+        )  # fmt: skip
     feats = network_features(
-        Path(paths.classify), datasets, scn, dataset_ref.name, cfg.batch_size,
+        Path(paths.classify), datasets, extractor, dataset_ref.name, cfg.batch_size,
         json.dumps(provenance),
     )  # fmt: skip
     original = read_original_classify(
@@ -378,41 +224,39 @@ def run_classify(
         {s: {r: feats[s][r]["labels"] for r in ROLES} for s in SETTINGS},
         cfg,
     )
-    fitted = fit_network(feats, classes, cfg, "scn", device)
+    fitted = fit_network(feats, classes, cfg, TRAINED, device)
 
     metrics: dict = {"device": str(device), "classes": list(classes)}
     results: dict[str, dict] = {}
     distributions: dict[str, dict] = {}
     for setting in SETTINGS:
-        res: dict = {"original": original.results[setting], "scn": fitted[setting].to_dict()}
-        res["map_diff"] = _diff(res["original"]["map"], res["scn"]["map"])
+        res: dict = {ORIGINAL: original.results[setting], TRAINED: fitted[setting].to_dict()}
+        res["map_diff"] = difference(res[ORIGINAL]["map"], res[TRAINED]["map"])
         if cfg.bootstrap:
             labels = feats[setting]["test"]["labels"]  # the original's, checked equal
             value, diffs = bootstrap_differences(
                 original.scores[setting], fitted[setting].scores, labels, cfg.bootstrap, cfg.seed
             )
-            ci = percentile_interval(value, diffs, cfg.bootstrap)
-            distributions[setting] = {"value": value, "diffs": diffs, "seed": cfg.seed,
-                                      "n_boot": cfg.bootstrap, "n_test": len(labels)}  # fmt: skip
+            ci, distributions[setting] = paired_difference(
+                value, diffs, cfg.bootstrap, cfg.seed, len(labels), f"{setting} mAP"
+            )
             res["map_diff_ci"] = ci.to_dict()
-            log.info(
-                "%s: mAP difference %.4f, 95%% interval [%.4f, %.4f] over %d resamples: %s",
-                setting, ci.value, ci.ci_low, ci.ci_high, ci.n_boot, ci.verdict,
-            )  # fmt: skip
-        res["map_11point_diff"] = _diff(res["original"]["map_11point"], res["scn"]["map_11point"])
+        res["map_11point_diff"] = difference(
+            res[ORIGINAL]["map_11point"], res[TRAINED]["map_11point"]
+        )
         res["n_train"] = original.n_train[setting]
         res["n_test"] = original.n_test[setting]
         results[setting] = res
     metrics.update(results)
     if trained.context_module is not None:
         obj = {
-            "original": {
+            ORIGINAL: {
                 role: read_features(
-                    paths.original_classify_dir, ds, "obj", "original", dataset_ref.name
+                    paths.original_classify_dir, ds, "obj", ORIGINAL, dataset_ref.name
                 )
                 for role, ds in datasets.items()
             },
-            "scn": feats["obj"],
+            TRAINED: feats["obj"],
         }
         metrics["context"] = context_classification(
             cfg, offset_scale, datasets, obj, trained, rng, device
@@ -420,18 +264,19 @@ def run_classify(
     else:  # a bottom stream trained without a context module (method doersch): no h3
         log.info("context classification skipped: %s has no context module", paths.model_file)
         metrics["context"] = {"skipped": f"no context module (method {trained.method})"}
-    scn_lowshot: dict = {}  # setting -> k -> (samples, M, C) test scores of each draw
+    trained_lowshot: dict = {}  # setting -> k -> (samples, M, C) test scores of each draw
     try:
         metrics["lowshot"] = merge_lowshot(
-            original.lowshot, lowshot_network(cfg, classes, feats, "scn", device, scn_lowshot)
+            original.lowshot,
+            lowshot_network(cfg, classes, feats, TRAINED, device, trained_lowshot),
         )
     except ValueError as err:
         raise DataError(original.path, f"low-shot: {err}", kind="provenance_mismatch") from err
     metrics["lowshot_diff"] = {}
     if cfg.bootstrap:
-        test_labels = {s: feats[s]["test"]["labels"] for s in scn_lowshot}
+        test_labels = {s: feats[s]["test"]["labels"] for s in trained_lowshot}
         metrics["lowshot_diff"] = lowshot_differences(
-            original.lowshot_scores, scn_lowshot, test_labels, cfg.bootstrap, cfg.seed,
+            original.lowshot_scores, trained_lowshot, test_labels, cfg.bootstrap, cfg.seed,
             distributions,
         )  # fmt: skip
     # for intervals pooled over training seeds (experiments/results.py); none: removed

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.boxes import box_iou
 from pipeline.evaluate.ap import ap_11point, ap_area, mean_ap
 from pipeline.evaluate.bootstrap import CHUNK, ranked_envelope_sum, resample_counts
 
@@ -54,19 +55,6 @@ class GroundTruth:
         if not (len(b) == len(lab) == len(d)):
             raise ValueError(f"boxes {b.shape}, labels {lab.shape}, difficult {d.shape} differ")
         return GroundTruth(b, lab, d)
-
-
-def box_iou_one(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of one (4,) box with (G, 4) boxes, continuous convention -> (G,)."""
-    ix1 = np.maximum(boxes[:, 0], box[0])
-    iy1 = np.maximum(boxes[:, 1], box[1])
-    ix2 = np.minimum(boxes[:, 2], box[2])
-    iy2 = np.minimum(boxes[:, 3], box[3])
-    inter = np.clip(ix2 - ix1, 0, None) * np.clip(iy2 - iy1, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = area + areas - inter
-    return inter / np.maximum(union, np.finfo(np.float64).eps)
 
 
 def class_outcomes(
@@ -100,7 +88,7 @@ def class_outcomes(
         g = np.asarray(gt_boxes[k], dtype=np.float64).reshape(-1, 4)
         if len(g) == 0:
             continue  # false positive
-        ious = box_iou_one(boxes[d], g)
+        ious = box_iou(boxes[d], g)[0]  # (G,)
         j = int(np.argmax(ious))
         if ious[j] > iou_threshold:
             if gt_difficult[k][j]:
