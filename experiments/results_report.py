@@ -359,24 +359,15 @@ def _compare(label: str, what: str, mech: str, orig: float | None, scn: float | 
     )
 
 
-def render_results(runs: list[Run], context: dict) -> str:
-    """RESULTS.md from the runs and the provenance ``context``; pure (no I/O).
-
-    ``context``: ``commit``, ``dirty`` (list of paths), ``generated`` (ISO time),
-    ``command``, ``dvc_version``, ``base_params`` (the commit's params.yaml as a dict),
-    ``base_params_text`` and ``base_params_sha256`` (of its bytes).
-    """
-    ok = [r for r in runs if r.status == "ok"]
-    groups = by_mechanism(runs)
-    n_seeds = {m: len(g) for m, g in groups.items()}
-    base = context.get("base_params", {})
-    backbone = ok[0].params.get("backbone", "?") if ok else base.get("backbone", "?")
-    dataset = ok[0].params.get("dataset", "?") if ok else base.get("dataset", "?")
+def _header(context: dict, params: dict) -> list[str]:
+    """The title and the line saying when, how and on what the report was generated."""
+    backbone = params.get("backbone", "?")
+    dataset = params.get("dataset", "?")
     described = f"`{dataset}`"
     if dataset == "scenes":  # which rules generated them (docs/scenes.md)
-        scenes = (ok[0].params if ok else base).get("scenes", {})
+        scenes = params.get("scenes", {})
         described = f"`scenes` (generator version {scenes.get('version', 1)}, docs/scenes.md)"
-    out: list[str] = [
+    return [
         "# Results: SCN across proposal mechanisms",
         "",
         f"Generated {context.get('generated', '?')} by `{context.get('command', '?')}` "
@@ -384,6 +375,13 @@ def render_results(runs: list[Run], context: dict) -> str:
         f"{described}. Paper numbers: VOC, REFERENCE.md section 3. Our numbers are "
         "percent with two decimals; differences are SCN minus original, in points.",
         "",
+    ]
+
+
+def _experiments_section(runs: list[Run], context: dict) -> list[str]:
+    """The commit, one row per experiment (its params' differences) and each failure's log."""
+    base = context.get("base_params", {})
+    out = [
         "## Experiments",
         "",
         f"Git commit `{context.get('commit', '?')}`"
@@ -420,9 +418,16 @@ def render_results(runs: list[Run], context: dict) -> str:
     for r in runs:
         if r.status == "failed":
             out += ["", f"`{r.name}` failed:", "", "```", (r.error or "").strip(), "```"]
+    return out
 
-    # ---- Table 2
-    out += [
+
+def _table2_svm(
+    runs: list[Run], ok: list[Run], groups: dict[str, list[Run]], params: dict
+) -> list[str]:
+    """Table 2 in the paper's form (paper rows, then ours) and the note on Doersch."""
+    backbone = params.get("backbone", "?")
+    dataset = params.get("dataset", "?")
+    out = [
         "",
         "## Table 2: linear-SVM mAP on h1, Obj / Img",
         "",
@@ -430,8 +435,8 @@ def render_results(runs: list[Run], context: dict) -> str:
         "network is the same for every mechanism.",
         "",
     ]
-    orig_obj, obj_vals = _original(ok, "classify", "obj", "original", "map")
-    orig_img, img_vals = _original(ok, "classify", "img", "original", "map")
+    orig_obj, _ = _original(ok, "classify", "obj", "original", "map")
+    orig_img, _ = _original(ok, "classify", "img", "original", "map")
     header = ["net", "Original"] + [label for _, label in PAPER_COLUMNS]
     rows = []
     for net, vals in PAPER_TABLE2.items():
@@ -447,11 +452,6 @@ def render_results(runs: list[Run], context: dict) -> str:
             ours.append(f"{pct(mean_of(g, 'classify', 'obj', 'scn', 'map'))} / "
                         f"{pct(mean_of(g, 'classify', 'img', 'scn', 'map'))}")  # fmt: skip
     out += table(header, [*rows, ours])
-    seeds_note = (
-        "SCN: the mean over the training seeds (`train.seed`) of each mechanism's runs."
-        if any(n > 1 for n in n_seeds.values())
-        else "SCN: one training seed per mechanism."
-    )
     out += [
         "",
         "Doersch: Doersch et al.'s relative-position task (`method: doersch`) trained from "
@@ -461,11 +461,23 @@ def render_results(runs: list[Run], context: dict) -> str:
         "fine-tuned, not this linear-SVM protocol).",
         "",
     ]
-    diag = [r.metrics.get("diagnose") or {} for r in ok]
+    return out
+
+
+def _table2_per_mechanism(
+    groups: dict[str, list[Run]], n_seeds: dict[str, int], diag: list[dict]
+) -> list[str]:
+    """Table 2 per mechanism: the supervised ceiling, then each mechanism's Obj and Img
+    figures with their differences, intervals and share of the headroom."""
+    seeds_note = (
+        "SCN: the mean over the training seeds (`train.seed`) of each mechanism's runs."
+        if any(n > 1 for n in n_seeds.values())
+        else "SCN: one training seed per mechanism."
+    )
     ceiling = get(diag[0], "ceiling", "map") if diag else None
     diag_original = get(diag[0], "original", "map") if diag else None
-    headroom = get(diag[0], "headroom", "map") if diag else None
-    out += [
+    headroom = _headroom(diag)
+    out = [
         seeds_note,
         "",
         "Per mechanism: SCN as mean ± standard deviation over its seeds; the difference SCN - "
@@ -508,35 +520,41 @@ def render_results(runs: list[Run], context: dict) -> str:
          "Obj train / test", "Img train / test"],
         rows,
     )  # fmt: skip
-    if any(n > 1 for n in n_seeds.values()):
-        out += ["", "### Per seed", ""]
-        rows = []
-        for mech, g in groups.items():
-            for r in g:
-                c, d = r.metrics.get("classify", {}), r.metrics.get("detect", {})
-                rows.append([
-                    mech, num(r.seed, "{}"),
-                    pct(get(c, "obj", "scn", "map")),
-                    diff_ci(get(c, "obj", "original", "map"), get(c, "obj", "scn", "map"),
-                            get(c, "obj", "map_diff_ci")),
-                    pct(get(c, "img", "scn", "map")),
-                    diff_ci(get(c, "img", "original", "map"), get(c, "img", "scn", "map"),
-                            get(c, "img", "map_diff_ci")),
-                    pct(get(d, "scn", "map")),
-                    diff_ci(get(d, "original", "map"), get(d, "scn", "map"),
-                            get(d, "map_diff_ci")),
-                ])  # fmt: skip
-        out += table(
-            ["mechanism", "train.seed", "Obj SCN", "Obj diff [95% CI]", "Img SCN",
-             "Img diff [95% CI]", "detection SCN (area)", "detection diff [95% CI]"],
-            rows,
-        )  # fmt: skip
+    return out
 
-    # ---- low-shot
-    out += lowshot_section(groups, diag[0] if diag else {})
 
-    # ---- Table 1
-    out += [
+def _per_seed_table(groups: dict[str, list[Run]], n_seeds: dict[str, int]) -> list[str]:
+    """Each run's own figures and intervals, when some mechanism ran with several seeds."""
+    if not any(n > 1 for n in n_seeds.values()):
+        return []
+    out = ["", "### Per seed", ""]
+    rows = []
+    for mech, g in groups.items():
+        for r in g:
+            c, d = r.metrics.get("classify", {}), r.metrics.get("detect", {})
+            rows.append([
+                mech, num(r.seed, "{}"),
+                pct(get(c, "obj", "scn", "map")),
+                diff_ci(get(c, "obj", "original", "map"), get(c, "obj", "scn", "map"),
+                        get(c, "obj", "map_diff_ci")),
+                pct(get(c, "img", "scn", "map")),
+                diff_ci(get(c, "img", "original", "map"), get(c, "img", "scn", "map"),
+                        get(c, "img", "map_diff_ci")),
+                pct(get(d, "scn", "map")),
+                diff_ci(get(d, "original", "map"), get(d, "scn", "map"),
+                        get(d, "map_diff_ci")),
+            ])  # fmt: skip
+    out += table(
+        ["mechanism", "train.seed", "Obj SCN", "Obj diff [95% CI]", "Img SCN",
+         "Img diff [95% CI]", "detection SCN (area)", "detection diff [95% CI]"],
+        rows,
+    )  # fmt: skip
+    return out
+
+
+def _table1_context(ok: list[Run], n_seeds: dict[str, int]) -> list[str]:
+    """Table 1: contextual classification accuracy per run, beside the paper's."""
+    out = [
         "",
         "## Table 1: contextual classification (pairs of ground-truth objects)",
         "",
@@ -567,9 +585,12 @@ def render_results(runs: list[Run], context: dict) -> str:
          "same-class pairs, train", "same-class pairs, test", "pairs train / test"],
         rows,
     )  # fmt: skip
+    return out
 
-    # ---- Table 4
-    out += [
+
+def _detection_table(groups: dict[str, list[Run]]) -> list[str]:
+    """Table 4: detection mAP (area and 11-point) per mechanism, beside the paper's."""
+    out = [
         "",
         "## Table 4: detection mAP (Fast R-CNN), original vs SCN",
         "",
@@ -605,9 +626,12 @@ def render_results(runs: list[Run], context: dict) -> str:
          "training loss, first 10% of iterations, original / SCN"],
         rows,
     )  # fmt: skip
+    return out
 
-    # ---- Figure 3
-    out += [
+
+def _figure3_synthetic(ok: list[Run]) -> list[str]:
+    """Figure 3: the synthetic stage's test MSE, one row when every experiment agrees."""
+    out = [
         "",
         "## Figure 3: synthetic pairs, final test MSE per pair",
         "",
@@ -636,9 +660,12 @@ def render_results(runs: list[Run], context: dict) -> str:
          "mean predictor", "pairs train / test"],
         rows,
     )  # fmt: skip
+    return out
 
-    # ---- proposals and pairs
-    out += ["", "## Proposals, pairs and SCN training per mechanism", ""]
+
+def _proposals_table(ok: list[Run], n_seeds: dict[str, int]) -> list[str]:
+    """Proposals, pairs and SCN training per run, with the note on h1 drift and the ridge."""
+    out = ["", "## Proposals, pairs and SCN training per mechanism", ""]
     rows = []
     for r in ok:
         pr, pa, tr = (r.metrics.get(s, {}) for s in ("proposals", "pairs", "train"))
@@ -674,9 +701,17 @@ def render_results(runs: list[Run], context: dict) -> str:
         "training (`metrics/details/diagnose.json`, `targets.ridge_h1_offset`): the baseline SCN's "
         "training has to beat.",
     ]
+    return out
 
-    # ---- facts
-    out += ["", "## SCN vs the original, as measured", ""]
+
+def _facts(
+    runs: list[Run], ok: list[Run], groups: dict[str, list[Run]], headroom: float | None
+) -> list[str]:
+    """SCN vs the original as measured: each difference with its verdict, the ridge
+    comparison, originals that differ between experiments and the runs without results."""
+    _, obj_vals = _original(ok, "classify", "obj", "original", "map")
+    _, img_vals = _original(ok, "classify", "img", "original", "map")
+    out = ["", "## SCN vs the original, as measured", ""]
     for mech, g in groups.items():
         seeds = f" over {len(g)} seeds" if len(g) > 1 else ""
         for setting, what in (("obj", "Obj"), ("img", "Img")):
@@ -718,13 +753,23 @@ def render_results(runs: list[Run], context: dict) -> str:
     not_ok = [r.mechanism for r in runs if r.status != "ok"]
     if not_ok:
         out.append(f"- No results for: {', '.join(not_ok)}.")
+    return out
 
-    out += [
+
+def _analysis() -> list[str]:
+    """The placeholder for the analysis written by hand."""
+    return [
         "",
         "## Analysis",
         "",
         "<!-- ANALYSIS: to be written by hand after reading the numbers above "
         "(why SCN does or does not beat the original here). -->",
+    ]
+
+
+def _params_section(context: dict) -> list[str]:
+    """The commit's params.yaml, with its SHA-256, folded."""
+    return [
         "",
         "## Params",
         "",
@@ -741,6 +786,38 @@ def render_results(runs: list[Run], context: dict) -> str:
         "</details>",
         "",
     ]
+
+
+def _headroom(diag: list[dict]) -> float | None:
+    """The diagnose stage's headroom (ceiling - original mAP) of the first experiment."""
+    return get(diag[0], "headroom", "map") if diag else None
+
+
+def render_results(runs: list[Run], context: dict) -> str:
+    """RESULTS.md from the runs and the provenance ``context``; pure (no I/O).
+
+    ``context``: ``commit``, ``dirty`` (list of paths), ``generated`` (ISO time),
+    ``command``, ``dvc_version``, ``base_params`` (the commit's params.yaml as a dict),
+    ``base_params_text`` and ``base_params_sha256`` (of its bytes).
+    """
+    ok = [r for r in runs if r.status == "ok"]
+    groups = by_mechanism(runs)
+    n_seeds = {m: len(g) for m, g in groups.items()}
+    params = ok[0].params if ok else context.get("base_params", {})
+    diag = [r.metrics.get("diagnose") or {} for r in ok]
+    out = _header(context, params)
+    out += _experiments_section(runs, context)
+    out += _table2_svm(runs, ok, groups, params)
+    out += _table2_per_mechanism(groups, n_seeds, diag)
+    out += _per_seed_table(groups, n_seeds)
+    out += lowshot_section(groups, diag[0] if diag else {})
+    out += _table1_context(ok, n_seeds)
+    out += _detection_table(groups)
+    out += _figure3_synthetic(ok)
+    out += _proposals_table(ok, n_seeds)
+    out += _facts(runs, ok, groups, _headroom(diag))
+    out += _analysis()
+    out += _params_section(context)
     return "\n".join(out)
 
 
