@@ -107,6 +107,44 @@ ROWS: dict[str, tuple[tuple[str, ...], str]] = {
         "one warm-up epoch (where the frozen baseline peaks), then the context module is "
         "frozen and only h1 learns: any gain is context that h1 learned",
     ),
+    "adam-1e-4-warmup1-context-frozen": (
+        (
+            "train.lr=1e-4",
+            "train.context_lr_mult=10",
+            "train.context_warmup_epochs=1",
+            "train.context_lr_after_warmup=0",
+        ),
+        "the default's schedule with a 10x faster head",
+    ),
+    "adam-1e-5-warmup1-context-slow": (
+        (
+            "train.lr=1e-5",
+            "train.context_lr_mult=100",
+            "train.context_warmup_epochs=1",
+            "train.context_lr_after_warmup=0.1",
+        ),
+        "the default's schedule, the context module slowed 10x instead of frozen",
+    ),
+    "adam-1e-5-warmup1-context-frozen-layer-norm": (
+        (
+            "train.lr=1e-5",
+            "train.context_lr_mult=100",
+            "train.context_warmup_epochs=1",
+            "train.context_lr_after_warmup=0",
+            "train.target=layer_norm",
+        ),
+        "the default's schedule on layer-normalised targets",
+    ),
+    "adam-1e-5-warmup1-context-frozen-bbox": (
+        (
+            "train.lr=1e-5",
+            "train.context_lr_mult=100",
+            "train.context_warmup_epochs=1",
+            "train.context_lr_after_warmup=0",
+            "proposal=bbox",
+        ),
+        "the default's schedule on ground-truth box pairs (the most object context)",
+    ),
     "adam-1e-5-wd": (
         ("train.lr=1e-5", "train.context_lr_mult=100", "train.weight_decay=0.0005"),
         "with weight decay 5e-4",

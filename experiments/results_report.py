@@ -347,18 +347,6 @@ def _original(ok: list[Run], *keys: str) -> tuple[str, list[float]]:
     return f"{pct(min(vals))}–{pct(max(vals))}", vals
 
 
-def _compare(label: str, what: str, mech: str, orig: float | None, scn: float | None) -> str:
-    if orig is None or scn is None:
-        return f"- {label}, {mech}: not available."
-    d = 100 * (scn - orig)
-    rel = "equal to" if round(d, 2) == 0 else ("above" if d > 0 else "below")
-    by = "" if rel == "equal to" else f" by {abs(d):.2f} points"
-    return (
-        f"- SCN is {rel} the original on {what}{by} for {mech} "
-        f"(original {pct(orig)}, SCN {pct(scn)})."
-    )
-
-
 def _header(context: dict, params: dict) -> list[str]:
     """The title and the line saying when, how and on what the report was generated."""
     backbone = params.get("backbone", "?")
