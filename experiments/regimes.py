@@ -236,6 +236,7 @@ def needs_upstream(overrides: tuple[str, ...]) -> bool:
 
 
 _BASELINES: dict[str, dict[str, Any]] = {}  # baseline_key -> the frozen_* metrics
+_RUNS: dict[str, dict[str, Any]] = {}  # the params of a run (seed included) -> its metrics
 
 
 def baseline_key(data: dict[str, Any]) -> str:
@@ -253,6 +254,11 @@ def run_row(row: Row, seed: int, params_file: Path, scratch: Path) -> dict[str, 
     frozen baseline is trained once per :func:`baseline_key` and reused."""
     overrides = (*BASE, *row.overrides, f"train.seed={seed}")
     data = apply_overrides(read_yaml(params_file), overrides)
+    same = json.dumps(data, sort_keys=True, default=str)  # e.g. a drift probe at the row's lr
+    if same in _RUNS:
+        log.info("row %s, seed %d: the same params as a run already done; reusing it",
+                 row.name, seed)  # fmt: skip
+        return dict(_RUNS[same])
     key = baseline_key(data)
     known = _BASELINES.get(key) if data["train"].get("frozen_baseline", True) else None
     if known is not None:
@@ -279,6 +285,7 @@ def run_row(row: Row, seed: int, params_file: Path, scratch: Path) -> dict[str, 
             )
     elif "frozen_test_explained" in metrics:
         _BASELINES[key] = {k: v for k, v in metrics.items() if k.startswith("frozen_")}
+    _RUNS[same] = dict(metrics)
     return metrics
 
 
@@ -492,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     setup_logging()
     _BASELINES.clear()
+    _RUNS.clear()
     names = [n for n in args.only.split(",") if n] or ([] if args.row else list(ROWS))
     unknown = [n for n in names if n not in ROWS]
     if unknown:
