@@ -458,3 +458,38 @@ def test_every_run_sets_back_what_a_baseline_changed():
         assert "train.lr=1.6e-06" in results.baseline_resets(text, ["method=scn"])
     finally:
         results.BASELINES.pop("control-drift", None)
+
+
+def test_scn_against_the_control_has_a_known_answer_interval():
+    """SCN's per-resample differences are the control's plus 0.01 on Obj (so SCN - control
+    is 0.01 on every resample: interval [+1.00, +1.00] points, SCN above) and equal on Img
+    (no measurable difference); a setting one run lacks has no interval."""
+    from experiments.results_report import contrast_interval
+
+    rng = np.random.default_rng(0)
+    base = {k: rng.normal(0, 0.01, 200) for k in ("obj", "img")}
+
+    def rec(value: float, diffs: np.ndarray) -> dict:
+        return {"value": value, "diffs": diffs, "seed": 0, "n_boot": 200, "n_test": 50}
+
+    def run(mech: str, shift: float, drift: float) -> Run:
+        boot = {"obj": rec(0.002 + shift, base["obj"] + shift), "img": rec(0.001, base["img"])}
+        metrics = {"train": {"h1_drift": drift, "finetune_gain_nonoverlap": shift / 10}}
+        return Run(mech, f"results-{mech}", "ok", params={"proposal": "edgebox"},
+                   metrics=metrics, bootstrap=boot, seed=0)  # fmt: skip
+
+    scn, ctl = run("edgebox", 0.01, 0.34), run("control", 0.0, 0.31)
+    ci = contrast_interval([scn], [ctl], "obj")
+    assert ci["value"] == pytest.approx(0.01)
+    assert ci["ci_low"] == pytest.approx(0.01) and ci["ci_high"] == pytest.approx(0.01)
+    same = contrast_interval([scn], [ctl], "img")
+    assert same["value"] == 0 and same["ci_low"] == same["ci_high"] == 0
+    assert contrast_interval([scn], [ctl], "det") is None  # no detection record
+    text = render_results([scn, ctl], {"commit": "abc", "dirty": [], "base_params": {}})
+    section = text.split("## SCN against the shuffled-pairs control")[1].split("\n## ")[0]
+    assert "| Obj mAP | +1.20 | +0.20 | +1.00 [+1.00, +1.00]: SCN above the control |" in section
+    assert "| Img mAP | +0.10 | +0.10 | +0.00 [+0.00, +0.00]: no measurable difference |" in section
+    assert "| detection mAP | n/a | n/a | n/a |" in section
+    assert "h1 drift SCN 0.340, control 0.310" in section
+    # no control run: no section
+    assert "shuffled-pairs control" not in render_results([scn], {"commit": "abc"})
