@@ -231,10 +231,6 @@ def upstream_stages(overrides: tuple[str, ...]) -> list[str]:
     return [st for st, prefixes in UPSTREAM.items() if any(k.startswith(prefixes) for k in keys)]
 
 
-def needs_upstream(overrides: tuple[str, ...]) -> bool:
-    return bool(upstream_stages(overrides))
-
-
 _BASELINES: dict[str, dict[str, Any]] = {}  # baseline_key -> the frozen_* metrics
 _RUNS: dict[str, dict[str, Any]] = {}  # the params of a run (seed included) -> its metrics
 

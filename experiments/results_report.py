@@ -762,20 +762,12 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
             ci = contrast_interval(scn, ctl, setting)
             cell = "n/a" if ci is None else (
                 f"{100 * ci['value']:+.2f} [{100 * ci['ci_low']:+.2f}, "
-                f"{100 * ci['ci_high']:+.2f}]: {CONTRAST_VERDICT[_verdict(ci)]}"
+                f"{100 * ci['ci_high']:+.2f}]: {CONTRAST_VERDICT[ci['verdict']]}"
             )  # fmt: skip
             rows.append([label, mean_value(scn, setting), mean_value(ctl, setting), cell])
         out += table(["measure", "SCN - original", f"{name} - original", "SCN - control"], rows)
         out.append("")
     return out
-
-
-def _verdict(ci: dict) -> str:
-    if ci["ci_low"] > 0:
-        return "gain"
-    if ci["ci_high"] < 0:
-        return "loss"
-    return "no measurable difference"
 
 
 def _facts(

@@ -28,9 +28,9 @@ def test_overrides_parse_like_dvc_and_name_what_needs_new_pairs():
     out = regimes.apply_overrides(data, ("train.lr=1e-5", "train.select=best", "pairs.x=true"))
     assert out["train"] == {"lr": 1e-5, "select": "best"} and out["pairs"] == {"x": True}
     assert data["train"] == {"lr": 1.0}  # the input is left alone
-    assert regimes.needs_upstream(("proposal=bbox",))
-    assert regimes.needs_upstream(("network.scope=fc+conv5",))
-    assert not regimes.needs_upstream(("train.lr=1e-5", "train.hidden=8"))
+    assert regimes.upstream_stages(("proposal=bbox",))
+    assert regimes.upstream_stages(("network.scope=fc+conv5",))
+    assert not regimes.upstream_stages(("train.lr=1e-5", "train.hidden=8"))
     assert regimes.upstream_stages(("targets.amp=true",)) == ["targets"]
     row = regimes.parse_row("mine:train.lr=3e-5, train.epochs=4")
     assert row.name == "mine" and row.overrides == ("train.lr=3e-5", "train.epochs=4")
