@@ -10,7 +10,8 @@ workspace, one after the other (stages whose inputs did not change
 are skipped or restored from DVC's run cache); each of them with ``--seeds`` SCN training
 seeds (default 3: the workspace's ``train.seed`` under the plain name, then
 ``-S train.seed=<s>`` as ``results-<m>-seed<s>``, which reruns only train and the SCN side
-of the evaluation). It then reads every experiment's params and
+of the evaluation; ``--reuse`` keeps those already made, ``--no-run`` runs none and
+reports the missing ones as not run). It then reads every experiment's params and
 metrics back with ``dvc exp show --json`` and writes RESULTS.md: the paper's Table 2
 (linear-SVM mAP, original vs SCN, Obj and Img: per mechanism the mean and standard
 deviation over seeds, the difference with a paired bootstrap 95% interval over the test
@@ -255,6 +256,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="keep an experiment of the same name on this commit whose params "
                     "hold the same overrides instead of rerunning it (an interrupted run "
                     "resumes)")  # fmt: skip
+    ap.add_argument("--no-run", action="store_true",
+                    help="run nothing: write the results file from the experiments of this "
+                    "commit that --reuse would keep; the others are reported as not run "
+                    "(a results file while, or after, some runs could not be made)")  # fmt: skip
     ap.add_argument("--repo", type=Path, default=ROOT, help="the git + DVC repository")
     ap.add_argument("--output", type=Path, default=None, help="default: <repo>/RESULTS.md")
     ap.add_argument("--prefix", default="results", help="experiment names: <prefix>-<m>")
@@ -321,6 +326,13 @@ def main(argv: list[str] | None = None) -> int:
             # every run states its seed: `dvc exp run -S` leaves its edits in the workspace,
             # so a run without it would inherit the previous run's seed
             overrides.append(f"train.seed={run.seed}")
+            if args.no_run:
+                if run.name in existing and matches(existing[run.name]["params"], overrides):
+                    run.status, run.overrides = "ok", overrides
+                else:
+                    log.warning("%s: no experiment of this name with these params on %s; "
+                                "reported as not run", run.name, commit[:12])  # fmt: skip
+                continue
             if run.name in existing:
                 if args.reuse and matches(existing[run.name]["params"], overrides):
                     log.info("reusing the existing experiment %s of %s", run.name, commit[:12])

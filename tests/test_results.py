@@ -66,8 +66,8 @@ def test_render_results_tables_sentences_and_provenance():
     assert "Identical in all 2 experiments." in text
     assert row(text, "ours", "## Figure 3").startswith("| ours | 40 | 1.5 | 30.25 | 0.050 |")
     assert row(text, "bbox", "## Proposals").startswith(
-        "| bbox | 8.5 / 8.5 | 90.00 / 90.00 | 75.00 / 75.00 | 66 / 66 | 60 / 60 | 123.4 | "
-        "0.2500 | n/a | 1.23 | 1.50 |"
+        "| bbox | train | 8.5 / 8.5 | 90.00 / 90.00 | 75.00 / 75.00 | 66 / 66 | 60 / 60 | "
+        "123.4 | 0.2500 | 4.00 / 5.12 | +1.12 | n/a | 1.23 | 1.50 |"
     )
     # Facts, not opinions: without an interval, no verdict.
     assert "- bbox, Obj: SCN - original +5.00 points, no interval available, so no verdict." in text
@@ -290,6 +290,7 @@ def test_helpers_and_argument_checks():
     assert parse_args(["--baselines", ""]).baseline_names == []
     assert args.seeds == 3 and parse_args(["--seeds", "1"]).seeds == 1
     assert not args.reuse and parse_args(["--reuse"]).reuse
+    assert not args.no_run and parse_args(["--no-run"]).no_run
     # --reuse keeps an experiment only when its params hold every requested override
     params = {"proposal": "bbox", "method": "scn", "train": {"seed": 1, "epochs": 1}}
     assert matches(params, ["proposal=bbox", "train.seed=1", "train.epochs=1"])
@@ -394,15 +395,56 @@ def test_results_script_runs_two_mechanisms_as_dvc_experiments(experiment_repo):
             f"| {mech} (seed 1) | {pct(ctx['own']['accuracy'])} | "
             f"{pct(ctx['context']['accuracy'])} | {pct(ctx['both']['accuracy'])} |"
         )
-        assert f"| {pairs['splits']['train']['pairs']} / " in row(
-            text, f"{mech} (seed 0)", "## Proposals"
+        split = pairs["scn"]["split"]  # the split the SCN trained on (data.scn_split)
+        proposals_row = row(text, f"{mech} (seed 0)", "## Proposals")
+        assert f"| {split} | " in proposals_row
+        assert f"| {pairs['splits'][split]['pairs']} / {pairs['splits']['test']['pairs']} |" in (
+            proposals_row
         )
+        gain = train[0]["finetune_gain_nonoverlap"]
+        assert (
+            f"| {pct(train[0]['frozen_test_explained_nonoverlap'])} / "
+            f"{pct(train[0]['test_explained_nonoverlap'])} | {100 * gain:+.2f} |"
+        ) in proposals_row
         experiments = [line for line in text.splitlines() if line.startswith(f"| {mech} | ")]
         assert all("| ok |" in line for line in experiments[:2])
         assert f'`proposal="{mech}"`' in experiments[0] and "train.seed" not in experiments[0]
         assert "`train.seed=1`" in experiments[1] and "`train.epochs=1`" in experiments[1]
     synthetic = exp_file(repo, "results-bbox", "metrics/details/synthetic.json")
     assert f"| {synthetic['test_mse_no_offset']:.4g} |" in row(text, "ours", "## Figure 3")
+
+
+@pytest.mark.slow
+def test_no_run_reports_what_exists_and_runs_nothing(experiment_repo, tmp_path):
+    """--no-run writes the results file from the experiments already made and reports the
+    missing ones (a third seed, a mechanism never run) as not run, creating none."""
+    repo, before, _ = experiment_repo
+
+    def exps() -> str:
+        cmd = ["git", "for-each-ref", "--format=%(refname)", "refs/exps"]
+        return subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=True).stdout
+
+    refs = exps()
+    out = tmp_path / "RESULTS.md"
+    cmd = [sys.executable, "-m", "experiments.results", "--repo", str(repo), "--no-run",
+           "--output", str(out), "--proposals", "bbox,yolo", "--baselines", "",
+           "--seeds", "3", "--set", "train.epochs=1"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stderr[-4000:]  # not every run is there
+    assert exps() == refs and (repo / "params.yaml").read_bytes() == before
+    text = out.read_text()
+    experiments = text[text.index("## Experiments") : text.index("## Table 2")]
+    lines = [x for x in experiments.splitlines() if x.startswith(("| bbox |", "| yolo |"))]
+    status = {x.split(" | ")[2].strip("`"): x.split(" | ")[3] for x in lines}
+    assert status == {"results-bbox": "ok", "results-bbox-seed1": "ok",
+                      "results-bbox-seed2": "not run", "results-yolo": "not run",
+                      "results-yolo-seed1": "not run", "results-yolo-seed2": "not run"}  # fmt: skip
+    assert row(text, "bbox", "## Table 2").split(" | ")[1] == "2"  # the two seeds made
+    # an override the experiments were not made with: none of them is kept
+    proc = subprocess.run([*cmd[:-2], "--set", "train.epochs=2"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 1 and exps() == refs
+    assert "| `results-bbox` | ok |" not in out.read_text()
 
 
 @pytest.mark.slow

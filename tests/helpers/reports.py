@@ -25,5 +25,6 @@ def fake_metrics(obj: tuple[float, float], img: tuple[float, float], det: tuple[
                                      "recall_iou0.7": 0.75} for s in ("train", "test")}},
         "pairs": {"splits": {s: {"patches": 66, "pairs": 60} for s in ("train", "test")}},
         "train": {"test_loss": 123.4, "test_explained": 0.25, "h1_drift": 1.234,
-                  "h1_norm_ratio": 1.5},
+                  "h1_norm_ratio": 1.5, "frozen_test_explained_nonoverlap": 0.04,
+                  "test_explained_nonoverlap": 0.0512, "finetune_gain_nonoverlap": 0.0112},
     }  # fmt: skip
