@@ -28,7 +28,6 @@ the SCN's share on all pairs, the epoch selected and h1's drift.
 from __future__ import annotations
 
 import argparse
-import copy
 import datetime as dt
 import json
 import logging
@@ -36,12 +35,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from pipeline.config import build, read_yaml
 from pipeline.io import atomic_path, write_json
 from pipeline.params import Params
 from pipeline.runner import run_stage, setup_logging
+from tools.overrides import apply as apply_overrides
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("experiments.regimes")
@@ -198,33 +196,6 @@ def parse_row(text: str) -> Row:
     return Row(name, tuple(s.strip() for s in rest.split(",") if s.strip()), "given")
 
 
-def parse_value(text: str) -> Any:
-    """A ``-S`` value as DVC reads it (YAML 1.2: ``1e-5`` is a number, not a string)."""
-    value = yaml.safe_load(text)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
-def apply_overrides(data: dict[str, Any], overrides: tuple[str, ...]) -> dict[str, Any]:
-    """A copy of the raw params dict with each ``key.path=value`` set (value parsed as YAML,
-    as ``dvc exp run -S`` does); an unknown key is refused by :func:`build` later."""
-    out = copy.deepcopy(data)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"override {item!r}: expected key=value")
-        node = out
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = parse_value(value)
-    return out
-
-
 def upstream_stages(overrides: tuple[str, ...]) -> list[str]:
     """The stages upstream of train whose outputs ``overrides`` change, in run order."""
     keys = [o.split("=", 1)[0] for o in overrides]
@@ -249,7 +220,7 @@ def run_row(row: Row, seed: int, params_file: Path, scratch: Path) -> dict[str, 
     """Train one row at one seed; return its train metrics (the details file's dict). The
     frozen baseline is trained once per :func:`baseline_key` and reused."""
     overrides = (*BASE, *row.overrides, f"train.seed={seed}")
-    data = apply_overrides(read_yaml(params_file), overrides)
+    data = apply_overrides(read_yaml(params_file), overrides, strict=False)
     same = json.dumps(data, sort_keys=True, default=str)  # e.g. a drift probe at the row's lr
     if same in _RUNS:
         log.info("row %s, seed %d: the same params as a run already done; reusing it",
@@ -286,7 +257,7 @@ def run_row(row: Row, seed: int, params_file: Path, scratch: Path) -> dict[str, 
 
 
 def _lr_of(overrides: tuple[str, ...], params_file: Path) -> float:
-    data = apply_overrides(read_yaml(params_file), (*BASE, *overrides))
+    data = apply_overrides(read_yaml(params_file), (*BASE, *overrides), strict=False)
     return float(data["train"]["lr"])
 
 

@@ -67,6 +67,7 @@ from pipeline.evaluate.bootstrap import (
 )
 from pipeline.io import atomic_path
 from tools.dvc_repo import Repo
+from tools.overrides import holds
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("experiments.results")
@@ -209,12 +210,9 @@ def experiment_distributions(repo: Repo, rev: str | None, params: dict) -> dict[
 
 
 def matches(params: dict, overrides: list[str]) -> bool:
-    """Whether ``params`` hold every ``key=value`` of ``overrides`` (values as YAML)."""
-    for text in overrides:
-        key, _, value = text.partition("=")
-        if get(params, *key.strip().split(".")) != yaml.safe_load(value):
-            return False
-    return True
+    """Whether ``params`` hold every ``key=value`` of ``overrides`` (values as DVC reads
+    them: ``train.lr=1e-5`` holds for ``lr: 1.0e-05``)."""
+    return holds(params, overrides)
 
 
 def baseline_resets(params_text: str, overrides: list[str]) -> list[str]:

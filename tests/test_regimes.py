@@ -25,7 +25,8 @@ def tiny_workspace(tmp_path):
 
 def test_overrides_parse_like_dvc_and_name_what_needs_new_pairs():
     data = {"train": {"lr": 1.0}, "proposal": "edgebox"}
-    out = regimes.apply_overrides(data, ("train.lr=1e-5", "train.select=best", "pairs.x=true"))
+    overrides = ("train.lr=1e-5", "train.select=best", "pairs.x=true")
+    out = regimes.apply_overrides(data, overrides, strict=False)
     assert out["train"] == {"lr": 1e-5, "select": "best"} and out["pairs"] == {"x": True}
     assert data["train"] == {"lr": 1.0}  # the input is left alone
     assert regimes.upstream_stages(("proposal=bbox",))

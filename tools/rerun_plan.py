@@ -16,13 +16,14 @@ work twice; ``tests/test_rerun_plan.py`` pins the plans BENCHMARKS.md lists).
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tools.overrides import apply, lookup
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -38,34 +39,6 @@ class Plan:
             lines.append(f"| {name} | yes | {why} |")
         lines += [f"| {name} | no | nothing it reads changes |" for name in self.kept]
         return "\n".join(lines)
-
-
-def _lookup(data: dict[str, Any], key: str) -> Any:
-    node: Any = data
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def apply(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """params.yaml's dict with ``key=value`` overrides (values parsed as YAML, as ``-S``)."""
-    out = copy.deepcopy(data)
-    for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep:
-            raise SystemExit(f"-S {item!r}: expected key=value")
-        parts = key.split(".")
-        node = out
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise SystemExit(f"-S {item!r}: {part!r} is not a section of params.yaml")
-            node = node[part]
-        if parts[-1] not in node:
-            raise SystemExit(f"-S {item!r}: {key!r} is not a key of params.yaml")
-        node[parts[-1]] = yaml.safe_load(raw)
-    return out
 
 
 def _yolo_output_unchanged(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -87,8 +60,8 @@ def plan(root: Path, overrides: list[str]) -> Plan:
 
     old = yaml.safe_load((root / "params.yaml").read_text())
     new = apply(old, overrides)
-    changed = [k.partition("=")[0] for k in overrides if _lookup(old, k.partition("=")[0])
-               != _lookup(new, k.partition("=")[0])]  # fmt: skip
+    changed = [k.partition("=")[0] for k in overrides if lookup(old, k.partition("=")[0])
+               != lookup(new, k.partition("=")[0])]  # fmt: skip
     with Repo(str(root)) as repo:
         stages = list(repo.index.stages)
         graph = repo.index.graph  # edge stage -> a stage it depends on
