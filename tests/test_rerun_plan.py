@@ -19,6 +19,9 @@ def test_a_training_seed_reruns_training_and_the_two_evaluations_only() -> None:
     assert set(p.reruns) == {"train", "classify", "detect"}
     assert p.reruns["train"] == "params train.seed"
     assert set(p.kept) == ALL - set(p.reruns)  # the original network's side is reused
+    # persisted outputs (resume checkpoint, feature caches) keep these out of the run cache
+    assert p.no_run_cache == ["train", "classify_original", "classify"]
+    assert "never run-caches: train, classify_original, classify." in p.render()
 
 
 def test_another_proposal_method_keeps_the_original_networks_evaluation() -> None:

@@ -10,7 +10,9 @@ upstream``); every other stage is reused from DVC's cache. This is what ``dvc ex
 One output is known not to change when its stage reruns: the ``yolo`` stage's marker while
 neither the old nor the new params train a YOLO (``pipeline.proposals.yolo.skip_reason``),
 since its content is independent of the method chosen (issue 25, goal 5: no stage does
-work twice; ``tests/test_rerun_plan.py`` pins the plans BENCHMARKS.md lists).
+work twice; ``tests/test_rerun_plan.py`` pins the plans BENCHMARKS.md lists). It also
+names the stages DVC's run cache never restores (a ``persist: true`` output keeps a stage
+out of it): going back to params run before reruns those.
 """
 
 from __future__ import annotations
@@ -32,12 +34,21 @@ ROOT = Path(__file__).resolve().parent.parent
 class Plan:
     reruns: dict[str, str] = field(default_factory=dict)  # stage -> why
     kept: list[str] = field(default_factory=list)  # in dvc.yaml order
+    # stages with a `persist: true` output, in dvc.yaml order: DVC keeps them out of its run
+    # cache (dvc/stage/cache.py, _can_hash), so params run before do not restore them
+    no_run_cache: list[str] = field(default_factory=list)
 
     def render(self) -> str:
         lines = ["| stage | reruns? | why |", "| --- | --- | --- |"]
         for name, why in self.reruns.items():
             lines.append(f"| {name} | yes | {why} |")
         lines += [f"| {name} | no | nothing it reads changes |" for name in self.kept]
+        if self.no_run_cache:
+            lines += ["", "Params run before restore a stage from DVC's run cache instead of "
+                      "rerunning it, except the stages with a persisted output (resume "
+                      "checkpoints, feature caches), which DVC never run-caches: "
+                      f"{', '.join(self.no_run_cache)}. `dvc exp apply NAME` restores an "
+                      "experiment's outputs of those from the DVC cache."]  # fmt: skip
         return "\n".join(lines)
 
 
@@ -94,6 +105,8 @@ def plan(root: Path, overrides: list[str]) -> Plan:
                 result.reruns[stage.addressing] = "upstream: " + ", ".join(sorted(ups))
             else:
                 result.kept.append(stage.addressing)
+            if any(out.persist for out in stage.outs):
+                result.no_run_cache.append(stage.addressing)
     return result
 
 
