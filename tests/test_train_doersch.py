@@ -142,6 +142,8 @@ def test_colour_dropping_keeps_one_channel_and_fills_the_others_with_faint_noise
         ({"image_pixels": [5000, 1000]}, r"doersch.image_pixels: \[5000.0, 1000.0\] has min > max"),
         ({"color": "grey"}, "doersch.color: 'grey' is not a valid choice; allowed: drop"),
         ({"hidden": [0]}, r"doersch.hidden\[0\]: 0 is out of range"),
+        ({"optimizer": "rmsprop"}, "doersch.optimizer: 'rmsprop' is not a valid choice"),
+        ({"weight_decay": -1}, "doersch.weight_decay: -1"),
     ],
 )
 def test_bad_doersch_params_name_key_value_and_allowed(patch, message):
@@ -262,9 +264,15 @@ def test_warm_up_keeps_the_bottom_stream_and_best_selects_on_accuracy(tmp_path):
     train.select: best keeps the epoch with the best held-out accuracy."""
     _gradient_voc(tmp_path / "scenes", n_images=8)
     params = _params(tmp_path)
-    train = dataclasses.replace(params.train, epochs=1, context_warmup_epochs=1, select="best")
+    # the SCN's regime (Adam, no weight decay) does not reach Doersch's SGD step size
+    train = dataclasses.replace(params.train, epochs=1, context_warmup_epochs=1, select="best",
+                                optimizer="adam", weight_decay=0.0)  # fmt: skip
     metrics = stage_script("train")(dataclasses.replace(params, train=train))
     trained = load_trained(tmp_path / "train" / "model.pt")
+    assert params.doersch.optimizer == "sgd" and params.doersch.weight_decay == 5e-4
+    assert trained.config["train"]["optimizer"] == "sgd"
+    assert trained.config["train"]["weight_decay"] == 5e-4
+    assert trained.config["doersch"]["optimizer"] == "sgd"
     x = torch.randn(3, 3, SIZE, SIZE)
     original = build_backbone("efficientnet_lite0", input_size=SIZE)
     torch.testing.assert_close(trained.features(x), original.features(x), rtol=0, atol=0)

@@ -110,7 +110,9 @@ class DoerschConfig:
     fc7 4096 and fc8 4096 over the concatenated pair, then the 8-way classifier.
     ``patch``, ``gap`` and ``jitter`` are pixels of the image *resized* to a pixel count
     drawn from ``image_pixels``, so they scale with the image (a grid that does not fit
-    is scaled down until it does). The loop's other settings (momentum, weight decay, lr
+    is scaled down until it does). ``lr``, ``optimizer`` and ``weight_decay`` replace
+    ``train.*``'s, so the SCN's regime (issue 23: Adam at 1e-5 without weight decay) does
+    not carry over to a step size chosen for SGD; the loop's other settings (momentum, lr
     step, warm-up, epochs, batch, bn, dropout, device, ...) are ``train.*``.
     """
 
@@ -135,6 +137,14 @@ class DoerschConfig:
         gt=0,
         help="learning rate, replaces train.lr (not the paper's: the authors' code used 1e-5 "
         "on the cross-entropy summed over a batch, with BatchNorm in every layer)",
+    )
+    optimizer: Literal["sgd", "adam", "adamw"] = param(
+        "sgd",
+        help="replaces train.optimizer: doersch.lr is a step size of this optimiser (the "
+        "authors trained with SGD; momentum is train.momentum)",
+    )
+    weight_decay: float = param(
+        5e-4, ge=0, help="replaces train.weight_decay (the value doersch.lr was chosen with)"
     )
 
     def validate(self) -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -87,6 +87,8 @@ def run_train(
             f"method: {method!r} is not a valid choice; allowed: {', '.join(TRAIN_METHODS)}"
         )
     doersch_cfg = doersch_cfg or DoerschConfig()
+    if method == "doersch":  # its own regime: doersch.lr is a step size of doersch.optimizer
+        cfg = replace(cfg, optimizer=doersch_cfg.optimizer, weight_decay=doersch_cfg.weight_decay)
     info = init_distributed_from_env(cfg.device)
     seed_everything(cfg.seed)
     inputs = MethodInputs(dataset_ref, backbone, net, cfg, doersch_cfg, splits, paths)
