@@ -829,7 +829,7 @@ def _facts(
                 f"- The original network's {what} mAP differs between experiments "
                 f"({pct(min(vals))} to {pct(max(vals))}); it should be identical."
             )
-    not_ok = [r.mechanism for r in runs if r.status != "ok"]
+    not_ok = [f"`{r.name}` ({r.status})" for r in runs if r.status != "ok"]
     if not_ok:
         out.append(f"- No results for: {', '.join(not_ok)}.")
     return out

@@ -75,7 +75,7 @@ def test_render_results_tables_sentences_and_provenance():
     assert "- bbox, detection (area mAP): SCN - original +0.00 points, no interval" in text
     assert "- random, detection (area mAP): SCN - original -5.00 points" in text
     assert "### Per seed" not in text  # one seed each
-    assert "- No results for: yolo." in text
+    assert "- No results for: `results-yolo` (failed)." in text
     assert "ERROR: stage yolo exploded" in text
     assert "| failed | — | 3 | — | requested: `proposal=yolo`, `train.epochs=1` |" in text
     assert "<!-- ANALYSIS" in text
