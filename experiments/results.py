@@ -67,7 +67,7 @@ from pipeline.evaluate.bootstrap import (
 )
 from pipeline.io import atomic_path
 from tools.dvc_repo import Repo
-from tools.overrides import holds
+from tools.overrides import holds as matches  # params hold every -S key=value (as DVC reads)
 
 ROOT = Path(__file__).resolve().parent.parent
 log = logging.getLogger("experiments.results")
@@ -209,12 +209,6 @@ def experiment_distributions(repo: Repo, rev: str | None, params: dict) -> dict[
     return out
 
 
-def matches(params: dict, overrides: list[str]) -> bool:
-    """Whether ``params`` hold every ``key=value`` of ``overrides`` (values as DVC reads
-    them: ``train.lr=1e-5`` holds for ``lr: 1.0e-05``)."""
-    return holds(params, overrides)
-
-
 def baseline_resets(params_text: str, overrides: list[str]) -> list[str]:
     """``key=value`` with the value of ``params_text`` (the workspace's params.yaml) for each
     key some baseline overrides (method, train.pairs, train.lr, ...) that ``overrides``
@@ -324,18 +318,16 @@ def main(argv: list[str] | None = None) -> int:
             # every run states its seed: `dvc exp run -S` leaves its edits in the workspace,
             # so a run without it would inherit the previous run's seed
             overrides.append(f"train.seed={run.seed}")
+            made = run.name in existing and matches(existing[run.name]["params"], overrides)
+            if made and (args.reuse or args.no_run):
+                log.info("reusing the existing experiment %s of %s", run.name, commit[:12])
+                run.status, run.overrides = "ok", overrides
+                continue
             if args.no_run:
-                if run.name in existing and matches(existing[run.name]["params"], overrides):
-                    run.status, run.overrides = "ok", overrides
-                else:
-                    log.warning("%s: no experiment of this name with these params on %s; "
-                                "reported as not run", run.name, commit[:12])  # fmt: skip
+                log.warning("%s: no experiment of this name with these params on %s; "
+                            "reported as not run", run.name, commit[:12])  # fmt: skip
                 continue
             if run.name in existing:
-                if args.reuse and matches(existing[run.name]["params"], overrides):
-                    log.info("reusing the existing experiment %s of %s", run.name, commit[:12])
-                    run.status, run.overrides = "ok", overrides
-                    continue
                 log.warning("replacing the existing experiment %s of %s", run.name, commit[:12])
                 repo.dvc("exp", "remove", run.name)
             if params_path.read_bytes() != workspace_bytes:  # and start from the workspace's
