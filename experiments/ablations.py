@@ -5,9 +5,10 @@
     .venv/bin/python -m experiments.ablations --variant "mine:train.epochs=6,detect.lr=0.002"
 
 Each variant is ``dvc exp run --name ablation-<name> -S k=v ...`` in the repository's
-workspace, one after the other (stages whose inputs did not change are skipped or
-restored from DVC's run cache, so a variant that only changes ``detect.*`` reruns only
-``detect``). Every experiment's params are read back with ``dvc exp show --json``, its
+workspace, one after the other (stages whose inputs did not change since the previous
+run are skipped, so a variant that only changes ``detect.*`` after one that did not
+reruns only ``detect``; DVC's run cache holds none of this pipeline's stages:
+``tools.rerun_plan``). Every experiment's params are read back with ``dvc exp show --json``, its
 metrics from the experiment commit's ``metrics/details/`` files, and written to
 ABLATIONS.md: per variant the params it changed, the SCN objective on the held-out pairs
 (share of the target variance explained), how far the bottom stream moved from the

@@ -11,8 +11,10 @@ One output is known not to change when its stage reruns: the ``yolo`` stage's ma
 neither the old nor the new params train a YOLO (``pipeline.proposals.yolo.skip_reason``),
 since its content is independent of the method chosen (issue 25, goal 5: no stage does
 work twice; ``tests/test_rerun_plan.py`` pins the plans BENCHMARKS.md lists). It also
-names the stages DVC's run cache never restores (a ``persist: true`` output keeps a stage
-out of it): going back to params run before reruns those.
+names the stages DVC's run cache never restores (DVC saves no run-cache entry for a
+stage with a ``persist: true`` output or with an uncached output that is neither a metric
+nor a plot, such as every stage's git-tracked ``metrics/details/<stage>.json``): going
+back to params run before reruns those.
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 class Plan:
     reruns: dict[str, str] = field(default_factory=dict)  # stage -> why
     kept: list[str] = field(default_factory=list)  # in dvc.yaml order
-    # stages with a `persist: true` output, in dvc.yaml order: DVC keeps them out of its run
-    # cache (dvc/stage/cache.py, _can_hash), so params run before do not restore them
+    # stages DVC never saves in its run cache, in dvc.yaml order (run_cacheable): params
+    # run before do not restore them
     no_run_cache: list[str] = field(default_factory=list)
 
     def render(self) -> str:
@@ -45,11 +47,23 @@ class Plan:
         lines += [f"| {name} | no | nothing it reads changes |" for name in self.kept]
         if self.no_run_cache:
             lines += ["", "Params run before restore a stage from DVC's run cache instead of "
-                      "rerunning it, except the stages with a persisted output (resume "
-                      "checkpoints, feature caches), which DVC never run-caches: "
-                      f"{', '.join(self.no_run_cache)}. `dvc exp apply NAME` restores an "
-                      "experiment's outputs of those from the DVC cache."]  # fmt: skip
+                      "rerunning it, except the stages DVC never saves there (a persisted "
+                      "output: resume checkpoint, feature caches; or an uncached output "
+                      "that is no metric: the git-tracked details JSON): "
+                      f"{', '.join(self.no_run_cache)}. They rerun (same seed, same "
+                      "figures); `dvc exp apply NAME` restores an experiment's outputs "
+                      "from the DVC cache instead."]  # fmt: skip
         return "\n".join(lines)
+
+
+def run_cacheable(stage: Any) -> bool:
+    """Whether running ``stage`` (a dvc Stage) saves an entry in DVC's run cache: not with a
+    ``persist: true`` output (dvc/stage/cache.py, ``_can_hash``), nor with an uncached
+    output that is neither a metric nor a plot (dvc/stage/__init__.py, ``Stage.run``:
+    ``run_cache=not no_commit and not no_cache_outs``)."""
+    return not any(
+        out.persist or not (out.use_cache or out.is_metric or out.is_plot) for out in stage.outs
+    )
 
 
 def _yolo_output_unchanged(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -105,7 +119,7 @@ def plan(root: Path, overrides: list[str]) -> Plan:
                 result.reruns[stage.addressing] = "upstream: " + ", ".join(sorted(ups))
             else:
                 result.kept.append(stage.addressing)
-            if any(out.persist for out in stage.outs):
+            if not run_cacheable(stage):
                 result.no_run_cache.append(stage.addressing)
     return result
 
