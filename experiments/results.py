@@ -4,10 +4,12 @@
     .venv/bin/python -m experiments.results --proposals bbox,random --set train.epochs=1
 
 For each mechanism it runs ``dvc exp run -S proposal=<m> --name results-<m> [-S ...]``,
-and for each baseline method (``--baselines``, default ``doersch``: ``-S method=doersch``
-with the workspace's proposal, first) ``--name results-<method>``, in the repository's
-workspace, one after the other (stages whose inputs did not change
-are skipped or restored from DVC's run cache); each of them with ``--seeds`` SCN training
+and for each baseline (``--baselines``, default doersch, control and control-bbox:
+``-S method=doersch`` or ``-S train.pairs=shuffled`` with the workspace's proposal, or with
+``<m>``'s for ``<baseline>-<m>``) ``--name results-<baseline>``, in the repository's
+workspace, one after the other, the runs of one proposal together (stages whose inputs
+did not change are skipped; a change of proposal reruns the stages before train, which
+DVC's run cache does not hold: :func:`run_order`); each of them with ``--seeds`` SCN training
 seeds (default 3: the workspace's ``train.seed`` under the plain name, then
 ``-S train.seed=<s>`` as ``results-<m>-seed<s>``, which reruns only train and the SCN side
 of the evaluation; ``--reuse`` keeps those already made, ``--no-run`` runs none and
@@ -57,6 +59,7 @@ from experiments.results_report import (
     CONTROL_DRIFT,
     MECHANISMS,
     Run,
+    baseline_of,
     get,
     render_results,
 )
@@ -70,6 +73,10 @@ from tools.dvc_repo import Repo
 from tools.overrides import holds as matches  # params hold every -S key=value (as DVC reads)
 
 ROOT = Path(__file__).resolve().parent.parent
+# the baselines `make results` runs: Doersch, the shuffled-pairs control on the workspace's
+# proposal and on BBox pairs (BBox's SCN gains while its context objective ends below the
+# frozen features': RESULTS.md of 2026-12-07)
+DEFAULT_BASELINES = ("doersch", "control", "control-bbox")
 log = logging.getLogger("experiments.results")
 
 
@@ -228,13 +235,33 @@ def baseline_resets(params_text: str, overrides: list[str]) -> list[str]:
     return out
 
 
+def run_proposal(run: Run, own: str) -> str:
+    """The proposal a run trains on: its mechanism's, a baseline's own (``control-bbox``),
+    or the workspace's (``own``)."""
+    spec = baseline_of(run.mechanism)
+    return run.mechanism if spec is None else spec[1] or own
+
+
+def run_order(runs: list[Run], own: str, base_seed: int) -> list[Run]:
+    """The order to run in: the runs of one proposal one after the other, each proposal's
+    baselines before its SCN runs (as listed otherwise), the workspace's own proposal last
+    and its own SCN at its own seed at the very end (the workspace ends as that run). The
+    stages before train have an uncached output (their git-tracked details JSON), which
+    keeps DVC from saving them in its run cache: every change of proposal reruns
+    proposals, pairs and targets (and yolo)."""
+    return sorted(runs, key=lambda r: (run_proposal(r, own) == own, run_proposal(r, own),
+                                       r.mechanism == own and r.seed == base_seed))  # fmt: skip
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--proposals", default=",".join(MECHANISMS),
                     help=f"comma-separated subset of {', '.join(MECHANISMS)}")  # fmt: skip
-    ap.add_argument("--baselines", default=",".join(BASELINES),
-                    help=f"comma-separated subset of {', '.join(BASELINES)}, or '' for none "
-                    "(each one experiment with the workspace's proposal)")  # fmt: skip
+    ap.add_argument("--baselines", default=",".join(DEFAULT_BASELINES),
+                    help=f"comma-separated subset of {', '.join(BASELINES)}, each with the "
+                    "workspace's proposal, or of <baseline>-<mechanism> (control-bbox: the "
+                    "shuffled-pairs control on BBox pairs), or '' for none (default: "
+                    f"{','.join(DEFAULT_BASELINES)})")  # fmt: skip
     ap.add_argument("--control-lr", type=float, default=None,
                     help="also run the shuffled-pairs control at this train.lr (the one whose "
                     "h1 drift matches the SCN's: python -m experiments.regimes --controls) "
@@ -262,9 +289,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--proposals: {args.proposals!r}; allowed: distinct values of "
                  f"{', '.join(MECHANISMS)}")  # fmt: skip
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    if [b for b in baselines if b not in BASELINES] or len(set(baselines)) != len(baselines):
+    bad = [b for b in baselines if not baseline_of(b) or baseline_of(b)[0] not in BASELINES]
+    if bad or len(set(baselines)) != len(baselines):
         ap.error(f"--baselines: {args.baselines!r}; allowed: distinct values of "
-                 f"{', '.join(BASELINES)}, or ''")  # fmt: skip
+                 f"{', '.join(BASELINES)}, each optionally with -<mechanism> "
+                 f"({', '.join(MECHANISMS)}), or ''")  # fmt: skip
     if args.control_lr is not None:
         if not args.control_lr > 0:
             ap.error(f"--control-lr: {args.control_lr}; allowed: > 0")
@@ -299,17 +328,14 @@ def main(argv: list[str] | None = None) -> int:
 
     runs = [r for m in args.mechanisms for r in seeded(m)]
     baselines = [r for b in args.baseline_names for r in seeded(b)]
-    # baselines first, the workspace's own mechanism and seed last (the workspace ends as
-    # its own SCN run)
-    order = baselines + sorted(
-        runs, key=lambda r: (r.mechanism == own, r.mechanism == own and r.seed == base_seed)
-    )
+    order = run_order(baselines + runs, own, base_seed)
     runs += baselines
     existing = exp_show(repo)
     try:
         for run in order:
-            if run.mechanism in BASELINES:
-                overrides = [f"proposal={own}", *BASELINES[run.mechanism], *args.sets]
+            spec = baseline_of(run.mechanism)
+            if spec is not None:
+                overrides = [f"proposal={spec[1] or own}", *BASELINES[spec[0]], *args.sets]
             else:
                 overrides = [f"proposal={run.mechanism}", "method=scn", *args.sets]
             # `dvc exp run -S` leaves its edits in the workspace: every key a baseline sets

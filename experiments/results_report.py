@@ -36,6 +36,27 @@ BASELINES: dict[str, tuple[str, ...]] = {
     "control": ("train.pairs=shuffled",),
 }
 CONTROL_DRIFT = "control-drift"
+CONTROLS = ("control", CONTROL_DRIFT)
+
+
+def baseline_of(name: str) -> tuple[str, str | None] | None:
+    """(baseline, proposal) of a baseline run's name, None for an SCN mechanism: a name of
+    BASELINES runs with the workspace's proposal (proposal None); ``<baseline>-<mechanism>``
+    (``control-bbox``: the shuffled-pairs control on BBox pairs) with that mechanism's."""
+    if name in BASELINES or name == CONTROL_DRIFT:
+        return name, None
+    for mech in MECHANISMS:
+        base = name.removesuffix(f"-{mech}")
+        if base != name and (base in BASELINES or base == CONTROL_DRIFT):
+            return base, mech
+    return None
+
+
+def run_name_label(mech: str) -> str:
+    """A row's label: the baseline's name, or ``<mechanism> SCN``."""
+    return mech if baseline_of(mech) else f"{mech} SCN"
+
+
 # Column order and labels of the paper's Table 2 (Doersch: not in it, our baseline run).
 PAPER_COLUMNS = (("bbox", "BBox"), ("yolo", "YOLO"), ("edgebox", "EdgeBox"), ("random", "Random"),
                  ("doersch", "Doersch"))  # fmt: skip
@@ -339,7 +360,7 @@ def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
                 rows.append([mech, *["n/a"] * len(ks)])
                 continue
             means = np.mean([q["scn"]["map_mean"] for q in per], axis=0)
-            label = mech if mech in BASELINES else f"{mech} SCN"  # a baseline is no SCN
+            label = run_name_label(mech)  # a baseline is no SCN
             rows.append([label + (f" ({len(g)} seeds)" if len(g) > 1 else ""),
                          *[f"{100 * m:.2f}" for m in means]])  # fmt: skip
         out += [f"{setting.capitalize()}:", ""]
@@ -348,7 +369,7 @@ def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
         rows = []
         for mech, g in groups.items():
             diffs = lowshot_mean_diff(g, setting, ks)
-            label = mech if mech in BASELINES else f"{mech} SCN"
+            label = run_name_label(mech)
             cells = (["n/a"] * len(ks) if diffs is None else
                      [diff_text(d, lowshot_interval(g, setting, k))
                       for d, k in zip(diffs, ks, strict=True)])  # fmt: skip
@@ -742,11 +763,15 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
     difference from the original and SCN - control with its interval (same test resamples),
     beside the h1 drift and the fine-tuning gain that say how far and how usefully each
     moved the bottom stream."""
-    scn = groups.get(params.get("proposal", "edgebox"), [])
-    controls = [(c, groups[c]) for c in ("control", CONTROL_DRIFT) if c in groups]
-    if not scn or not controls:
+    own = params.get("proposal", "edgebox")
+    controls = []  # (name, its proposal, its runs, the SCN runs on that proposal)
+    for name, ctl in groups.items():
+        spec = baseline_of(name)
+        if spec and spec[0] in CONTROLS and groups.get(spec[1] or own):
+            controls.append((name, spec[1] or own, ctl, groups[spec[1] or own]))
+    if not controls:
         return []
-    ks = get(scn[0].metrics, "classify", "lowshot", "settings", "obj", "k") or []
+    ks = get(controls[0][3][0].metrics, "classify", "lowshot", "settings", "obj", "k") or []
     settings = [("obj", "Obj mAP"), ("img", "Img mAP"), ("det", "detection mAP")] + [
         (lowshot_key("obj", k), f"low-shot Obj mAP, k = {k}") for k in ks
     ]
@@ -759,17 +784,19 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
            "The control trains the same network with the same regime on pairs whose bottom "
            "patch comes from another image (`train.pairs: shuffled`): it moves h1 with no "
            "context to learn. `control` runs at the SCN's settings, `control-drift` at the "
-           "learning rate whose h1 drift matches the SCN's. Differences in points; SCN - "
+           "learning rate whose h1 drift matches the SCN's, each on the workspace's "
+           f"proposal ({own}); `control-<mechanism>` on that mechanism's pairs, against "
+           "that mechanism's SCN. Differences in points; SCN - "
            "control with its paired bootstrap 95% interval over the test items (and seeds), "
            "both measured against the same original on the same resamples.", ""]  # fmt: skip
-    for name, ctl in controls:
+    for name, mech, ctl, scn in controls:
         drift_s, drift_c = mean_of(scn, "train", "h1_drift"), mean_of(ctl, "train", "h1_drift")
         gain_s = mean_of(scn, "train", "finetune_gain_nonoverlap")
         gain_c = mean_of(ctl, "train", "finetune_gain_nonoverlap")
-        out += [f"`{name}` ({len(ctl)} seed(s); SCN: {len(scn)}): h1 drift SCN "
-                f"{num(drift_s, '{:.3f}')}, control {num(drift_c, '{:.3f}')}; fine-tuning "
-                f"gain on non-overlapping held-out pairs SCN {signed(gain_s)}, control "
-                f"{signed(gain_c)} points.", ""]  # fmt: skip
+        out += [f"`{name}` against {mech} SCN ({len(ctl)} seed(s); SCN: {len(scn)}): h1 "
+                f"drift SCN {num(drift_s, '{:.3f}')}, control {num(drift_c, '{:.3f}')}; "
+                f"fine-tuning gain on non-overlapping held-out pairs SCN {signed(gain_s)}, "
+                f"control {signed(gain_c)} points.", ""]  # fmt: skip
         rows = []
         for setting, label in settings:
             ci = contrast_interval(scn, ctl, setting)

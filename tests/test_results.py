@@ -286,8 +286,10 @@ def test_helpers_and_argument_checks():
     }
     args = parse_args(["--proposals", "bbox,random", "--set", "train.epochs=1"])
     assert args.mechanisms == ["bbox", "random"] and args.sets == ["train.epochs=1"]
-    assert args.baseline_names == ["doersch", "control"]  # run by default
+    assert args.baseline_names == ["doersch", "control", "control-bbox"]  # run by default
     assert parse_args(["--baselines", ""]).baseline_names == []
+    assert parse_args(["--baselines", "control-yolo,doersch"]).baseline_names == [
+        "control-yolo", "doersch"]  # fmt: skip
     assert args.seeds == 3 and parse_args(["--seeds", "1"]).seeds == 1
     assert not args.reuse and parse_args(["--reuse"]).reuse
     assert not args.no_run and parse_args(["--no-run"]).no_run
@@ -298,7 +300,9 @@ def test_helpers_and_argument_checks():
     assert not matches(params, ["train.lr=0.1"])
     for bad in (["--proposals", "bbox,selective"], ["--proposals", "bbox,bbox"],
                 ["--set", "proposal=yolo"], ["--set", "train.epochs"], ["--set", "method=scn"],
-                ["--baselines", "pathak"], ["--seeds", "0"],
+                ["--baselines", "pathak"], ["--baselines", "control-selective"],
+                ["--baselines", "pathak-bbox"], ["--baselines", "control,control"],
+                ["--seeds", "0"],
                 ["--set", "train.seed=4"]):  # fmt: skip
         with pytest.raises(SystemExit):
             parse_args(bad)
@@ -451,8 +455,7 @@ def test_no_run_reports_what_exists_and_runs_nothing(experiment_repo, tmp_path):
 def test_ablation_variants_each_start_from_the_base_params(experiment_repo, tmp_path):
     """experiments/ablations.py in the same repo. `dvc exp run -S` leaves its edits in the
     workspace: the second variant must not inherit the first one's (a bug the first real
-    ablation run had). As ``results-bbox`` ran these params, DVC's run cache restores
-    every stage but the first variant's ``detect``."""
+    ablation run had)."""
     import yaml
 
     repo, before, _ = experiment_repo
@@ -495,11 +498,35 @@ def test_every_run_sets_back_what_a_baseline_changed():
     assert results.baseline_resets(text, ["train.pairs=shuffled"]) == ["method=scn"]
     args = results.parse_args(["--control-lr", "3e-05"])
     try:
-        assert args.baseline_names == ["doersch", "control", "control-drift"]
+        assert args.baseline_names == ["doersch", "control", "control-bbox", "control-drift"]
         assert results.BASELINES["control-drift"] == ("train.pairs=shuffled", "train.lr=3e-05")
         assert "train.lr=1.6e-06" in results.baseline_resets(text, ["method=scn"])
     finally:
         results.BASELINES.pop("control-drift", None)
+
+
+def test_baselines_on_another_proposal_and_the_run_order():
+    """``control-bbox`` is the shuffled-pairs control on BBox pairs; the runs of one proposal
+    run together (a change of proposal reruns the stages before train), baselines first,
+    the workspace's own proposal last and its own SCN at its own seed at the very end."""
+    from experiments.results import run_order, run_proposal
+    from experiments.results_report import baseline_of
+
+    assert baseline_of("control") == ("control", None)
+    assert baseline_of("control-bbox") == ("control", "bbox")
+    assert baseline_of("control-drift") == ("control-drift", None)
+    assert baseline_of("control-drift-yolo") == ("control-drift", "yolo")
+    assert baseline_of("doersch-random") == ("doersch", "random")
+    assert baseline_of("bbox") is None and baseline_of("control-selective") is None
+    runs = [Run(m, f"{m}-{s}", seed=s) for m in ("doersch", "control", "control-bbox")
+            for s in (0, 1)]  # fmt: skip
+    runs += [Run(m, f"{m}-{s}", seed=s) for m in ("edgebox", "bbox", "random") for s in (0, 1)]
+    assert run_proposal(runs[4], "edgebox") == "bbox"
+    assert run_proposal(runs[0], "edgebox") == "edgebox"
+    order = [r.name for r in run_order(runs, "edgebox", 0)]
+    assert order == ["control-bbox-0", "control-bbox-1", "bbox-0", "bbox-1", "random-0",
+                     "random-1", "doersch-0", "doersch-1", "control-0", "control-1",
+                     "edgebox-1", "edgebox-0"]  # fmt: skip
 
 
 def test_scn_against_the_control_has_a_known_answer_interval():
@@ -535,3 +562,13 @@ def test_scn_against_the_control_has_a_known_answer_interval():
     assert "h1 drift SCN 0.340, control 0.310" in section
     # no control run: no section
     assert "shuffled-pairs control" not in render_results([scn], {"commit": "abc"})
+    # a control on BBox pairs is set against BBox's SCN, not the workspace's proposal's
+    bbox, ctl_bbox = run("bbox", 0.02, 0.5), run("control-bbox", 0.005, 0.6)
+    text = render_results([scn, ctl, bbox, ctl_bbox],
+                          {"commit": "abc", "dirty": [], "base_params": {}})  # fmt: skip
+    section = text.split("## SCN against the shuffled-pairs control")[1].split("\n## ")[0]
+    assert "`control` against edgebox SCN" in section
+    part = section.split("`control-bbox` against bbox SCN")[1]
+    assert "h1 drift SCN 0.500, control 0.600" in part
+    assert "| Obj mAP | +2.20 | +0.70 | +1.50 [+1.50, +1.50]: SCN above the control |" in part
+    assert "| control-bbox | " in text and "control-bbox SCN" not in text
