@@ -60,7 +60,9 @@ from experiments.results_report import (
     MECHANISMS,
     Run,
     baseline_of,
+    by_mechanism,
     get,
+    plot_lowshot_differences,
     render_results,
 )
 from pipeline.artifacts import DETAILS
@@ -381,6 +383,10 @@ def main(argv: list[str] | None = None) -> int:
         "base_params_text": base_text,
         "base_params_sha256": hashlib.sha256(base_text.encode()).hexdigest(),
     }
+    figure = output.with_name(f"{output.stem}_lowshot.png")
+    if plot_lowshot_differences(figure, by_mechanism(runs)):
+        context["lowshot_figure"] = figure.name
+        log.info("wrote %s", figure)
     with atomic_path(output) as tmp:
         tmp.write_text(render_results(runs, context))
     log.info("wrote %s", output)

@@ -317,6 +317,66 @@ def lowshot_mean_diff(runs: list[Run], setting: str, ks: list[int]) -> list[floa
     )]  # fmt: skip
 
 
+def lowshot_differences(groups: dict[str, list[Run]]) -> dict[str, dict[str, list]]:
+    """Per setting and arm (mechanism or baseline), the pooled low-shot difference from the
+    original per k: ``{setting: {arm: [(k, diff, ci_low, ci_high, verdict), ...]}}``
+    (fractions; :func:`lowshot_mean_diff` and :func:`lowshot_interval`, as the tables); a k
+    without an interval is left out."""
+    first = next(iter(groups.values()), [])
+    low = get(first[0].metrics, "classify", "lowshot", "settings") if first else None
+    out: dict[str, dict[str, list]] = {}
+    for setting, res in (low or {}).items():
+        ks = (res or {}).get("k") or []
+        for arm, g in groups.items():
+            diffs = lowshot_mean_diff(g, setting, ks) if ks else None
+            for k, d in zip(ks, diffs or [], strict=False):
+                ci = lowshot_interval(g, setting, k)
+                if ci and ci.get("ci_low") is not None and ci.get("ci_high") is not None:
+                    out.setdefault(setting, {}).setdefault(arm, []).append(
+                        (k, d, ci["ci_low"], ci["ci_high"], ci.get("verdict", "?"))
+                    )
+    return out
+
+
+def plot_lowshot_differences(path: Any, groups: dict[str, list[Run]]) -> bool:
+    """The figure of the low-shot differences against k (issue 24, item 2): one panel per
+    setting, one line per arm with its 95% interval (pooled over its seeds, the draws and
+    the test items), the arms side by side at each k. False (nothing written) when no arm
+    has one."""
+    data = lowshot_differences(groups)
+    if not data:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.io import write_figure
+
+    fig, axes = plt.subplots(1, len(data), figsize=(6.4 * len(data), 4.2), squeeze=False)
+    for ax, (setting, arms) in zip(axes[0], data.items(), strict=True):
+        ax.axhline(0.0, color="black", lw=0.8)
+        for i, (arm, pts) in enumerate(arms.items()):
+            k, d, lo, hi = (np.array([p[j] for p in pts], dtype=float) for j in range(4))
+            x = k * 2 ** (0.06 * (i - (len(arms) - 1) / 2))  # side by side on the log axis
+            n = len(groups[arm])
+            ax.errorbar(x, 100 * d, yerr=100 * np.stack([d - lo, hi - d]), marker="o",
+                        ms=3.5, capsize=2.5, lw=1.1,
+                        label=f"{run_name_label(arm)} ({n} seed{'s' * (n > 1)})")  # fmt: skip
+        ks = sorted({p[0] for pts in arms.values() for p in pts})
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(ks, [str(k) for k in ks])
+        ax.set_xlabel("positives per class (k)")
+        ax.set_ylabel("mAP difference from the original (points)")
+        ax.set_title(f"{setting.capitalize()}: low-shot trained - original, 95% intervals",
+                     fontsize=9)  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(loc="best", fontsize=7)
+    fig.tight_layout()
+    write_figure(fig, path, dpi=110)
+    return True
+
+
 def _lowshot_cells(res: dict | None, net: str, ks: list[int]) -> list[str]:
     """``net``'s mean ± std mAP per k of one low-shot result; n/a when its k differ."""
     if not res or res.get("k") != ks or net not in res:
@@ -325,7 +385,9 @@ def _lowshot_cells(res: dict | None, net: str, ks: list[int]) -> list[str]:
             for m, sd in zip(res[net]["map_mean"], res[net]["map_std"], strict=True)]  # fmt: skip
 
 
-def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
+def lowshot_section(
+    groups: dict[str, list[Run]], diagnose: dict, figure: str | None = None
+) -> list[str]:
     """Low-shot mAP per k (VISSL's VOC07 protocol, classify's ``lowshot``): the original
     network, the supervised ceiling (diagnose's, Obj only) and each mechanism's SCN (the
     mean over its seeds of each seed's mean over the samples); then each mechanism's
@@ -379,6 +441,10 @@ def lowshot_section(groups: dict[str, list[Run]], diagnose: dict) -> list[str]:
                 ""]  # fmt: skip
         out += table(["network", *[f"k={k}" for k in ks]], rows)
         out.append("")
+    if figure:
+        out += [f"![low-shot differences against k]({figure})", "",
+                f"`{figure}`: the same differences against k, every arm with its interval.",
+                ""]  # fmt: skip
     return out
 
 
@@ -904,7 +970,8 @@ def render_results(runs: list[Run], context: dict) -> str:
 
     ``context``: ``commit``, ``dirty`` (list of paths), ``generated`` (ISO time),
     ``command``, ``dvc_version``, ``base_params`` (the commit's params.yaml as a dict),
-    ``base_params_text`` and ``base_params_sha256`` (of its bytes).
+    ``base_params_text`` and ``base_params_sha256`` (of its bytes); ``lowshot_figure``:
+    the file name of :func:`plot_lowshot_differences`'s figure, when written.
     """
     ok = [r for r in runs if r.status == "ok"]
     groups = by_mechanism(runs)
@@ -916,7 +983,7 @@ def render_results(runs: list[Run], context: dict) -> str:
     out += _table2_svm(runs, ok, groups, params)
     out += _table2_per_mechanism(groups, n_seeds, diag)
     out += _per_seed_table(groups, n_seeds)
-    out += lowshot_section(groups, diag[0] if diag else {})
+    out += lowshot_section(groups, diag[0] if diag else {}, context.get("lowshot_figure"))
     out += _table1_context(ok, n_seeds)
     out += _detection_table(groups)
     out += _figure3_synthetic(ok)

@@ -265,6 +265,45 @@ def test_render_results_lowshot_differences_pooled_over_seeds_with_verdicts():
             "difference |") in section  # fmt: skip
 
 
+def test_lowshot_difference_figure_has_every_arm_with_its_interval(tmp_path):
+    """The figure's data are the table's: per arm and k the pooled difference and interval
+    (two seeds: pooled_interval of their records; one seed: its own lowshot_diff); the
+    figure is written, and RESULTS.md links it when the runner names it."""
+    from experiments.results_report import lowshot_differences, plot_lowshot_differences
+
+    noise = np.linspace(-0.01, 0.01, 400)
+    runs = [seed_run(s, 0.45, np.zeros(10)) for s in (0, 1)]
+    for r, shift in zip(runs, (0.04, 0.08), strict=True):
+        r.metrics["classify"]["lowshot"] = {"k": [1, 2], "n_samples": 5, "settings": {"obj": {
+            "k": [1, 2],
+            "original": {"map_mean": [0.25, 0.45], "map_std": [0.01, 0.01]},
+            "scn": {"map_mean": [0.25 + shift, 0.45], "map_std": [0.01, 0.01]}}}}  # fmt: skip
+        for k, d in ((1, shift), (2, 0.0)):
+            r.bootstrap[f"lowshot_obj_k{k}"] = {"value": d, "diffs": d + noise, "seed": 0,
+                                                "n_boot": 400, "n_test": 83}  # fmt: skip
+    control = Run("control", "results-control", "ok", params=runs[0].params, seed=0,
+                  metrics=json.loads(json.dumps(runs[0].metrics)))  # fmt: skip
+    control.metrics["classify"]["lowshot_diff"] = {"obj": {
+        "k1": {"diff": -0.05, "lo": -0.09, "hi": -0.01, "verdict": "loss"}}}  # fmt: skip
+    control.metrics["classify"]["lowshot"]["settings"]["obj"]["scn"]["map_mean"] = [0.20, 0.45]
+    groups = {"edgebox": runs, "control": [control]}
+    data = lowshot_differences(groups)
+    k1 = pooled_interval(np.array([0.04, 0.08]), np.stack([0.04 + noise, 0.08 + noise]), seed=0)
+    (e1, e2), (c1,) = data["obj"]["edgebox"], data["obj"]["control"]  # control: no k = 2 record
+    assert e1[0] == 1 and e1[1] == pytest.approx(0.06) and e1[4] == "gain"
+    assert e1[2:4] == pytest.approx((k1.ci_low, k1.ci_high), abs=1e-6)  # rounded to 1e-6
+    assert e2[0] == 2 and e2[1] == pytest.approx(0) and e2[4] == "no measurable difference"
+    assert c1 == (1, pytest.approx(-0.05), -0.09, -0.01, "loss")
+    path = tmp_path / "RESULTS_lowshot.png"
+    assert plot_lowshot_differences(path, groups)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not plot_lowshot_differences(tmp_path / "none.png", {}) and not (
+        tmp_path / "none.png").exists()  # fmt: skip
+    text = render_results([*runs, control], {**context(), "lowshot_figure": path.name})
+    assert "![low-shot differences against k](RESULTS_lowshot.png)" in text
+    assert "lowshot.png" not in render_results(runs, context())
+
+
 def test_render_results_flags_originals_that_differ():
     a = Run("bbox", "results-bbox", "ok", 1.0, "b" * 40, BASE,
             fake_metrics((0.40, 0.45), (0.6, 0.6), (0.3, 0.3)))  # fmt: skip
