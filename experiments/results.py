@@ -75,6 +75,8 @@ from tools.dvc_repo import Repo
 from tools.overrides import holds as matches  # params hold every -S key=value (as DVC reads)
 
 ROOT = Path(__file__).resolve().parent.parent
+# --control-lr: the drift-matched control's train.lr per proposal (None: the workspace's)
+CONTROL_LRS: dict[str | None, float] = {}
 # the baselines `make results` runs: Doersch, the shuffled-pairs control on the workspace's
 # proposal and on BBox pairs (BBox's SCN gains while its context objective ends below the
 # frozen features': RESULTS.md of 2026-12-07)
@@ -225,6 +227,8 @@ def baseline_resets(params_text: str, overrides: list[str]) -> list[str]:
     params = yaml.safe_load(params_text) or {}
     own = {o.split("=", 1)[0] for o in overrides}
     keys = dict.fromkeys(o.split("=", 1)[0] for b in BASELINES.values() for o in b)
+    if CONTROL_LRS:  # the drift-matched controls set train.lr
+        keys["train.lr"] = None
     out = []
     for key in keys:
         if key in own:
@@ -235,6 +239,15 @@ def baseline_resets(params_text: str, overrides: list[str]) -> list[str]:
         if node is not None:
             out.append(f"{key}={json.dumps(node) if isinstance(node, bool) else node}")
     return out
+
+
+def baseline_overrides(base: str, mech: str | None) -> list[str]:
+    """The -S of baseline ``base`` (run on ``mech``'s pairs, None: the workspace's): its
+    BASELINES entry, and for the drift-matched control the learning rate --control-lr gave
+    it."""
+    if base == CONTROL_DRIFT:
+        return [*BASELINES["control"], f"train.lr={CONTROL_LRS[mech]:g}"]
+    return list(BASELINES[base])
 
 
 def run_proposal(run: Run, own: str) -> str:
@@ -264,10 +277,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "workspace's proposal, or of <baseline>-<mechanism> (control-bbox: the "
                     "shuffled-pairs control on BBox pairs), or '' for none (default: "
                     f"{','.join(DEFAULT_BASELINES)})")  # fmt: skip
-    ap.add_argument("--control-lr", type=float, default=None,
+    ap.add_argument("--control-lr", action="append", default=[], metavar="[MECHANISM=]LR",
                     help="also run the shuffled-pairs control at this train.lr (the one whose "
                     "h1 drift matches the SCN's: python -m experiments.regimes --controls) "
-                    f"as baseline {CONTROL_DRIFT!r}")  # fmt: skip
+                    f"as baseline {CONTROL_DRIFT!r} on the workspace's proposal, or with "
+                    f"MECHANISM= as {CONTROL_DRIFT}-MECHANISM on that mechanism's pairs; "
+                    "repeatable")  # fmt: skip
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra params override passed to every `dvc exp run` as -S")  # fmt: skip
     ap.add_argument("--seeds", type=int, default=3,
@@ -291,16 +306,30 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--proposals: {args.proposals!r}; allowed: distinct values of "
                  f"{', '.join(MECHANISMS)}")  # fmt: skip
     baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
-    bad = [b for b in baselines if not baseline_of(b) or baseline_of(b)[0] not in BASELINES]
+    bad = [b for b in baselines if not baseline_of(b)]
     if bad or len(set(baselines)) != len(baselines):
         ap.error(f"--baselines: {args.baselines!r}; allowed: distinct values of "
                  f"{', '.join(BASELINES)}, each optionally with -<mechanism> "
                  f"({', '.join(MECHANISMS)}), or ''")  # fmt: skip
-    if args.control_lr is not None:
-        if not args.control_lr > 0:
-            ap.error(f"--control-lr: {args.control_lr}; allowed: > 0")
-        BASELINES[CONTROL_DRIFT] = ("train.pairs=shuffled", f"train.lr={args.control_lr:g}")
-        baselines.append(CONTROL_DRIFT)
+    CONTROL_LRS.clear()
+    for text in args.control_lr:
+        mech, _, value = text.rpartition("=")
+        try:
+            lr = float(value)
+        except ValueError:
+            lr = float("nan")
+        if (mech and mech not in MECHANISMS) or not lr > 0 or (mech or None) in CONTROL_LRS:
+            ap.error(f"--control-lr: {text!r}; allowed: LR or MECHANISM=LR with LR > 0, "
+                     f"MECHANISM one of {', '.join(MECHANISMS)}, each at most once")  # fmt: skip
+        CONTROL_LRS[mech or None] = lr
+        name = f"{CONTROL_DRIFT}-{mech}" if mech else CONTROL_DRIFT
+        if name not in baselines:
+            baselines.append(name)
+    lacking = [b for b in baselines if (baseline_of(b) or ("",))[0] == CONTROL_DRIFT
+               and (baseline_of(b) or ("", None))[1] not in CONTROL_LRS]  # fmt: skip
+    if lacking:
+        ap.error(f"--baselines: {', '.join(lacking)} needs its learning rate: --control-lr "
+                 "[MECHANISM=]LR")  # fmt: skip
     args.baseline_names = baselines
     if args.seeds < 1:
         ap.error(f"--seeds: {args.seeds}; allowed: an integer >= 1")
@@ -337,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in order:
             spec = baseline_of(run.mechanism)
             if spec is not None:
-                overrides = [f"proposal={spec[1] or own}", *BASELINES[spec[0]], *args.sets]
+                overrides = [f"proposal={spec[1] or own}", *baseline_overrides(*spec), *args.sets]
             else:
                 overrides = [f"proposal={run.mechanism}", "method=scn", *args.sets]
             # `dvc exp run -S` leaves its edits in the workspace: every key a baseline sets

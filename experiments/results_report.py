@@ -43,12 +43,12 @@ def baseline_of(name: str) -> tuple[str, str | None] | None:
     """(baseline, proposal) of a baseline run's name, None for an SCN mechanism: a name of
     BASELINES runs with the workspace's proposal (proposal None); ``<baseline>-<mechanism>``
     (``control-bbox``: the shuffled-pairs control on BBox pairs) with that mechanism's."""
-    if name in BASELINES or name == CONTROL_DRIFT:
-        return name, None
     for mech in MECHANISMS:
         base = name.removesuffix(f"-{mech}")
         if base != name and (base in BASELINES or base == CONTROL_DRIFT):
             return base, mech
+    if name in BASELINES or name == CONTROL_DRIFT:
+        return name, None
     return None
 
 

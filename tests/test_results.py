@@ -535,13 +535,26 @@ def test_every_run_sets_back_what_a_baseline_changed():
     text = "method: scn\ntrain:\n  lr: 1.6e-06\n  pairs: real\n"
     assert results.baseline_resets(text, ["proposal=bbox", "method=scn"]) == ["train.pairs=real"]
     assert results.baseline_resets(text, ["train.pairs=shuffled"]) == ["method=scn"]
-    args = results.parse_args(["--control-lr", "3e-05"])
+    args = results.parse_args(["--control-lr", "3e-05", "--control-lr", "bbox=1.4e-05"])
     try:
-        assert args.baseline_names == ["doersch", "control", "control-bbox", "control-drift"]
-        assert results.BASELINES["control-drift"] == ("train.pairs=shuffled", "train.lr=3e-05")
+        assert args.baseline_names == ["doersch", "control", "control-bbox", "control-drift",
+                                       "control-drift-bbox"]  # fmt: skip
+        assert results.baseline_overrides("control-drift", None) == [
+            "train.pairs=shuffled", "train.lr=3e-05"]  # fmt: skip
+        assert results.baseline_overrides("control-drift", "bbox") == [
+            "train.pairs=shuffled", "train.lr=1.4e-05"]  # fmt: skip
+        assert results.baseline_overrides("control", "bbox") == ["train.pairs=shuffled"]
         assert "train.lr=1.6e-06" in results.baseline_resets(text, ["method=scn"])
+        twice = ["--control-lr", "1e-5", "--control-lr", "2e-5"]
+        no_lr = ["--baselines", "control-drift-yolo", "--control-lr", "bbox=1e-5"]
+        for bad in (["--control-lr", "0"], ["--control-lr", "selective=1e-5"],
+                    ["--control-lr", "bbox=x"], twice, no_lr):  # fmt: skip
+            with pytest.raises(SystemExit):
+                results.parse_args(bad)
     finally:
-        results.BASELINES.pop("control-drift", None)
+        results.CONTROL_LRS.clear()
+    assert results.parse_args([]).baseline_names == ["doersch", "control", "control-bbox"]
+    assert results.baseline_resets(text, ["method=scn"]) == ["train.pairs=real"]
 
 
 def test_baselines_on_another_proposal_and_the_run_order():
