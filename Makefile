@@ -45,8 +45,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format pipeline stages tests bench experiments tools
 
+# e.g. make results RESULTS_ARGS="--control-lr 8.9e-06 --control-lr bbox=1.6e-05 --reuse"
+RESULTS_ARGS ?=
+
 results: $(STAMP)
-	$(RUN) $(BIN)/python -m experiments.results
+	$(RUN) $(BIN)/python -m experiments.results $(RESULTS_ARGS)
 
 ablations: $(STAMP)
 	$(RUN) $(BIN)/python -m experiments.ablations

@@ -624,3 +624,12 @@ def test_scn_against_the_control_has_a_known_answer_interval():
     assert "h1 drift SCN 0.500, control 0.600" in part
     assert "| Obj mAP | +2.20 | +0.70 | +1.50 [+1.50, +1.50]: SCN above the control |" in part
     assert "| control-bbox | " in text and "control-bbox SCN" not in text
+
+
+def test_make_results_passes_its_arguments():
+    """`make results RESULTS_ARGS=...` (README) runs the runner with those arguments."""
+    cmd = ["make", "-n", "results", f"VENV={sys.prefix}",
+           "RESULTS_ARGS=--control-lr bbox=1.6e-05 --reuse"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    last = out.strip().splitlines()[-1]
+    assert last.endswith("-m experiments.results --control-lr bbox=1.6e-05 --reuse")
