@@ -862,7 +862,17 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
         out += [f"`{name}` against {mech} SCN ({len(ctl)} seed(s); SCN: {len(scn)}): h1 "
                 f"drift SCN {num(drift_s, '{:.3f}')}, control {num(drift_c, '{:.3f}')}; "
                 f"fine-tuning gain on non-overlapping held-out pairs SCN {signed(gain_s)}, "
-                f"control {signed(gain_c)} points.", ""]  # fmt: skip
+                f"control {signed(gain_c)} points."]  # fmt: skip
+        lr = get(ctl[0].params, "train", "lr")
+        if (baseline_of(name) or ("",))[0] == "control" and isinstance(lr, int | float) and (
+            drift_s and drift_c
+        ):  # fmt: skip
+            est = float(lr) * drift_s / drift_c
+            flag = f"{mech}={est:.2g}" if mech != own else f"{est:.2g}"
+            out[-1] += (f" The learning rate that would match the SCN's drift by one "
+                        f"proportional step (drift taken as proportional to train.lr "
+                        f"{lr:g}): {est:.2g} (`--control-lr {flag}`).")  # fmt: skip
+        out.append("")
         rows = []
         for setting, label in settings:
             ci = contrast_interval(scn, ctl, setting)

@@ -612,16 +612,21 @@ def test_scn_against_the_control_has_a_known_answer_interval():
     assert "| Img mAP | +0.10 | +0.10 | +0.00 [+0.00, +0.00]: no measurable difference |" in section
     assert "| detection mAP | n/a | n/a | n/a |" in section
     assert "h1 drift SCN 0.340, control 0.310" in section
+    ctl.params = {"proposal": "edgebox", "train": {"lr": 1e-05}}  # 1e-5 * 0.34 / 0.31
+    text = render_results([scn, ctl], {"commit": "abc", "dirty": [], "base_params": {}})
+    assert "train.lr 1e-05): 1.1e-05 (`--control-lr 1.1e-05`)." in text
     # no control run: no section
     assert "shuffled-pairs control" not in render_results([scn], {"commit": "abc"})
     # a control on BBox pairs is set against BBox's SCN, not the workspace's proposal's
     bbox, ctl_bbox = run("bbox", 0.02, 0.5), run("control-bbox", 0.005, 0.6)
+    ctl_bbox.params = {"proposal": "bbox", "train": {"lr": 1e-05}}  # 1e-5 * 0.5 / 0.6
     text = render_results([scn, ctl, bbox, ctl_bbox],
                           {"commit": "abc", "dirty": [], "base_params": {}})  # fmt: skip
     section = text.split("## SCN against the shuffled-pairs control")[1].split("\n## ")[0]
     assert "`control` against edgebox SCN" in section
     part = section.split("`control-bbox` against bbox SCN")[1]
     assert "h1 drift SCN 0.500, control 0.600" in part
+    assert "(`--control-lr bbox=8.3e-06`)" in part
     assert "| Obj mAP | +2.20 | +0.70 | +1.50 [+1.50, +1.50]: SCN above the control |" in part
     assert "| control-bbox | " in text and "control-bbox SCN" not in text
 
