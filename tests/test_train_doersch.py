@@ -266,17 +266,19 @@ def test_warm_up_keeps_the_bottom_stream_and_best_selects_on_accuracy(tmp_path):
     params = _params(tmp_path)
     # the SCN's regime (Adam, no weight decay) does not reach Doersch's SGD step size
     train = dataclasses.replace(params.train, epochs=1, context_warmup_epochs=1, select="best",
-                                optimizer="adam", weight_decay=0.0)  # fmt: skip
+                                optimizer="adam", weight_decay=0.0, lr=1e-5)  # fmt: skip
     metrics = stage_script("train")(dataclasses.replace(params, train=train))
     trained = load_trained(tmp_path / "train" / "model.pt")
     assert params.doersch.optimizer == "sgd" and params.doersch.weight_decay == 5e-4
     assert trained.config["train"]["optimizer"] == "sgd"
     assert trained.config["train"]["weight_decay"] == 5e-4
+    assert trained.config["train"]["lr"] == params.doersch.lr != 1e-5  # doersch.lr, not train's
     assert trained.config["doersch"]["optimizer"] == "sgd"
     x = torch.randn(3, 3, SIZE, SIZE)
     original = build_backbone("efficientnet_lite0", input_size=SIZE)
     torch.testing.assert_close(trained.features(x), original.features(x), rtol=0, atol=0)
     history = trained.config["history"]
+    assert history[0]["lr"] == pytest.approx(params.doersch.lr)  # the optimiser's step size
     assert history[0]["test_accuracy"] > 0.125  # the classifier learnt on frozen h1
     assert metrics["best_epoch"] == 1 and metrics["selected_epoch"] == 1
     assert metrics["best_test_accuracy"] == history[0]["test_accuracy"]

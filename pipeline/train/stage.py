@@ -88,7 +88,8 @@ def run_train(
         )
     doersch_cfg = doersch_cfg or DoerschConfig()
     if method == "doersch":  # its own regime: doersch.lr is a step size of doersch.optimizer
-        cfg = replace(cfg, optimizer=doersch_cfg.optimizer, weight_decay=doersch_cfg.weight_decay)
+        cfg = replace(cfg, optimizer=doersch_cfg.optimizer, weight_decay=doersch_cfg.weight_decay,
+                      lr=doersch_cfg.lr)  # fmt: skip
     info = init_distributed_from_env(cfg.device)
     seed_everything(cfg.seed)
     inputs = MethodInputs(dataset_ref, backbone, net, cfg, doersch_cfg, splits, paths)

@@ -404,7 +404,7 @@ class DoerschMethod(Method):
 
     def param_groups(self, cfg: TrainConfig) -> list[dict[str, Any]]:
         params = [p for p in self.model.parameters() if p.requires_grad]
-        return [{"params": params, "lr": self.cfg.lr}]  # doersch.lr, not train.lr
+        return [{"params": params, "lr": cfg.lr}]  # doersch.lr: run_train puts it in cfg
 
     def warmup_frozen(self) -> list[tuple[str, nn.Parameter]]:
         """The shared bottom stream's trainable head: during ``train.context_warmup_epochs``
