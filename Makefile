@@ -45,7 +45,7 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format pipeline stages tests bench experiments tools
 
-# e.g. make results RESULTS_ARGS="--control-lr 8.9e-06 --control-lr bbox=1.6e-05 --reuse"
+# e.g. make results RESULTS_ARGS="--control-drift bbox:train.select=last,train.epochs=7 --reuse"
 RESULTS_ARGS ?=
 
 results: $(STAMP)

@@ -75,8 +75,11 @@ from tools.dvc_repo import Repo
 from tools.overrides import holds as matches  # params hold every -S key=value (as DVC reads)
 
 ROOT = Path(__file__).resolve().parent.parent
-# --control-lr: the drift-matched control's train.lr per proposal (None: the workspace's)
-CONTROL_LRS: dict[str | None, float] = {}
+# --control-drift / --control-lr: the drift-matched control's own -S per proposal (None:
+# the workspace's), e.g. ["train.lr=8.9e-06"] or ["train.select=last", "train.epochs=2"]
+CONTROL_SETS: dict[str | None, list[str]] = {}
+#: keys a drift-matched control may not set (what makes it the control of its proposal)
+CONTROL_FIXED = ("proposal", "method", "train.pairs", "train.seed")
 # the baselines `make results` runs: Doersch, the shuffled-pairs control on the workspace's
 # proposal and on BBox pairs (BBox's SCN gains while its context objective ends below the
 # frozen features': RESULTS.md of 2026-12-07)
@@ -227,8 +230,8 @@ def baseline_resets(params_text: str, overrides: list[str]) -> list[str]:
     params = yaml.safe_load(params_text) or {}
     own = {o.split("=", 1)[0] for o in overrides}
     keys = dict.fromkeys(o.split("=", 1)[0] for b in BASELINES.values() for o in b)
-    if CONTROL_LRS:  # the drift-matched controls set train.lr
-        keys["train.lr"] = None
+    for sets in CONTROL_SETS.values():  # and the drift-matched controls'
+        keys.update(dict.fromkeys(o.split("=", 1)[0] for o in sets))
     out = []
     for key in keys:
         if key in own:
@@ -243,10 +246,10 @@ def baseline_resets(params_text: str, overrides: list[str]) -> list[str]:
 
 def baseline_overrides(base: str, mech: str | None) -> list[str]:
     """The -S of baseline ``base`` (run on ``mech``'s pairs, None: the workspace's): its
-    BASELINES entry, and for the drift-matched control the learning rate --control-lr gave
-    it."""
+    BASELINES entry; the drift-matched control: the control's, then what --control-drift
+    (or --control-lr) gave it."""
     if base == CONTROL_DRIFT:
-        return [*BASELINES["control"], f"train.lr={CONTROL_LRS[mech]:g}"]
+        return [*BASELINES["control"], *CONTROL_SETS[mech]]
     return list(BASELINES[base])
 
 
@@ -282,7 +285,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "h1 drift matches the SCN's: python -m experiments.regimes --controls) "
                     f"as baseline {CONTROL_DRIFT!r} on the workspace's proposal, or with "
                     f"MECHANISM= as {CONTROL_DRIFT}-MECHANISM on that mechanism's pairs; "
-                    "repeatable")  # fmt: skip
+                    "repeatable; short for --control-drift [MECHANISM:]train.lr=LR")  # fmt: skip
+    ap.add_argument("--control-drift", action="append", default=[],
+                    metavar="[MECHANISM:]KEY=VALUE[,KEY=VALUE...]",
+                    help="also run the shuffled-pairs control with these overrides, chosen so "
+                    "that its h1 drift matches the SCN's (e.g. train.select=last,"
+                    "train.epochs=2: under train.select=best the control's epoch, not its "
+                    f"learning rate, sets its drift), as baseline {CONTROL_DRIFT!r}, or with "
+                    f"MECHANISM: as {CONTROL_DRIFT}-MECHANISM; repeatable")  # fmt: skip
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra params override passed to every `dvc exp run` as -S")  # fmt: skip
     ap.add_argument("--seeds", type=int, default=3,
@@ -311,25 +321,37 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error(f"--baselines: {args.baselines!r}; allowed: distinct values of "
                  f"{', '.join(BASELINES)}, each optionally with -<mechanism> "
                  f"({', '.join(MECHANISMS)}), or ''")  # fmt: skip
-    CONTROL_LRS.clear()
+    CONTROL_SETS.clear()
+    drifts = []  # (the option's text, mechanism or "", its overrides)
     for text in args.control_lr:
         mech, _, value = text.rpartition("=")
         try:
             lr = float(value)
         except ValueError:
             lr = float("nan")
-        if (mech and mech not in MECHANISMS) or not lr > 0 or (mech or None) in CONTROL_LRS:
-            ap.error(f"--control-lr: {text!r}; allowed: LR or MECHANISM=LR with LR > 0, "
-                     f"MECHANISM one of {', '.join(MECHANISMS)}, each at most once")  # fmt: skip
-        CONTROL_LRS[mech or None] = lr
+        if not lr > 0:
+            ap.error(f"--control-lr: {text!r}; allowed: LR or MECHANISM=LR with LR > 0")
+        drifts.append((f"--control-lr {text}", mech, [f"train.lr={lr:g}"]))
+    for text in args.control_drift:
+        mech, _, sets = text.rpartition(":")
+        items = [x.strip() for x in sets.split(",") if x.strip()]
+        if not items or any("=" not in x or x.split("=", 1)[0] in CONTROL_FIXED for x in items):
+            ap.error(f"--control-drift: {text!r}; allowed: [MECHANISM:]KEY=VALUE[,...] with "
+                     f"keys other than {', '.join(CONTROL_FIXED)}")  # fmt: skip
+        drifts.append((f"--control-drift {text}", mech, items))
+    for text, mech, sets in drifts:
+        if (mech and mech not in MECHANISMS) or (mech or None) in CONTROL_SETS:
+            ap.error(f"{text}: MECHANISM: one of {', '.join(MECHANISMS)}, each proposal's "
+                     "drift-matched control given once")  # fmt: skip
+        CONTROL_SETS[mech or None] = sets
         name = f"{CONTROL_DRIFT}-{mech}" if mech else CONTROL_DRIFT
         if name not in baselines:
             baselines.append(name)
     lacking = [b for b in baselines if (baseline_of(b) or ("",))[0] == CONTROL_DRIFT
-               and (baseline_of(b) or ("", None))[1] not in CONTROL_LRS]  # fmt: skip
+               and (baseline_of(b) or ("", None))[1] not in CONTROL_SETS]  # fmt: skip
     if lacking:
-        ap.error(f"--baselines: {', '.join(lacking)} needs its learning rate: --control-lr "
-                 "[MECHANISM=]LR")  # fmt: skip
+        ap.error(f"--baselines: {', '.join(lacking)} needs its settings: --control-drift "
+                 "[MECHANISM:]KEY=VALUE,... or --control-lr [MECHANISM=]LR")  # fmt: skip
     args.baseline_names = baselines
     if args.seeds < 1:
         ap.error(f"--seeds: {args.seeds}; allowed: an integer >= 1")

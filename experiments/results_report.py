@@ -863,15 +863,16 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
                 f"drift SCN {num(drift_s, '{:.3f}')}, control {num(drift_c, '{:.3f}')}; "
                 f"fine-tuning gain on non-overlapping held-out pairs SCN {signed(gain_s)}, "
                 f"control {signed(gain_c)} points."]  # fmt: skip
-        lr = get(ctl[0].params, "train", "lr")
-        if (baseline_of(name) or ("",))[0] == "control" and isinstance(lr, int | float) and (
-            drift_s and drift_c
-        ):  # fmt: skip
-            est = float(lr) * drift_s / drift_c
-            flag = f"{mech}={est:.2g}" if mech != own else f"{est:.2g}"
-            out[-1] += (f" The learning rate that would match the SCN's drift by one "
-                        f"proportional step (drift taken as proportional to train.lr "
-                        f"{lr:g}): {est:.2g} (`--control-lr {flag}`).")  # fmt: skip
+        sel_s, sel_c = (
+            mean_of(scn, "train", "selected_epoch"),
+            mean_of(ctl, "train", "selected_epoch"),
+        )
+        if sel_s is not None and sel_c is not None:
+            out[-1] += (f" Selected epoch (mean): SCN {sel_s:.3g}, control {sel_c:.3g}; under "
+                        "`train.select: best` the control's selected epoch sets its drift "
+                        "more than `train.lr` does, so match it with `--control-drift "
+                        "[mechanism:]train.select=last,train.early_stop_patience=0,"
+                        "train.epochs=E`.")  # fmt: skip
         out.append("")
         rows = []
         for setting, label in settings:

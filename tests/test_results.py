@@ -548,11 +548,26 @@ def test_every_run_sets_back_what_a_baseline_changed():
         twice = ["--control-lr", "1e-5", "--control-lr", "2e-5"]
         no_lr = ["--baselines", "control-drift-yolo", "--control-lr", "bbox=1e-5"]
         for bad in (["--control-lr", "0"], ["--control-lr", "selective=1e-5"],
-                    ["--control-lr", "bbox=x"], twice, no_lr):  # fmt: skip
+                    ["--control-lr", "bbox=x"], twice, no_lr,
+                    ["--control-drift", "bbox:train.seed=3"],
+                    ["--control-drift", "train.epochs"], ["--control-drift", "yolo:"],
+                    ["--control-lr", "bbox=1e-5", "--control-drift", "bbox:train.epochs=2"],
+                    ["--control-drift", "selective:train.epochs=2"]):  # fmt: skip
             with pytest.raises(SystemExit):
                 results.parse_args(bad)
+        # the drift set by the epoch instead (train.select=best picks the control's epoch)
+        args = results.parse_args(["--control-drift", "train.select=last,train.epochs=2",
+                                   "--control-drift", "bbox:train.epochs=7"])  # fmt: skip
+        assert args.baseline_names[-2:] == ["control-drift", "control-drift-bbox"]
+        assert results.baseline_overrides("control-drift", None) == [
+            "train.pairs=shuffled", "train.select=last", "train.epochs=2"]  # fmt: skip
+        assert results.baseline_overrides("control-drift", "bbox") == [
+            "train.pairs=shuffled", "train.epochs=7"]  # fmt: skip
+        text2 = "train:\n  pairs: real\n  select: best\n  epochs: 8\n"
+        assert results.baseline_resets(text2, ["method=scn"]) == [
+            "train.pairs=real", "train.select=best", "train.epochs=8"]  # fmt: skip
     finally:
-        results.CONTROL_LRS.clear()
+        results.CONTROL_SETS.clear()
     assert results.parse_args([]).baseline_names == ["doersch", "control", "control-bbox"]
     assert results.baseline_resets(text, ["method=scn"]) == ["train.pairs=real"]
 
@@ -612,21 +627,19 @@ def test_scn_against_the_control_has_a_known_answer_interval():
     assert "| Img mAP | +0.10 | +0.10 | +0.00 [+0.00, +0.00]: no measurable difference |" in section
     assert "| detection mAP | n/a | n/a | n/a |" in section
     assert "h1 drift SCN 0.340, control 0.310" in section
-    ctl.params = {"proposal": "edgebox", "train": {"lr": 1e-05}}  # 1e-5 * 0.34 / 0.31
+    scn.metrics["train"]["selected_epoch"], ctl.metrics["train"]["selected_epoch"] = 7, 2
     text = render_results([scn, ctl], {"commit": "abc", "dirty": [], "base_params": {}})
-    assert "train.lr 1e-05): 1.1e-05 (`--control-lr 1.1e-05`)." in text
+    assert "Selected epoch (mean): SCN 7, control 2; under `train.select: best`" in text
     # no control run: no section
     assert "shuffled-pairs control" not in render_results([scn], {"commit": "abc"})
     # a control on BBox pairs is set against BBox's SCN, not the workspace's proposal's
     bbox, ctl_bbox = run("bbox", 0.02, 0.5), run("control-bbox", 0.005, 0.6)
-    ctl_bbox.params = {"proposal": "bbox", "train": {"lr": 1e-05}}  # 1e-5 * 0.5 / 0.6
     text = render_results([scn, ctl, bbox, ctl_bbox],
                           {"commit": "abc", "dirty": [], "base_params": {}})  # fmt: skip
     section = text.split("## SCN against the shuffled-pairs control")[1].split("\n## ")[0]
     assert "`control` against edgebox SCN" in section
     part = section.split("`control-bbox` against bbox SCN")[1]
     assert "h1 drift SCN 0.500, control 0.600" in part
-    assert "(`--control-lr bbox=8.3e-06`)" in part
     assert "| Obj mAP | +2.20 | +0.70 | +1.50 [+1.50, +1.50]: SCN above the control |" in part
     assert "| control-bbox | " in text and "control-bbox SCN" not in text
 
