@@ -256,63 +256,56 @@ def run_row(row: Row, seed: int, params_file: Path, scratch: Path) -> dict[str, 
     return metrics
 
 
-def _lr_of(overrides: tuple[str, ...], params_file: Path) -> float:
-    data = apply_overrides(read_yaml(params_file), (*BASE, *overrides), strict=False)
-    return float(data["train"]["lr"])
+#: the drift-matched control keeps its last epoch, never stopping early: its number of
+#: epochs sets its drift (under train.select=best, its selected epoch did, not its lr)
+LAST_EPOCH = ("train.select=last", "train.early_stop_patience=0")
 
 
-def match_drift(
-    row: Row,
-    target: float,
-    params_file: Path,
-    scratch: Path,
-    tries: int = 4,
-    tolerance: float = 0.1,
-) -> tuple[float, float]:
-    """The learning rate at which ``row``'s shuffled-pairs control moves h1 as far as
-    ``target`` (held-out ``h1_drift`` of the SCN, seed 0): secant steps on log(drift)
-    against log(lr), starting at the row's lr; stops within ``tolerance`` (relative) or
-    after ``tries`` runs. Returns (lr, the drift reached)."""
-    import math
+def match_drift_epochs(
+    row: Row, target: float, params_file: Path, scratch: Path
+) -> tuple[int, float]:
+    """The number of epochs at which ``row``'s shuffled-pairs control, keeping its last
+    epoch (:data:`LAST_EPOCH`), moves h1 closest to ``target`` (the row's held-out
+    ``h1_drift``): one run of the control for the row's epochs at seed 0, whose per-epoch
+    ``h1_drift`` (``train_loss.csv``) says it; the same seed cut at E epochs is that run's
+    first E epochs (neither the step schedule nor the data order depends on the total).
+    Returns (E, its drift); the warm-up epochs, which leave h1 as it was, are not chosen."""
+    import csv
 
-    lr = _lr_of(row.overrides, params_file)
-    points: list[tuple[float, float]] = []
-    for k in range(tries):
-        name = f"{row.name}-control-match{k}"
-        probe = Row(name, (*row.overrides, "train.pairs=shuffled", f"train.lr={lr:.4g}"))
-        drift = float(run_row(probe, 0, params_file, scratch)["h1_drift"])
-        points.append((math.log(lr), math.log(max(drift, 1e-12))))
-        log.info("drift matching: lr %.4g gives h1 drift %.4g (target %.4g)", lr, drift, target)
-        if abs(drift / target - 1) <= tolerance:
-            break
-        if len(points) == 1:
-            slope = 1.0  # drift roughly proportional to the step at first
-        else:
-            (x0, y0), (x1, y1) = points[-2], points[-1]
-            slope = (y1 - y0) / (x1 - x0) if x1 != x0 else 1.0
-            slope = slope if slope > 0.05 else 1.0
-        lr = math.exp(points[-1][0] + (math.log(target) - points[-1][1]) / slope)
-    best = min(points, key=lambda p: abs(p[1] - math.log(target)))
-    return math.exp(best[0]), math.exp(best[1])
+    data = apply_overrides(read_yaml(params_file), (*BASE, *row.overrides), strict=False)
+    epochs = int(data["train"]["epochs"])
+    warm = int(data["train"].get("context_warmup_epochs") or 0)
+    probe = Row(f"{row.name}-control-epochs",
+                (*row.overrides, "train.pairs=shuffled", *LAST_EPOCH))  # fmt: skip
+    run_row(probe, 0, params_file, scratch)
+    with open(scratch / f"{probe.name}-s0" / "plots" / "train_loss.csv") as f:
+        drift = {int(r["epoch"]): float(r["h1_drift"]) for r in csv.DictReader(f)}
+    choices = {e: d for e, d in drift.items() if e > warm or warm >= epochs}
+    best = min(choices, key=lambda e: (abs(choices[e] - target), e))
+    log.info("drift matching: the control's h1 drift per epoch %s; %d epochs give %.4g "
+             "(target %.4g)", {e: round(d, 4) for e, d in drift.items()}, best, choices[best],
+             target)  # fmt: skip
+    return best, choices[best]
 
 
 def control_rows(
     row: Row, runs: list[dict[str, Any]], params_file: Path, scratch: Path
 ) -> list[Row]:
-    """The shuffled-pairs control of ``row`` (issue 24) at the row's own settings, and at
-    the learning rate whose h1 drift matches the row's (seed 0): the contrast that tells
-    context from movement."""
+    """The shuffled-pairs control of ``row`` (issue 24) at the row's own settings, and the
+    one whose h1 drift matches the row's (seed 0) by its number of epochs
+    (:func:`match_drift_epochs`): the contrast that tells context from movement."""
     same = Row(f"{row.name}-control", (*row.overrides, "train.pairs=shuffled"),
                "null-objective control (shuffled pairs) at the row's settings")  # fmt: skip
     target = runs[0].get("h1_drift")
     if not isinstance(target, int | float) or not target > 0:
         return [same]
-    lr, drift = match_drift(row, float(target), params_file, scratch)
+    epochs, drift = match_drift_epochs(row, float(target), params_file, scratch)
     matched = Row(
         f"{row.name}-control-drift",
-        (*row.overrides, "train.pairs=shuffled", f"train.lr={lr:.4g}"),
-        f"the control at the lr whose h1 drift ({drift:.3g}) matches the row's ({target:.3g})",
-    )
+        (*row.overrides, "train.pairs=shuffled", *LAST_EPOCH, f"train.epochs={epochs}"),
+        f"the control at the number of epochs whose h1 drift ({drift:.3g}) matches the "
+        f"row's ({target:.3g})",
+    )  # fmt: skip
     return [same, matched]
 
 
@@ -438,7 +431,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--controls",
         action="store_true",
         help="after each row, its shuffled-pairs control at the row's settings and at the "
-        "learning rate whose h1 drift matches the row's (seed 0 searched)",
+        "number of epochs (last epoch kept) whose h1 drift matches the row's (seed 0)",
     )
     return p.parse_args(argv)
 

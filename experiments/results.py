@@ -281,17 +281,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "shuffled-pairs control on BBox pairs), or '' for none (default: "
                     f"{','.join(DEFAULT_BASELINES)})")  # fmt: skip
     ap.add_argument("--control-lr", action="append", default=[], metavar="[MECHANISM=]LR",
-                    help="also run the shuffled-pairs control at this train.lr (the one whose "
-                    "h1 drift matches the SCN's: python -m experiments.regimes --controls) "
-                    f"as baseline {CONTROL_DRIFT!r} on the workspace's proposal, or with "
-                    f"MECHANISM= as {CONTROL_DRIFT}-MECHANISM on that mechanism's pairs; "
-                    "repeatable; short for --control-drift [MECHANISM:]train.lr=LR")  # fmt: skip
+                    help="also run the shuffled-pairs control at this train.lr (for a run "
+                    "that keeps its last epoch: under train.select=best the selected epoch "
+                    f"sets the drift) as baseline {CONTROL_DRIFT!r} on the workspace's "
+                    f"proposal, or with MECHANISM= as {CONTROL_DRIFT}-MECHANISM on that "
+                    "mechanism's pairs; repeatable; short for --control-drift [MECHANISM:]train.lr=LR")  # fmt: skip
     ap.add_argument("--control-drift", action="append", default=[],
                     metavar="[MECHANISM:]KEY=VALUE[,KEY=VALUE...]",
                     help="also run the shuffled-pairs control with these overrides, chosen so "
                     "that its h1 drift matches the SCN's (e.g. train.select=last,"
-                    "train.epochs=2: under train.select=best the control's epoch, not its "
-                    f"learning rate, sets its drift), as baseline {CONTROL_DRIFT!r}, or with "
+                    "train.early_stop_patience=0,train.epochs=2, as python -m "
+                    "experiments.regimes --controls finds them), as baseline "
+                    f"{CONTROL_DRIFT!r}, or with "
                     f"MECHANISM: as {CONTROL_DRIFT}-MECHANISM; repeatable")  # fmt: skip
     ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                     help="extra params override passed to every `dvc exp run` as -S")  # fmt: skip

@@ -28,9 +28,10 @@ from pipeline.evaluate.bootstrap import (
 MECHANISMS = ("edgebox", "yolo", "bbox", "random")
 # Other training methods, each one experiment with the workspace's proposal: name -> -S
 # (issue 24) "control": the null-objective control, the SCN trained on shuffled pairs
-# (train.pairs: shuffled) at the SCN's settings; "control-drift" (with --control-lr): the
-# same at the learning rate whose h1 drift matches the SCN's (experiments.regimes
-# --controls finds it), the contrast that tells context from movement.
+# (train.pairs: shuffled) at the SCN's settings; "control-drift" (with --control-drift):
+# the same with the settings (the number of epochs, last epoch kept) whose h1 drift matches
+# the SCN's (experiments.regimes --controls finds them), the contrast that tells context
+# from movement.
 BASELINES: dict[str, tuple[str, ...]] = {
     "doersch": ("method=doersch",),
     "control": ("train.pairs=shuffled",),
@@ -849,8 +850,9 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
     out = ["", "## SCN against the shuffled-pairs control", "",
            "The control trains the same network with the same regime on pairs whose bottom "
            "patch comes from another image (`train.pairs: shuffled`): it moves h1 with no "
-           "context to learn. `control` runs at the SCN's settings, `control-drift` at the "
-           "learning rate whose h1 drift matches the SCN's, each on the workspace's "
+           "context to learn. `control` runs at the SCN's settings, `control-drift` with the "
+           "settings whose h1 drift matches the SCN's (its params column says which), each "
+           "on the workspace's "
            f"proposal ({own}); `control-<mechanism>` on that mechanism's pairs, against "
            "that mechanism's SCN. Differences in points; SCN - "
            "control with its paired bootstrap 95% interval over the test items (and seeds), "

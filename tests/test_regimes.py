@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 
 import pytest
@@ -81,11 +82,12 @@ def test_rows_train_on_the_workspace_pairs_and_report_the_gain(tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_controls_shuffle_the_pairs_and_match_the_drift(tmp_path, monkeypatch):
-    """--controls adds the shuffled-pairs control at the row's settings and at a learning
-    rate searched so that its h1 drift comes close to the row's."""
+    """--controls adds the shuffled-pairs control at the row's settings and the one whose
+    number of epochs (last epoch kept) brings its h1 drift closest to the row's; cut at
+    those epochs, the control reproduces the probe's drift at that epoch."""
     params_file = tiny_workspace(tmp_path)
-    base = ("train.optimizer=adam", "train.loss=mean", "train.epochs=2",
-            "train.frozen_baseline=false")  # fmt: skip
+    base = ("train.optimizer=adam", "train.loss=mean", "train.epochs=4",
+            "train.context_warmup_epochs=1", "train.frozen_baseline=false")  # fmt: skip
     monkeypatch.setattr(regimes, "BASE", base)
     js = tmp_path / "regimes.json"
     regimes.main(["--row", "tiny:train.lr=1e-4", "--controls", "--params", str(params_file),
@@ -95,14 +97,16 @@ def test_controls_shuffle_the_pairs_and_match_the_drift(tmp_path, monkeypatch):
     assert list(rows) == ["tiny", "tiny-control", "tiny-control-drift"]
     assert "train.pairs=shuffled" in rows["tiny-control"]["overrides"]
     matched = rows["tiny-control-drift"]
-    lr = float(
-        next(o for o in matched["overrides"][::-1] if o.startswith("train.lr=")).split("=")[1]
-    )
+    assert {"train.select=last", "train.early_stop_patience=0"} <= set(matched["overrides"])
+    epochs = int(matched["overrides"][-1].removeprefix("train.epochs="))
+    probe = tmp_path / "scratch" / "tiny-control-epochs-s0" / "plots" / "train_loss.csv"
+    drift = {int(r["epoch"]): float(r["h1_drift"]) for r in csv.DictReader(probe.open())}
+    assert list(drift) == [1, 2, 3, 4] and drift[1] == 0  # the warm-up leaves h1
     target = rows["tiny"]["h1_drift"]
-    # within 10% of the row's drift, or searched away from the row's own lr
-    assert abs(matched["h1_drift"] / target - 1) <= 0.1 or lr != 1e-4
-    # at least as close to the row's drift as the control at the row's settings
-    assert abs(matched["h1_drift"] - target) <= abs(rows["tiny-control"]["h1_drift"] - target)
+    assert 2 <= epochs <= 4
+    assert abs(drift[epochs] - target) == min(abs(drift[e] - target) for e in (2, 3, 4))
+    # the run cut at those epochs is the probe's first epochs
+    assert matched["h1_drift"] == pytest.approx(drift[epochs], rel=1e-4)
 
 
 @pytest.mark.slow
