@@ -285,7 +285,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     "that keeps its last epoch: under train.select=best the selected epoch "
                     f"sets the drift) as baseline {CONTROL_DRIFT!r} on the workspace's "
                     f"proposal, or with MECHANISM= as {CONTROL_DRIFT}-MECHANISM on that "
-                    "mechanism's pairs; repeatable; short for --control-drift [MECHANISM:]train.lr=LR")  # fmt: skip
+                    "mechanism's pairs; repeatable; short for --control-drift "
+                    "[MECHANISM:]train.lr=LR")  # fmt: skip
     ap.add_argument("--control-drift", action="append", default=[],
                     metavar="[MECHANISM:]KEY=VALUE[,KEY=VALUE...]",
                     help="also run the shuffled-pairs control with these overrides, chosen so "
