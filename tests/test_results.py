@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -648,6 +649,8 @@ def test_make_results_passes_its_arguments():
     """`make results RESULTS_ARGS=...` (README) runs the runner with those arguments."""
     cmd = ["make", "-n", "results", f"VENV={sys.prefix}",
            "RESULTS_ARGS=--control-lr bbox=1.6e-05 --reuse"]  # fmt: skip
-    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    last = out.strip().splitlines()[-1]
-    assert last.endswith("-m experiments.results --control-lr bbox=1.6e-05 --reuse")
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    out = subprocess.run([*cmd, "--no-print-directory"], cwd=ROOT, capture_output=True,
+                         text=True, check=True, env=env).stdout  # fmt: skip
+    (line,) = [x for x in out.splitlines() if "-m experiments.results" in x]
+    assert line.endswith("-m experiments.results --control-lr bbox=1.6e-05 --reuse")
