@@ -870,7 +870,9 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
             mean_of(ctl, "train", "selected_epoch"),
         )
         if sel_s is not None and sel_c is not None:
-            out[-1] += (f" Selected epoch (mean): SCN {sel_s:.3g}, control {sel_c:.3g}; under "
+            out[-1] += f" Selected epoch (mean): SCN {sel_s:.3g}, control {sel_c:.3g}."
+        if sel_s is not None and sel_c is not None and (baseline_of(name) or ("",))[0] == "control":
+            out[-1] += (" Under "
                         "`train.select: best` the control's selected epoch sets its drift "
                         "more than `train.lr` does, so match it with `--control-drift "
                         "[mechanism:]train.select=last,train.early_stop_patience=0,"

@@ -630,7 +630,7 @@ def test_scn_against_the_control_has_a_known_answer_interval():
     assert "h1 drift SCN 0.340, control 0.310" in section
     scn.metrics["train"]["selected_epoch"], ctl.metrics["train"]["selected_epoch"] = 7, 2
     text = render_results([scn, ctl], {"commit": "abc", "dirty": [], "base_params": {}})
-    assert "Selected epoch (mean): SCN 7, control 2; under `train.select: best`" in text
+    assert "Selected epoch (mean): SCN 7, control 2. Under `train.select: best`" in text
     # no control run: no section
     assert "shuffled-pairs control" not in render_results([scn], {"commit": "abc"})
     # a control on BBox pairs is set against BBox's SCN, not the workspace's proposal's
