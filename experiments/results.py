@@ -63,6 +63,7 @@ from experiments.results_report import (
     by_mechanism,
     get,
     plot_lowshot_differences,
+    proposal_of,
     render_results,
 )
 from pipeline.artifacts import DETAILS
@@ -253,13 +254,6 @@ def baseline_overrides(base: str, mech: str | None) -> list[str]:
     return list(BASELINES[base])
 
 
-def run_proposal(run: Run, own: str) -> str:
-    """The proposal a run trains on: its mechanism's, a baseline's own (``control-bbox``),
-    or the workspace's (``own``)."""
-    spec = baseline_of(run.mechanism)
-    return run.mechanism if spec is None else spec[1] or own
-
-
 def run_order(runs: list[Run], own: str, base_seed: int) -> list[Run]:
     """The order to run in: the runs of one proposal one after the other, each proposal's
     baselines before its SCN runs (as listed otherwise), the workspace's own proposal last
@@ -267,8 +261,12 @@ def run_order(runs: list[Run], own: str, base_seed: int) -> list[Run]:
     stages before train have an uncached output (their git-tracked details JSON), which
     keeps DVC from saving them in its run cache: every change of proposal reruns
     proposals, pairs and targets (and yolo)."""
-    return sorted(runs, key=lambda r: (run_proposal(r, own) == own, run_proposal(r, own),
-                                       r.mechanism == own and r.seed == base_seed))  # fmt: skip
+
+    def key(r: Run) -> tuple[bool, str, bool]:
+        proposal = proposal_of(r.mechanism, own)
+        return proposal == own, proposal, r.mechanism == own and r.seed == base_seed
+
+    return sorted(runs, key=key)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -349,8 +347,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         name = f"{CONTROL_DRIFT}-{mech}" if mech else CONTROL_DRIFT
         if name not in baselines:
             baselines.append(name)
-    lacking = [b for b in baselines if (baseline_of(b) or ("",))[0] == CONTROL_DRIFT
-               and (baseline_of(b) or ("", None))[1] not in CONTROL_SETS]  # fmt: skip
+    specs = [baseline_of(b) for b in baselines]  # every one a baseline (checked above)
+    lacking = [b for b, (base, mech) in zip(baselines, specs, strict=True)
+               if base == CONTROL_DRIFT and mech not in CONTROL_SETS]  # fmt: skip
     if lacking:
         ap.error(f"--baselines: {', '.join(lacking)} needs its settings: --control-drift "
                  "[MECHANISM:]KEY=VALUE,... or --control-lr [MECHANISM=]LR")  # fmt: skip
@@ -390,7 +389,8 @@ def main(argv: list[str] | None = None) -> int:
         for run in order:
             spec = baseline_of(run.mechanism)
             if spec is not None:
-                overrides = [f"proposal={spec[1] or own}", *baseline_overrides(*spec), *args.sets]
+                overrides = [f"proposal={proposal_of(run.mechanism, own)}",
+                             *baseline_overrides(*spec), *args.sets]  # fmt: skip
             else:
                 overrides = [f"proposal={run.mechanism}", "method=scn", *args.sets]
             # `dvc exp run -S` leaves its edits in the workspace: every key a baseline sets

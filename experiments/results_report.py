@@ -53,6 +53,13 @@ def baseline_of(name: str) -> tuple[str, str | None] | None:
     return None
 
 
+def proposal_of(name: str, own: str) -> str:
+    """The proposal a run of this mechanism or baseline trains on: the mechanism's, a
+    baseline's own (``control-bbox``), or the workspace's (``own``)."""
+    spec = baseline_of(name)
+    return name if spec is None else spec[1] or own
+
+
 def run_name_label(mech: str) -> str:
     """A row's label: the baseline's name, or ``<mechanism> SCN``."""
     return mech if baseline_of(mech) else f"{mech} SCN"
@@ -831,14 +838,14 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
     beside the h1 drift and the fine-tuning gain that say how far and how usefully each
     moved the bottom stream."""
     own = params.get("proposal", "edgebox")
-    controls = []  # (name, its proposal, its runs, the SCN runs on that proposal)
+    controls = []  # (name, its baseline, its proposal, its runs, the SCN runs on that proposal)
     for name, ctl in groups.items():
-        spec = baseline_of(name)
-        if spec and spec[0] in CONTROLS and groups.get(spec[1] or own):
-            controls.append((name, spec[1] or own, ctl, groups[spec[1] or own]))
+        base, mech = (baseline_of(name) or ("", None))[0], proposal_of(name, own)
+        if base in CONTROLS and groups.get(mech):
+            controls.append((name, base, mech, ctl, groups[mech]))
     if not controls:
         return []
-    ks = get(controls[0][3][0].metrics, "classify", "lowshot", "settings", "obj", "k") or []
+    ks = get(controls[0][4][0].metrics, "classify", "lowshot", "settings", "obj", "k") or []
     settings = [("obj", "Obj mAP"), ("img", "Img mAP"), ("det", "detection mAP")] + [
         (lowshot_key("obj", k), f"low-shot Obj mAP, k = {k}") for k in ks
     ]
@@ -857,7 +864,7 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
            "that mechanism's SCN. Differences in points; SCN - "
            "control with its paired bootstrap 95% interval over the test items (and seeds), "
            "both measured against the same original on the same resamples.", ""]  # fmt: skip
-    for name, mech, ctl, scn in controls:
+    for name, base, mech, ctl, scn in controls:
         drift_s, drift_c = mean_of(scn, "train", "h1_drift"), mean_of(ctl, "train", "h1_drift")
         gain_s = mean_of(scn, "train", "finetune_gain_nonoverlap")
         gain_c = mean_of(ctl, "train", "finetune_gain_nonoverlap")
@@ -865,18 +872,15 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
                 f"drift SCN {num(drift_s, '{:.3f}')}, control {num(drift_c, '{:.3f}')}; "
                 f"fine-tuning gain on non-overlapping held-out pairs SCN {signed(gain_s)}, "
                 f"control {signed(gain_c)} points."]  # fmt: skip
-        sel_s, sel_c = (
-            mean_of(scn, "train", "selected_epoch"),
-            mean_of(ctl, "train", "selected_epoch"),
-        )
+        sel_s = mean_of(scn, "train", "selected_epoch")
+        sel_c = mean_of(ctl, "train", "selected_epoch")
         if sel_s is not None and sel_c is not None:
             out[-1] += f" Selected epoch (mean): SCN {sel_s:.3g}, control {sel_c:.3g}."
-        if sel_s is not None and sel_c is not None and (baseline_of(name) or ("",))[0] == "control":
-            out[-1] += (" Under "
-                        "`train.select: best` the control's selected epoch sets its drift "
-                        "more than `train.lr` does, so match it with `--control-drift "
-                        "[mechanism:]train.select=last,train.early_stop_patience=0,"
-                        "train.epochs=E`.")  # fmt: skip
+            if base == "control":
+                out[-1] += (" Under `train.select: best` the control's selected epoch sets "
+                            "its drift more than `train.lr` does, so match it with "
+                            "`--control-drift [mechanism:]train.select=last,"
+                            "train.early_stop_patience=0,train.epochs=E`.")  # fmt: skip
         out.append("")
         rows = []
         for setting, label in settings:

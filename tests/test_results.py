@@ -227,11 +227,9 @@ def test_render_results_lowshot_table_has_original_ceiling_and_scn_per_seed_mean
     assert "## Low-shot" not in render_results(runs, context())
 
 
-def test_render_results_lowshot_differences_pooled_over_seeds_with_verdicts():
-    """Per k, the mean over the seeds of SCN - original low-shot mAP, with the interval of
-    pooled_interval over the seeds' records (classify's, already pooled over the draws);
-    one seed: the run's own ``lowshot_diff``; a run without its record: no interval."""
-    noise = np.linspace(-0.01, 0.01, 400)
+def lowshot_seed_runs(noise: np.ndarray) -> list[Run]:
+    """Two seeds' runs with low-shot results at k = 1, 2 on Obj: SCN - original +4 and +8
+    points at k = 1 (seeds 0 and 1), 0 at k = 2, each bootstrap record its value + noise."""
     runs = [seed_run(s, 0.45, np.zeros(10)) for s in (0, 1)]
     for r, shift in zip(runs, (0.04, 0.08), strict=True):
         r.metrics["classify"]["lowshot"] = {"k": [1, 2], "n_samples": 5, "settings": {"obj": {
@@ -241,6 +239,15 @@ def test_render_results_lowshot_differences_pooled_over_seeds_with_verdicts():
         for k, d in ((1, shift), (2, 0.0)):
             r.bootstrap[f"lowshot_obj_k{k}"] = {"value": d, "diffs": d + noise, "seed": 0,
                                                 "n_boot": 400, "n_test": 83}  # fmt: skip
+    return runs
+
+
+def test_render_results_lowshot_differences_pooled_over_seeds_with_verdicts():
+    """Per k, the mean over the seeds of SCN - original low-shot mAP, with the interval of
+    pooled_interval over the seeds' records (classify's, already pooled over the draws);
+    one seed: the run's own ``lowshot_diff``; a run without its record: no interval."""
+    noise = np.linspace(-0.01, 0.01, 400)
+    runs = lowshot_seed_runs(noise)
     text = render_results(runs, context())
     section = text[text.index("## Low-shot") : text.index("## Table 1")]
     assert "trained - original (points) with the paired bootstrap 95% interval" in section
@@ -273,15 +280,7 @@ def test_lowshot_difference_figure_has_every_arm_with_its_interval(tmp_path):
     from experiments.results_report import lowshot_differences, plot_lowshot_differences
 
     noise = np.linspace(-0.01, 0.01, 400)
-    runs = [seed_run(s, 0.45, np.zeros(10)) for s in (0, 1)]
-    for r, shift in zip(runs, (0.04, 0.08), strict=True):
-        r.metrics["classify"]["lowshot"] = {"k": [1, 2], "n_samples": 5, "settings": {"obj": {
-            "k": [1, 2],
-            "original": {"map_mean": [0.25, 0.45], "map_std": [0.01, 0.01]},
-            "scn": {"map_mean": [0.25 + shift, 0.45], "map_std": [0.01, 0.01]}}}}  # fmt: skip
-        for k, d in ((1, shift), (2, 0.0)):
-            r.bootstrap[f"lowshot_obj_k{k}"] = {"value": d, "diffs": d + noise, "seed": 0,
-                                                "n_boot": 400, "n_test": 83}  # fmt: skip
+    runs = lowshot_seed_runs(noise)
     control = Run("control", "results-control", "ok", params=runs[0].params, seed=0,
                   metrics=json.loads(json.dumps(runs[0].metrics)))  # fmt: skip
     control.metrics["classify"]["lowshot_diff"] = {"obj": {
@@ -577,8 +576,8 @@ def test_baselines_on_another_proposal_and_the_run_order():
     """``control-bbox`` is the shuffled-pairs control on BBox pairs; the runs of one proposal
     run together (a change of proposal reruns the stages before train), baselines first,
     the workspace's own proposal last and its own SCN at its own seed at the very end."""
-    from experiments.results import run_order, run_proposal
-    from experiments.results_report import baseline_of
+    from experiments.results import run_order
+    from experiments.results_report import baseline_of, proposal_of
 
     assert baseline_of("control") == ("control", None)
     assert baseline_of("control-bbox") == ("control", "bbox")
@@ -589,8 +588,9 @@ def test_baselines_on_another_proposal_and_the_run_order():
     runs = [Run(m, f"{m}-{s}", seed=s) for m in ("doersch", "control", "control-bbox")
             for s in (0, 1)]  # fmt: skip
     runs += [Run(m, f"{m}-{s}", seed=s) for m in ("edgebox", "bbox", "random") for s in (0, 1)]
-    assert run_proposal(runs[4], "edgebox") == "bbox"
-    assert run_proposal(runs[0], "edgebox") == "edgebox"
+    assert proposal_of(runs[4].mechanism, "edgebox") == "bbox"
+    assert proposal_of(runs[0].mechanism, "edgebox") == "edgebox"
+    assert proposal_of("random", "edgebox") == "random"
     order = [r.name for r in run_order(runs, "edgebox", 0)]
     assert order == ["control-bbox-0", "control-bbox-1", "bbox-0", "bbox-1", "random-0",
                      "random-1", "doersch-0", "doersch-1", "control-0", "control-1",
