@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CONTRIB := opencv-contrib-python-headless==4.12.0.88
 
-.PHONY: install repro test test-fast lint format results ablations clean-venv
+.PHONY: install repro test test-fast test-other-cpu lint format results ablations clean-venv
 
 install: $(STAMP)
 
@@ -37,6 +37,13 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# The whole suite with another CPU's SIMD kernels (tools/other_cpu.py): every tolerance must
+# hold on any x86-64 CPU, not just this one's. OTHER_CPU=avx2 (no AVX-512) or default.
+OTHER_CPU ?= avx2
+
+test-other-cpu: $(STAMP)
+	$(BIN)/python -m tools.other_cpu $(OTHER_CPU) -- $(BIN)/python -m pytest
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline stages tests bench experiments tools
