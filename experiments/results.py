@@ -83,8 +83,9 @@ CONTROL_SETS: dict[str | None, list[str]] = {}
 CONTROL_FIXED = ("proposal", "method", "train.pairs", "train.seed")
 # the baselines `make results` runs: Doersch, the shuffled-pairs control on the workspace's
 # proposal and on BBox pairs (BBox's SCN gains while its context objective ends below the
-# frozen features': RESULTS.md of 2026-12-07)
-DEFAULT_BASELINES = ("doersch", "control", "control-bbox")
+# frozen features': RESULTS.md of 2026-12-07), and BBox's SCN without the offset input (does
+# that gain need the relative position, or only the pairing?)
+DEFAULT_BASELINES = ("doersch", "control", "control-bbox", "nooffset-bbox")
 log = logging.getLogger("experiments.results")
 
 

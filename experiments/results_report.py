@@ -35,6 +35,10 @@ MECHANISMS = ("edgebox", "yolo", "bbox", "random")
 BASELINES: dict[str, tuple[str, ...]] = {
     "doersch": ("method=doersch",),
     "control": ("train.pairs=shuffled",),
+    # the SCN without the offset input (the paper's Figure 3 ablation, on real pairs): the
+    # same same-image pairs with no relative position, so SCN - nooffset is what the offset
+    # adds to whatever the pairing alone teaches
+    "nooffset": ("train.use_offset=false",),
 }
 CONTROL_DRIFT = "control-drift"
 CONTROLS = ("control", CONTROL_DRIFT)
@@ -827,55 +831,89 @@ def _proposals_table(ok: list[Run], n_seeds: dict[str, int]) -> list[str]:
     return out
 
 
-#: verdicts of a contrast SCN - control
-CONTRAST_VERDICT = {"gain": "SCN above the control", "loss": "SCN below the control",
-                    "no measurable difference": "no measurable difference"}  # fmt: skip
+#: the sections that set the SCN against a baseline on the same pairs: the baseline's name
+#: -> (title, what the other arm is, its word in the figures, its label in the verdicts);
+#: the drift-matched control shares the control's section
+CONTRASTS: dict[str, tuple[str, str, str, str]] = {
+    "control": (
+        "SCN against the shuffled-pairs control",
+        "The control trains the same network with the same regime on pairs whose bottom "
+        "patch comes from another image (`train.pairs: shuffled`): it moves h1 with no "
+        "context to learn. `control` runs at the SCN's settings, `control-drift` with the "
+        "settings whose h1 drift matches the SCN's (its params column says which), each on "
+        "the workspace's proposal ({own}); `control-<mechanism>` on that mechanism's pairs, "
+        "against that mechanism's SCN.",
+        "control",
+        "the control",
+    ),
+    "nooffset": (
+        "SCN against the SCN without the offset",
+        "The no-offset ablation trains the same network with the same regime on the same "
+        "real pairs, but its context module does not see the relative position of the two "
+        "patches (`train.use_offset: false`, the paper's Figure 3 ablation on real pairs): "
+        "whatever it learns comes from the pairing alone (which objects share an image), so "
+        "SCN - nooffset is what the spatial offset adds. `nooffset` runs on the workspace's "
+        "proposal ({own}), `nooffset-<mechanism>` on that mechanism's pairs.",
+        "no-offset",
+        "the no-offset SCN",
+    ),
+}
 
 
-def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
-    """SCN against the shuffled-pairs controls (issue 24), setting by setting: each one's
-    difference from the original and SCN - control with its interval (same test resamples),
-    beside the h1 drift and the fine-tuning gain that say how far and how usefully each
-    moved the bottom stream."""
+def _contrast_kind(base: str) -> str | None:
+    """The CONTRASTS section a baseline belongs to (None: none, e.g. Doersch)."""
+    base = "control" if base == CONTROL_DRIFT else base
+    return base if base in CONTRASTS else None
+
+
+def _contrast_sections(groups: dict[str, list[Run]], params: dict) -> list[str]:
+    """One section per CONTRASTS kind with runs: SCN against the shuffled-pairs controls
+    (issue 24) and against its no-offset ablation, setting by setting: each baseline's
+    difference from the original and SCN - baseline with its interval (same test
+    resamples), beside the h1 drift and the fine-tuning gain that say how far and how
+    usefully each moved the bottom stream."""
     own = params.get("proposal", "edgebox")
-    controls = []  # (name, its baseline, its proposal, its runs, the SCN runs on that proposal)
-    for name, ctl in groups.items():
+    found: dict[str, list] = {kind: [] for kind in CONTRASTS}
+    for name, runs in groups.items():  # (name, its baseline, its proposal, runs, SCN runs)
         base, mech = (baseline_of(name) or ("", None))[0], proposal_of(name, own)
-        if base in CONTROLS and groups.get(mech):
-            controls.append((name, base, mech, ctl, groups[mech]))
-    if not controls:
-        return []
-    ks = get(controls[0][4][0].metrics, "classify", "lowshot", "settings", "obj", "k") or []
+        kind = _contrast_kind(base)
+        if kind and groups.get(mech):
+            found[kind].append((name, base, mech, runs, groups[mech]))
+    out = []
+    for kind, arms in found.items():
+        if arms:
+            out += _contrast_section(kind, arms, own)
+    return out
+
+
+def _contrast_section(kind: str, arms: list, own: str) -> list[str]:
+    title, intro, word, label = CONTRASTS[kind]
+    ks = get(arms[0][4][0].metrics, "classify", "lowshot", "settings", "obj", "k") or []
     settings = [("obj", "Obj mAP"), ("img", "Img mAP"), ("det", "detection mAP")] + [
         (lowshot_key("obj", k), f"low-shot Obj mAP, k = {k}") for k in ks
     ]
+    verdicts = {"gain": f"SCN above {label}", "loss": f"SCN below {label}",
+                "no measurable difference": "no measurable difference"}  # fmt: skip
 
     def mean_value(g: list[Run], setting: str) -> str:
         vals = [r.bootstrap.get(setting, {}).get("value") for r in g]
         return "n/a" if None in vals else f"{100 * float(np.mean(vals)):+.2f}"
 
-    out = ["", "## SCN against the shuffled-pairs control", "",
-           "The control trains the same network with the same regime on pairs whose bottom "
-           "patch comes from another image (`train.pairs: shuffled`): it moves h1 with no "
-           "context to learn. `control` runs at the SCN's settings, `control-drift` with the "
-           "settings whose h1 drift matches the SCN's (its params column says which), each "
-           "on the workspace's "
-           f"proposal ({own}); `control-<mechanism>` on that mechanism's pairs, against "
-           "that mechanism's SCN. Differences in points; SCN - "
-           "control with its paired bootstrap 95% interval over the test items (and seeds), "
+    out = ["", f"## {title}", "", intro.format(own=own) + " Differences in points; SCN - "
+           f"{word} with its paired bootstrap 95% interval over the test items (and seeds), "
            "both measured against the same original on the same resamples.", ""]  # fmt: skip
-    for name, base, mech, ctl, scn in controls:
-        drift_s, drift_c = mean_of(scn, "train", "h1_drift"), mean_of(ctl, "train", "h1_drift")
+    for name, base, mech, other, scn in arms:
+        drift_s, drift_c = mean_of(scn, "train", "h1_drift"), mean_of(other, "train", "h1_drift")
         gain_s = mean_of(scn, "train", "finetune_gain_nonoverlap")
-        gain_c = mean_of(ctl, "train", "finetune_gain_nonoverlap")
-        out += [f"`{name}` against {mech} SCN ({len(ctl)} seed(s); SCN: {len(scn)}): h1 "
-                f"drift SCN {num(drift_s, '{:.3f}')}, control {num(drift_c, '{:.3f}')}; "
+        gain_c = mean_of(other, "train", "finetune_gain_nonoverlap")
+        out += [f"`{name}` against {mech} SCN ({len(other)} seed(s); SCN: {len(scn)}): h1 "
+                f"drift SCN {num(drift_s, '{:.3f}')}, {word} {num(drift_c, '{:.3f}')}; "
                 f"fine-tuning gain on non-overlapping held-out pairs SCN {signed(gain_s)}, "
-                f"control {signed(gain_c)} points."]  # fmt: skip
+                f"{word} {signed(gain_c)} points."]  # fmt: skip
         sel_s = mean_of(scn, "train", "selected_epoch")
-        sel_c = mean_of(ctl, "train", "selected_epoch")
+        sel_c = mean_of(other, "train", "selected_epoch")
         if sel_s is not None and sel_c is not None:
-            out[-1] += f" Selected epoch (mean): SCN {sel_s:.3g}, control {sel_c:.3g}."
+            out[-1] += f" Selected epoch (mean): SCN {sel_s:.3g}, {word} {sel_c:.3g}."
             if base == "control":
                 out[-1] += (" Under `train.select: best` the control's selected epoch sets "
                             "its drift more than `train.lr` does, so match it with "
@@ -883,14 +921,14 @@ def _control_section(groups: dict[str, list[Run]], params: dict) -> list[str]:
                             "train.early_stop_patience=0,train.epochs=E`.")  # fmt: skip
         out.append("")
         rows = []
-        for setting, label in settings:
-            ci = contrast_interval(scn, ctl, setting)
+        for setting, row_label in settings:
+            ci = contrast_interval(scn, other, setting)
             cell = "n/a" if ci is None else (
                 f"{100 * ci['value']:+.2f} [{100 * ci['ci_low']:+.2f}, "
-                f"{100 * ci['ci_high']:+.2f}]: {CONTRAST_VERDICT[ci['verdict']]}"
+                f"{100 * ci['ci_high']:+.2f}]: {verdicts[ci['verdict']]}"
             )  # fmt: skip
-            rows.append([label, mean_value(scn, setting), mean_value(ctl, setting), cell])
-        out += table(["measure", "SCN - original", f"{name} - original", "SCN - control"], rows)
+            rows.append([row_label, mean_value(scn, setting), mean_value(other, setting), cell])
+        out += table(["measure", "SCN - original", f"{name} - original", f"SCN - {word}"], rows)
         out.append("")
     return out
 
@@ -1007,7 +1045,7 @@ def render_results(runs: list[Run], context: dict) -> str:
     out += _detection_table(groups)
     out += _figure3_synthetic(ok)
     out += _proposals_table(ok, n_seeds)
-    out += _control_section(groups, params)
+    out += _contrast_sections(groups, params)
     out += _facts(runs, ok, groups, _headroom(diag))
     out += _analysis()
     out += _params_section(context)

@@ -325,7 +325,7 @@ def test_helpers_and_argument_checks():
     }
     args = parse_args(["--proposals", "bbox,random", "--set", "train.epochs=1"])
     assert args.mechanisms == ["bbox", "random"] and args.sets == ["train.epochs=1"]
-    assert args.baseline_names == ["doersch", "control", "control-bbox"]  # run by default
+    assert args.baseline_names == ["doersch", "control", "control-bbox", "nooffset-bbox"]
     assert parse_args(["--baselines", ""]).baseline_names == []
     assert parse_args(["--baselines", "control-yolo,doersch"]).baseline_names == [
         "control-yolo", "doersch"]  # fmt: skip
@@ -537,8 +537,8 @@ def test_every_run_sets_back_what_a_baseline_changed():
     assert results.baseline_resets(text, ["train.pairs=shuffled"]) == ["method=scn"]
     args = results.parse_args(["--control-lr", "3e-05", "--control-lr", "bbox=1.4e-05"])
     try:
-        assert args.baseline_names == ["doersch", "control", "control-bbox", "control-drift",
-                                       "control-drift-bbox"]  # fmt: skip
+        assert args.baseline_names == ["doersch", "control", "control-bbox", "nooffset-bbox",
+                                       "control-drift", "control-drift-bbox"]  # fmt: skip
         assert results.baseline_overrides("control-drift", None) == [
             "train.pairs=shuffled", "train.lr=3e-05"]  # fmt: skip
         assert results.baseline_overrides("control-drift", "bbox") == [
@@ -568,7 +568,8 @@ def test_every_run_sets_back_what_a_baseline_changed():
             "train.pairs=real", "train.select=best", "train.epochs=8"]  # fmt: skip
     finally:
         results.CONTROL_SETS.clear()
-    assert results.parse_args([]).baseline_names == ["doersch", "control", "control-bbox"]
+    assert results.parse_args([]).baseline_names == [
+        "doersch", "control", "control-bbox", "nooffset-bbox"]  # fmt: skip
     assert results.baseline_resets(text, ["method=scn"]) == ["train.pairs=real"]
 
 
@@ -643,6 +644,42 @@ def test_scn_against_the_control_has_a_known_answer_interval():
     assert "h1 drift SCN 0.500, control 0.600" in part
     assert "| Obj mAP | +2.20 | +0.70 | +1.50 [+1.50, +1.50]: SCN above the control |" in part
     assert "| control-bbox | " in text and "control-bbox SCN" not in text
+
+
+def test_scn_against_its_no_offset_ablation_has_its_own_section():
+    """`nooffset-bbox` (train.use_offset=false on BBox pairs) is set against BBox's SCN in a
+    section of its own, with the control's interval machinery; the runs after it set the
+    offset back."""
+    from experiments import results
+    from experiments.results_report import baseline_of
+
+    assert baseline_of("nooffset-bbox") == ("nooffset", "bbox")
+    assert results.baseline_overrides("nooffset", "bbox") == ["train.use_offset=false"]
+    text = "train:\n  pairs: real\n  use_offset: true\n"
+    assert results.baseline_resets(text, ["method=scn"]) == [
+        "train.pairs=real", "train.use_offset=true"]  # fmt: skip
+    assert results.parse_args(["--baselines", "nooffset-bbox"]).baseline_names == [
+        "nooffset-bbox"]  # fmt: skip
+
+    base = np.random.default_rng(1).normal(0, 0.01, 200)
+
+    def run(mech: str, shift: float, drift: float) -> Run:
+        boot = {"obj": {"value": 0.003 + shift, "diffs": base + shift, "seed": 0,
+                        "n_boot": 200, "n_test": 50}}  # fmt: skip
+        metrics = {"train": {"h1_drift": drift, "finetune_gain_nonoverlap": -0.04}}
+        return Run(mech, f"results-{mech}", "ok", params={"proposal": "edgebox"},
+                   metrics=metrics, bootstrap=boot, seed=0)  # fmt: skip
+
+    bbox, flat = run("bbox", 0.0, 0.45), run("nooffset-bbox", 0.004, 0.40)
+    text = render_results([bbox, flat], {"commit": "abc", "dirty": [], "base_params": {}})
+    assert "## SCN against the shuffled-pairs control" not in text
+    section = text.split("## SCN against the SCN without the offset")[1].split("\n## ")[0]
+    assert "`nooffset-bbox` against bbox SCN (1 seed(s); SCN: 1): h1 drift SCN 0.450, " \
+           "no-offset 0.400" in section  # fmt: skip
+    assert "| measure | SCN - original | nooffset-bbox - original | SCN - no-offset |" in section
+    assert "| Obj mAP | +0.30 | +0.70 | -0.40 [-0.40, -0.40]: SCN below the no-offset SCN |" \
+        in section  # fmt: skip
+    assert "| nooffset-bbox | " in text
 
 
 def test_make_results_passes_its_arguments():
