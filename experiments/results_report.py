@@ -41,7 +41,6 @@ BASELINES: dict[str, tuple[str, ...]] = {
     "nooffset": ("train.use_offset=false",),
 }
 CONTROL_DRIFT = "control-drift"
-CONTROLS = ("control", CONTROL_DRIFT)
 
 
 def baseline_of(name: str) -> tuple[str, str | None] | None:
@@ -831,11 +830,19 @@ def _proposals_table(ok: list[Run], n_seeds: dict[str, int]) -> list[str]:
     return out
 
 
-#: the sections that set the SCN against a baseline on the same pairs: the baseline's name
-#: -> (title, what the other arm is, its word in the figures, its label in the verdicts);
-#: the drift-matched control shares the control's section
-CONTRASTS: dict[str, tuple[str, str, str, str]] = {
-    "control": (
+@dataclass(frozen=True)
+class Contrast:
+    """A section that sets the SCN against a baseline trained on the same pairs."""
+
+    title: str
+    intro: str  # what the baseline is ({own}: the workspace's proposal)
+    word: str  # the baseline in the figures' text and columns ("SCN - control")
+    label: str  # ... and in the verdicts ("SCN above the control")
+
+
+#: the baselines with a section of their own; the drift-matched control shares the control's
+CONTRASTS: dict[str, Contrast] = {
+    "control": Contrast(
         "SCN against the shuffled-pairs control",
         "The control trains the same network with the same regime on pairs whose bottom "
         "patch comes from another image (`train.pairs: shuffled`): it moves h1 with no "
@@ -846,7 +853,7 @@ CONTRASTS: dict[str, tuple[str, str, str, str]] = {
         "control",
         "the control",
     ),
-    "nooffset": (
+    "nooffset": Contrast(
         "SCN against the SCN without the offset",
         "The no-offset ablation trains the same network with the same regime on the same "
         "real pairs, but its context module does not see the relative position of the two "
@@ -887,19 +894,22 @@ def _contrast_sections(groups: dict[str, list[Run]], params: dict) -> list[str]:
 
 
 def _contrast_section(kind: str, arms: list, own: str) -> list[str]:
-    title, intro, word, label = CONTRASTS[kind]
+    """CONTRASTS[kind]'s section: per arm (name, baseline, proposal, its runs, the SCN runs
+    on that proposal) the drift and fine-tuning gain line and the table of settings."""
+    c = CONTRASTS[kind]
+    word = c.word
     ks = get(arms[0][4][0].metrics, "classify", "lowshot", "settings", "obj", "k") or []
     settings = [("obj", "Obj mAP"), ("img", "Img mAP"), ("det", "detection mAP")] + [
         (lowshot_key("obj", k), f"low-shot Obj mAP, k = {k}") for k in ks
     ]
-    verdicts = {"gain": f"SCN above {label}", "loss": f"SCN below {label}",
+    verdicts = {"gain": f"SCN above {c.label}", "loss": f"SCN below {c.label}",
                 "no measurable difference": "no measurable difference"}  # fmt: skip
 
     def mean_value(g: list[Run], setting: str) -> str:
         vals = [r.bootstrap.get(setting, {}).get("value") for r in g]
         return "n/a" if None in vals else f"{100 * float(np.mean(vals)):+.2f}"
 
-    out = ["", f"## {title}", "", intro.format(own=own) + " Differences in points; SCN - "
+    out = ["", f"## {c.title}", "", c.intro.format(own=own) + " Differences in points; SCN - "
            f"{word} with its paired bootstrap 95% interval over the test items (and seeds), "
            "both measured against the same original on the same resamples.", ""]  # fmt: skip
     for name, base, mech, other, scn in arms:
