@@ -70,12 +70,12 @@ def test_main_runs_the_command_in_that_environment_and_returns_its_status() -> N
 def test_make_test_other_cpu_runs_the_suite_under_the_named_profile() -> None:
     """`make test-other-cpu OTHER_CPU=...` (README) runs pytest through tools.other_cpu."""
     import os
+    from pathlib import Path
 
-    from tools.other_cpu import ROOT
-
+    root = Path(__file__).resolve().parent.parent
     env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
     for profile, extra in (("avx2", []), ("default", ["OTHER_CPU=default"])):
         cmd = ["make", "-n", "--no-print-directory", "test-other-cpu", f"VENV={sys.prefix}", *extra]
-        out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True, env=env)
+        out = subprocess.run(cmd, cwd=root, capture_output=True, text=True, check=True, env=env)
         (line,) = [x for x in out.stdout.splitlines() if "-m tools.other_cpu" in x]
         assert line.endswith(f"-m tools.other_cpu {profile} -- {sys.prefix}/bin/python -m pytest")

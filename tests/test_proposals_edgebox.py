@@ -240,12 +240,9 @@ def test_sobel_edgeboxes_do_not_depend_on_the_cpus_simd_kernels():
     import sys
     from pathlib import Path
 
-    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+    from tools.other_cpu import environment, numpy_features
 
-    from tools.other_cpu import environment
-
-    simd = [f for f in __cpu_dispatch__ if __cpu_features__.get(f) and f.startswith(("AVX", "FMA"))]
-    if not simd:
+    if not numpy_features("default"):
         pytest.skip("this CPU has no AVX/FMA kernels to switch off")
     root = str(Path(__file__).resolve().parent.parent)
     script = _SIMD_SCRIPT.format(root=root)

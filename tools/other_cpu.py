@@ -31,9 +31,7 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
 PROFILES = ("avx2", "default")
 
 # OpenCV's names (getCPUFeaturesLine); an unknown one is only warned about and ignored
@@ -57,7 +55,7 @@ _FIXED = {
 }
 
 
-def _numpy_features(profile: str) -> list[str]:
+def numpy_features(profile: str) -> list[str]:
     """numpy's dispatched kernels this CPU has and ``profile``'s CPU would not: the AVX-512
     ones for ``avx2``, every AVX/FMA one for ``default``. numpy refuses to disable a
     feature its build requires or the CPU lacks, so only those dispatched and present."""
@@ -67,13 +65,13 @@ def _numpy_features(profile: str) -> list[str]:
     return [f for f in __cpu_dispatch__ if __cpu_features__.get(f) and f.startswith(prefixes)]
 
 
-def environment(profile: str, base: dict[str, str] | None = None) -> dict[str, str]:
-    """``base`` (default: this process's environment) with ``profile``'s kernel choices."""
+def environment(profile: str) -> dict[str, str]:
+    """This process's environment with ``profile``'s kernel choices."""
     if profile not in PROFILES:
         raise ValueError(f"unknown CPU profile {profile!r}; allowed: {', '.join(PROFILES)}")
-    env = dict(os.environ if base is None else base)
+    env = dict(os.environ)
     env.update(_FIXED[profile])
-    features = _numpy_features(profile)
+    features = numpy_features(profile)
     if features:
         env["NPY_DISABLE_CPU_FEATURES"] = " ".join(features)
     else:
